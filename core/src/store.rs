@@ -1,0 +1,225 @@
+//! The run store: JSONL tables appended and flushed one finished unit of work at a time, so a
+//! run killed at any moment (even `kill -9`) keeps everything it finished and resumes from there.
+//!
+//! A unit that spans several tables (one item's critiques, refinements, verdicts and CU) is
+//! committed by its last record: detail tables are written first and the commit table last;
+//! on resume, [`RunStore::recover`] drops a torn last line and every detail record whose unit
+//! has no commit record, so a half-written unit is redone from scratch, never duplicated.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+/// A run directory.
+#[derive(Debug, Clone)]
+pub struct RunStore {
+    dir: PathBuf,
+}
+
+impl RunStore {
+    /// Opens (and creates) a run directory.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(Self { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of a file in the run directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Appends records as complete lines with one write, then flushes.
+    pub fn append<T: Serialize>(&self, table: &str, records: &[T]) -> Result<()> {
+        append_jsonl(&self.path(table), records)
+    }
+
+    /// All records of a table (empty if it does not exist yet).
+    pub fn read<T: DeserializeOwned>(&self, table: &str) -> Result<Vec<T>> {
+        let path = self.path(table);
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        read_jsonl(&path)
+    }
+
+    /// Makes the tables consistent after a crash: drops a torn last line in every table, then
+    /// drops detail records (matched on `key`) whose unit has no record in `commit`.
+    /// Returns the committed keys.
+    pub fn recover(&self, details: &[&str], commit: &str, key: &str) -> Result<HashSet<String>> {
+        for table in details.iter().chain(std::iter::once(&commit)) {
+            drop_torn_line(&self.path(table))?;
+        }
+        let committed: HashSet<String> = self
+            .read::<Value>(commit)?
+            .iter()
+            .filter_map(|r| r.get(key).and_then(Value::as_str).map(str::to_string))
+            .collect();
+        for table in details {
+            let path = self.path(table);
+            if !path.exists() {
+                continue;
+            }
+            let records: Vec<Value> = read_jsonl(&path)?;
+            let kept: Vec<&Value> = records
+                .iter()
+                .filter(|r| {
+                    r.get(key)
+                        .and_then(Value::as_str)
+                        .is_some_and(|k| committed.contains(k))
+                })
+                .collect();
+            if kept.len() != records.len() {
+                let mut text = String::new();
+                for record in kept {
+                    text.push_str(&record.to_string());
+                    text.push('\n');
+                }
+                write_atomic(&path, text.as_bytes())?;
+            }
+        }
+        Ok(committed)
+    }
+
+    /// Writes a whole file atomically (temporary file, then rename).
+    pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        write_atomic(&self.path(name), bytes)
+    }
+}
+
+/// Appends records as complete lines with one write, then flushes.
+pub fn append_jsonl<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
+    let mut text = String::new();
+    for record in records {
+        let line = serde_json::to_string(record).map_err(|e| Error::File {
+            path: path.to_path_buf(),
+            message: format!("cannot serialize record: {e}"),
+        })?;
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| Error::io(path, e))?;
+    file.flush().map_err(|e| Error::io(path, e))
+}
+
+/// Reads a JSONL file; a malformed line is an error naming the file and the line. Blank lines
+/// are skipped.
+pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (index, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| Error::io(path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record = serde_json::from_str(&line).map_err(|e| Error::Data {
+            path: path.to_path_buf(),
+            line: index + 1,
+            message: format!("malformed JSON record: {e}"),
+        })?;
+        out.push(record);
+    }
+    Ok(out)
+}
+
+/// Cuts a last line that has no newline (a write torn by a crash).
+fn drop_torn_line(path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(());
+    }
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    file.set_len(keep as u64).map_err(|e| Error::io(path, e))
+}
+
+/// Writes a file atomically: a temporary file beside it, flushed, then renamed over it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    {
+        let mut file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        file.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    }
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn recover_drops_torn_lines_and_uncommitted_units() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::open(dir.path()).unwrap();
+        store
+            .append(
+                "detail.jsonl",
+                &[
+                    json!({"item_id": "a", "x": 1}),
+                    json!({"item_id": "b", "x": 2}),
+                ],
+            )
+            .unwrap();
+        store
+            .append("commit.jsonl", &[json!({"item_id": "a"})])
+            .unwrap();
+        // A torn write of b's commit record.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(store.path("commit.jsonl"))
+            .unwrap();
+        f.write_all(b"{\"item_id\": \"b").unwrap();
+        drop(f);
+        let committed = store
+            .recover(&["detail.jsonl"], "commit.jsonl", "item_id")
+            .unwrap();
+        assert_eq!(
+            committed.into_iter().collect::<Vec<_>>(),
+            vec!["a".to_string()]
+        );
+        let detail: Vec<Value> = store.read("detail.jsonl").unwrap();
+        assert_eq!(detail, vec![json!({"item_id": "a", "x": 1})]);
+        let commit: Vec<Value> = store.read("commit.jsonl").unwrap();
+        assert_eq!(commit.len(), 1);
+    }
+
+    #[test]
+    fn malformed_line_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.jsonl");
+        fs::write(&path, "{\"a\": 1}\n\n{oops\n").unwrap();
+        let err = read_jsonl::<Value>(&path).unwrap_err().to_string();
+        assert!(err.contains("d.jsonl, line 3"), "{err}");
+    }
+}

@@ -1,0 +1,144 @@
+//! Prompt templates are data: set per task in config, with defaults for chat models.
+//! Placeholders: `{prompt}`, `{response}`, `{critique}`, `{a}`, `{b}`, `{reference}`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ConfigProblem;
+
+/// The four templates of one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskTemplates {
+    /// Critique prompt; placeholders `{prompt}`, `{response}`.
+    pub critique: String,
+    /// Refinement prompt; placeholders `{prompt}`, `{response}`, `{critique}`.
+    pub refinement: String,
+    /// Pairwise judge prompt; placeholders `{prompt}`, `{a}`, `{b}`. Verdicts `[[A]]`, `[[B]]`, `[[C]]` (tie).
+    pub pairwise: String,
+    /// Pointwise judge prompt (RQS); placeholders `{prompt}`, `{response}`.
+    pub pointwise: String,
+}
+
+impl Default for TaskTemplates {
+    fn default() -> Self {
+        Self {
+            critique: "You are a careful reviewer. Read the task and the response below, then write a short, specific critique that points out the most important error and says how to fix it.\n\n[Task]\n{prompt}\n\n[Response]\n{response}\n\n[Critique]\n".into(),
+            refinement: "Improve the response to the task using the critique. Reply with the improved response only.\n\n[Task]\n{prompt}\n\n[Response]\n{response}\n\n[Critique]\n{critique}\n\n[Improved response]\n".into(),
+            pairwise: "Please act as an impartial judge and decide which of two responses answers the task better. Do not let the order or the length of the responses influence you. After a short explanation, give your verdict strictly as \"[[A]]\" if response A is better, \"[[B]]\" if response B is better, or \"[[C]]\" for a tie.\n\n[Task]\n{prompt}\n\n[Response A]\n{a}\n\n[Response B]\n{b}\n".into(),
+            pointwise: "Please act as an impartial judge and rate the response to the task on a scale of 1 to 10. After a short explanation, give your rating strictly as \"Rating: [[N]]\".\n\n[Task]\n{prompt}\n\n[Response]\n{response}\n".into(),
+        }
+    }
+}
+
+/// Default templates plus per-task overrides (`[templates.tasks.NAME]`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromptTemplates {
+    /// Templates used by every task without an override.
+    pub default: TaskTemplates,
+    /// Per-task templates, keyed by task name.
+    pub tasks: BTreeMap<String, TaskTemplates>,
+}
+
+impl PromptTemplates {
+    pub fn for_task(&self, task: &str) -> &TaskTemplates {
+        self.tasks.get(task).unwrap_or(&self.default)
+    }
+
+    /// Every template that uses a placeholder it does not have.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut check = |key: String, t: &TaskTemplates| {
+            let allowed: [(&str, &str, &[&str]); 4] = [
+                ("critique", &t.critique, &["prompt", "response"]),
+                (
+                    "refinement",
+                    &t.refinement,
+                    &["prompt", "response", "critique"],
+                ),
+                ("pairwise", &t.pairwise, &["prompt", "a", "b", "reference"]),
+                (
+                    "pointwise",
+                    &t.pointwise,
+                    &["prompt", "response", "reference"],
+                ),
+            ];
+            for (name, text, ok) in allowed {
+                for placeholder in placeholders(text) {
+                    if !ok.contains(&placeholder.as_str()) {
+                        problems.push(ConfigProblem::new(
+                            format!("{key}.{name}"),
+                            format!(
+                                "unknown placeholder `{{{placeholder}}}` (allowed: {})",
+                                ok.iter()
+                                    .map(|p| format!("{{{p}}}"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        check("templates.default".into(), &self.default);
+        for (task, t) in &self.tasks {
+            check(format!("templates.tasks.{task}"), t);
+        }
+        problems
+    }
+}
+
+fn placeholders(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        match after.find('}') {
+            Some(end)
+                if after[..end]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && end > 0 =>
+            {
+                out.push(after[..end].to_string());
+                rest = &after[end + 1..];
+            }
+            _ => rest = after,
+        }
+    }
+    out
+}
+
+/// Fills `{name}` placeholders; unknown placeholders stay as they are.
+pub fn render(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = template.to_string();
+    for (name, value) in values {
+        out = out.replace(&format!("{{{name}}}"), value);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_and_checks_placeholders() {
+        assert_eq!(
+            render(
+                "{prompt}|{response}>",
+                &[("prompt", "x"), ("response", "y")]
+            ),
+            "x|y>"
+        );
+        let mut t = PromptTemplates::default();
+        assert!(t.problems().is_empty());
+        t.default.critique = "{prompt} {critique}".into();
+        let p = t.problems();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, "templates.default.critique");
+    }
+}

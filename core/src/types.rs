@@ -1,0 +1,102 @@
+//! Domain types shared by every plugin and stage.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One task item: a prompt `x`, the actor's initial response `y0`, optionally a reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskItem {
+    /// Unique id of the item within its dataset split.
+    pub id: String,
+    /// Task family the item belongs to (metrics are reported per task).
+    pub task: String,
+    /// The prompt `x`.
+    pub prompt: String,
+    /// The initial response `y0` that critiques criticise and refinements improve.
+    pub initial_response: String,
+    /// Ground truth, where the task has one (used by verifier judges only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+/// One critique `c` of an item's initial response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Critique {
+    pub text: String,
+    /// Summed log-probability of the critique tokens under the critic that sampled it
+    /// (the reference model `p_ref` of the RCO loss); `None` for critics that cannot score.
+    #[serde(default)]
+    pub ref_logprob: Option<f64>,
+}
+
+/// One refinement `y` written by an actor from `(x, y0, c)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refinement {
+    pub text: String,
+}
+
+/// A judge's verdict on a pair (A, B).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    A,
+    B,
+    Tie,
+    /// The judge's answer could not be read; counted, reported and excluded from means.
+    Invalid {
+        reason: String,
+    },
+}
+
+impl Verdict {
+    pub fn is_valid(&self) -> bool {
+        !matches!(self, Verdict::Invalid { .. })
+    }
+}
+
+/// A judge's answer to one pairwise comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    /// Probability that A is better, for judges that give one (soft CU mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prob_a: Option<f64>,
+}
+
+impl Judgement {
+    pub fn hard(verdict: Verdict) -> Self {
+        Self {
+            verdict,
+            prob_a: None,
+        }
+    }
+}
+
+/// A pairwise comparison request: which of `a` and `b` answers `prompt` better.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub task: String,
+    pub prompt: String,
+    #[serde(default)]
+    pub reference: Option<String>,
+    pub a: String,
+    pub b: String,
+    /// Seed for judges that sample.
+    pub seed: u64,
+}
+
+/// The two judgements of one refinement against the initial response:
+/// `refined_first` has the refinement as A, `refined_second` has it as B.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BothOrders {
+    pub refined_first: Judgement,
+    pub refined_second: Judgement,
+}
+
+/// A pointwise score on the judge's scale (RQS), or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PointwiseScore {
+    Score(f64),
+    Invalid { reason: String },
+}
