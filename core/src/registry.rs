@@ -149,13 +149,15 @@ pub fn find(role: Role, section: &Value) -> Result<&'static PluginDescriptor, Co
                 ),
             ))
         }
-        None => return Err(ConfigProblem::new(
-            "kind",
-            format!(
+        None => {
+            return Err(ConfigProblem::new(
+                "kind",
+                format!(
                 "missing; every {} section names its plugin with `kind = \"...\"` (known: {known})",
                 role.name()
             ),
-        )),
+            ))
+        }
     };
     plugins()
         .into_iter()

@@ -1,0 +1,77 @@
+//! Choosing the backend at run time from a config string: `cpu` (burn's flex backend),
+//! `wgpu` and `cuda:N` (when rco is built with those features).
+
+use crate::LmError;
+
+/// The CPU backend.
+pub type Cpu = burn::backend::Flex;
+
+/// A device named in config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Wgpu,
+    Cuda(usize),
+}
+
+impl DeviceSpec {
+    pub fn parse(text: &str) -> Result<Self, LmError> {
+        match text {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "wgpu" => Ok(DeviceSpec::Wgpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(index)) => Ok(DeviceSpec::Cuda(index)),
+                _ => Err(LmError::Device(format!(
+                    "unknown device `{other}` (expected cpu, wgpu or cuda:N)"
+                ))),
+            },
+        }
+    }
+
+    /// Whether this build of rco has the backend for the device.
+    pub fn compiled(self) -> Result<Self, LmError> {
+        match self {
+            DeviceSpec::Cpu => Ok(self),
+            DeviceSpec::Wgpu if cfg!(feature = "wgpu") => Ok(self),
+            DeviceSpec::Cuda(_) if cfg!(feature = "cuda") => Ok(self),
+            DeviceSpec::Wgpu => Err(LmError::Device(
+                "device `wgpu` needs rco built with `--features wgpu`".into(),
+            )),
+            DeviceSpec::Cuda(_) => Err(LmError::Device(
+                "device `cuda:N` needs rco built with `--features cuda`".into(),
+            )),
+        }
+    }
+}
+
+/// Calls `$body` with `B` bound to the backend of a [`DeviceSpec`] and `$device` to its device.
+#[macro_export]
+macro_rules! with_backend {
+    ($spec:expr, |$B:ident, $device:ident| $body:expr) => {{
+        match $spec {
+            $crate::device::DeviceSpec::Cpu => {
+                type $B = $crate::device::Cpu;
+                let $device = Default::default();
+                $body
+            }
+            #[cfg(feature = "wgpu")]
+            $crate::device::DeviceSpec::Wgpu => {
+                type $B = burn::backend::Wgpu;
+                let $device = burn::backend::wgpu::WgpuDevice::default();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::device::DeviceSpec::Cuda(index) => {
+                type $B = burn::backend::Cuda;
+                let $device = burn::backend::cuda::CudaDevice::new(index);
+                $body
+            }
+            #[allow(unreachable_patterns)]
+            other => Err($crate::LmError::Device(format!(
+                "{other:?} is not compiled into this build"
+            ))
+            .into()),
+        }
+    }};
+}

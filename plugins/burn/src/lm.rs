@@ -1,0 +1,250 @@
+//! Batched sampling and batched completion log-probs, written once for every [`CausalLm`].
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::model::CausalLm;
+use crate::tokenizer::PAD;
+
+/// Large negative number added to masked attention scores.
+const MASKED: f32 = -1e9;
+
+/// A left-padded batch of token rows, ready for [`CausalLm::logits`].
+pub struct PaddedBatch<B: Backend> {
+    pub tokens: Tensor<B, 2, Int>,
+    pub positions: Tensor<B, 2, Int>,
+    pub mask: Tensor<B, 4>,
+    /// Padding tokens in front of each row.
+    pub pads: Vec<usize>,
+    pub time: usize,
+}
+
+impl<B: Backend> PaddedBatch<B> {
+    /// Left-pads rows to the longest; positions count from each row's first real token.
+    pub fn new(rows: &[Vec<u32>], device: &B::Device) -> Self {
+        let time = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let batch = rows.len();
+        let mut tokens = Vec::with_capacity(batch * time);
+        let mut positions = Vec::with_capacity(batch * time);
+        let mut mask = Vec::with_capacity(batch * time * time);
+        let mut pads = Vec::with_capacity(batch);
+        for row in rows {
+            let pad = time - row.len();
+            pads.push(pad);
+            tokens.extend(std::iter::repeat_n(PAD as i32, pad));
+            tokens.extend(row.iter().map(|&t| t as i32));
+            positions.extend((0..time).map(|t| t.saturating_sub(pad) as i32));
+            for query in 0..time {
+                for key in 0..time {
+                    let visible = key <= query && key >= pad;
+                    mask.push(if visible { 0.0 } else { MASKED });
+                }
+            }
+        }
+        Self {
+            tokens: Tensor::from_data(TensorData::new(tokens, [batch, time]), device),
+            positions: Tensor::from_data(TensorData::new(positions, [batch, time]), device),
+            mask: Tensor::from_data(TensorData::new(mask, [batch, 1, time, time]), device),
+            pads,
+            time,
+        }
+    }
+}
+
+/// Summed log-probabilities of each row's completion tokens given its prompt tokens
+/// (prompt positions masked out): `[batch]`, differentiable when `B` is an autodiff backend.
+/// Rows are `(prompt ids, completion ids)`; the prompt starts with BOS, the completion ends with EOS.
+pub fn completion_log_probs<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    rows: &[(Vec<u32>, Vec<u32>)],
+    device: &B::Device,
+) -> Tensor<B, 1> {
+    let joined: Vec<Vec<u32>> = rows
+        .iter()
+        .map(|(p, c)| p.iter().chain(c).copied().collect())
+        .collect();
+    let batch = PaddedBatch::<B>::new(&joined, device);
+    let time = batch.time;
+    let n = rows.len();
+    // Position t predicts token t + 1; weight 1 where token t + 1 belongs to the completion.
+    let mut weights = vec![0f32; n * (time - 1).max(1)];
+    let mut targets = vec![PAD as i32; n * (time - 1).max(1)];
+    for (r, ((prompt, _), row)) in rows.iter().zip(&joined).enumerate() {
+        let pad = batch.pads[r];
+        for (offset, &token) in row.iter().enumerate().skip(1) {
+            let t = pad + offset; // index of the predicted token
+            targets[r * (time - 1) + t - 1] = token as i32;
+            if offset >= prompt.len() {
+                weights[r * (time - 1) + t - 1] = 1.0;
+            }
+        }
+    }
+    if time < 2 {
+        return Tensor::zeros([n], device);
+    }
+    let logits = model.logits(batch.tokens, batch.positions, batch.mask);
+    let [_, _, vocab] = logits.dims();
+    let log_probs = log_softmax(logits.slice([0..n, 0..time - 1, 0..vocab]), 2);
+    let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [n, time - 1]), device)
+        .reshape([n, time - 1, 1]);
+    let picked = log_probs.gather(2, targets).reshape([n, time - 1]);
+    let weights = Tensor::<B, 2>::from_data(TensorData::new(weights, [n, time - 1]), device);
+    (picked * weights).sum_dim(1).reshape([n])
+}
+
+/// How to sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingConfig {
+    /// Softmax temperature; 0 means greedy decoding.
+    pub temperature: f64,
+    /// Keep only the k most likely tokens (0 = all).
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p (1 = all).
+    pub top_p: f64,
+    /// Most tokens generated per completion.
+    pub max_tokens: usize,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            max_tokens: 16,
+        }
+    }
+}
+
+impl SamplingConfig {
+    pub fn problems(&self) -> Vec<rco_core::ConfigProblem> {
+        let mut p = Vec::new();
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            p.push(rco_core::ConfigProblem::new(
+                "temperature",
+                format!("must be >= 0, got {}", self.temperature),
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            p.push(rco_core::ConfigProblem::new(
+                "top_p",
+                format!("must be in (0, 1], got {}", self.top_p),
+            ));
+        }
+        if self.max_tokens == 0 {
+            p.push(rco_core::ConfigProblem::new(
+                "max_tokens",
+                "must be at least 1",
+            ));
+        }
+        p
+    }
+}
+
+/// Draws one token id from a row of logits.
+fn draw(logits: &[f32], config: &SamplingConfig, rng: &mut impl Rng) -> u32 {
+    let argmax = || {
+        logits
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i as u32)
+    };
+    if config.temperature == 0.0 {
+        return argmax();
+    }
+    let mut ranked: Vec<(usize, f64)> = logits
+        .iter()
+        .map(|&l| l as f64 / config.temperature)
+        .enumerate()
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    if config.top_k > 0 {
+        ranked.truncate(config.top_k);
+    }
+    let max = ranked[0].1;
+    let mut probs: Vec<f64> = ranked.iter().map(|(_, l)| (l - max).exp()).collect();
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+    if config.top_p < 1.0 {
+        let mut cumulative = 0.0;
+        let keep = probs
+            .iter()
+            .position(|p| {
+                cumulative += p;
+                cumulative >= config.top_p
+            })
+            .map_or(probs.len(), |i| i + 1);
+        probs.truncate(keep);
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
+    }
+    let mut u: f64 = rng.random();
+    for (i, p) in probs.iter().enumerate() {
+        if u < *p {
+            return ranked[i].0 as u32;
+        }
+        u -= p;
+    }
+    ranked[probs.len() - 1].0 as u32
+}
+
+/// Samples one completion per prompt (prompts start with BOS), all rows decoding together.
+/// Each row draws from its own seed, so a row's text does not depend on its batch.
+/// Returns completion ids without the EOS that ended them.
+pub fn sample<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    prompts: &[Vec<u32>],
+    seeds: &[u64],
+    config: &SamplingConfig,
+    eos: u32,
+    device: &B::Device,
+) -> Vec<Vec<u32>> {
+    let mut rngs: Vec<_> = seeds
+        .iter()
+        .map(|&s| rco_core::seed::rng_for(s, &["sample"]))
+        .collect();
+    let mut rows: Vec<Vec<u32>> = prompts.to_vec();
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
+    let mut active: Vec<usize> = (0..prompts.len())
+        .filter(|&i| prompts[i].len() < model.max_len())
+        .collect();
+    for _ in 0..config.max_tokens {
+        if active.is_empty() {
+            break;
+        }
+        let batch_rows: Vec<Vec<u32>> = active.iter().map(|&i| rows[i].clone()).collect();
+        let batch = PaddedBatch::<B>::new(&batch_rows, device);
+        let time = batch.time;
+        let logits = model.logits(batch.tokens, batch.positions, batch.mask);
+        let [n, _, vocab] = logits.dims();
+        let last = logits
+            .slice([0..n, time - 1..time, 0..vocab])
+            .reshape([n, vocab]);
+        let values: Vec<f32> = last
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .unwrap_or_default();
+        let mut still = Vec::with_capacity(active.len());
+        for (k, &i) in active.iter().enumerate() {
+            let Some(row_logits) = values.get(k * vocab..(k + 1) * vocab) else {
+                continue;
+            };
+            let token = draw(row_logits, config, &mut rngs[i]);
+            if token == eos {
+                continue;
+            }
+            out[i].push(token);
+            rows[i].push(token);
+            if rows[i].len() < model.max_len() {
+                still.push(i);
+            }
+        }
+        active = still;
+    }
+    out
+}

@@ -1,0 +1,119 @@
+//! Training loops over any [`CausalLm`]: the supervised warm start and the RCO objective.
+
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::lm::completion_log_probs;
+use crate::model::CausalLm;
+
+/// One `(prompt ids, completion ids)` pair.
+pub type Example = (Vec<u32>, Vec<u32>);
+
+/// Supervised fine-tuning: minimises the mean negative log-likelihood per completion token.
+/// `next_batch(step)` supplies the examples of each step. Returns the model and the loss of
+/// the last step.
+pub fn supervised<B, M>(
+    mut model: M,
+    steps: usize,
+    learning_rate: f64,
+    device: &B::Device,
+    mut next_batch: impl FnMut(usize) -> Vec<Example>,
+    progress: &dyn rco_core::Progress,
+) -> (M, f64)
+where
+    B: AutodiffBackend,
+    M: CausalLm<B> + AutodiffModule<B>,
+{
+    let mut optimizer = AdamWConfig::new().with_weight_decay(0.0).init::<B, M>();
+    let mut last = f64::NAN;
+    for step in 0..steps {
+        let batch = next_batch(step);
+        let tokens: usize = batch.iter().map(|(_, c)| c.len()).sum();
+        let loss = completion_log_probs(&model, &batch, device)
+            .sum()
+            .neg()
+            .div_scalar(tokens.max(1) as f32);
+        last = loss.clone().into_scalar().elem::<f64>();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        // Linear warm-up over the first tenth of the steps, then constant.
+        let warm = ((step + 1) as f64 / (steps as f64 / 10.0).max(1.0)).min(1.0);
+        model = optimizer.step(learning_rate * warm, model, grads);
+        progress.inc(1);
+        if step % 50 == 0 {
+            progress.set_message(&format!("nll {last:.3}"));
+        }
+    }
+    (model, last)
+}
+
+/// The examples of one critique group for the RCO loss: rows and their residual offsets.
+#[derive(Debug, Clone)]
+pub struct RcoGroup {
+    pub rows: Vec<Example>,
+    /// `o_i` of `rco_core::objective::residual_offsets`: `r_i = log p_theta(c_i) + o_i`.
+    pub offsets: Vec<f64>,
+}
+
+/// The RCO loss of a micro-batch of groups, scaled so that summing it over the micro-batches
+/// of a step gives the mean group loss of the step (`groups_in_step` groups in all).
+pub fn rco_loss<B, M>(
+    model: &M,
+    groups: &[&RcoGroup],
+    groups_in_step: usize,
+    device: &B::Device,
+) -> Tensor<B, 1>
+where
+    B: AutodiffBackend,
+    M: CausalLm<B> + AutodiffModule<B>,
+{
+    let rows: Vec<Example> = groups.iter().flat_map(|g| g.rows.iter().cloned()).collect();
+    let offsets: Vec<f32> = groups
+        .iter()
+        .flat_map(|g| g.offsets.iter().map(|&o| o as f32))
+        .collect();
+    // 1 / (2 N_g) per row of group g, and 1 / G over the groups of the step.
+    let weights: Vec<f32> = groups
+        .iter()
+        .flat_map(|g| {
+            std::iter::repeat_n(
+                1.0 / (2.0 * g.rows.len() as f32 * groups_in_step as f32),
+                g.rows.len(),
+            )
+        })
+        .collect();
+    let n = rows.len();
+    let log_probs = completion_log_probs(model, &rows, device);
+    let offsets = Tensor::<B, 1>::from_data(TensorData::new(offsets, [n]), device);
+    let weights = Tensor::<B, 1>::from_data(TensorData::new(weights, [n]), device);
+    let residual = log_probs + offsets;
+    (residual.clone() * residual * weights).sum()
+}
+
+/// One optimizer step over micro-batches with gradient accumulation; returns the model and
+/// the step's loss (mean group loss).
+pub fn rco_step<B, M, O>(
+    model: M,
+    optimizer: &mut O,
+    micro_batches: &[Vec<&RcoGroup>],
+    learning_rate: f64,
+    device: &B::Device,
+) -> (M, f64)
+where
+    B: AutodiffBackend,
+    M: CausalLm<B> + AutodiffModule<B>,
+    O: Optimizer<M, B>,
+{
+    let groups_in_step: usize = micro_batches.iter().map(Vec::len).sum();
+    let mut accumulator = GradientsAccumulator::<M>::new();
+    let mut total = 0.0;
+    for micro in micro_batches {
+        let loss = rco_loss(&model, micro, groups_in_step, device);
+        total += loss.clone().into_scalar().elem::<f64>();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        accumulator.accumulate(&model, grads);
+    }
+    let model = optimizer.step(learning_rate, model, accumulator.grads());
+    (model, total)
+}

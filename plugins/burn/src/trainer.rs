@@ -1,0 +1,346 @@
+//! The RCO trainer (`kind = "rco"`): regresses a burn critic onto the closed-form optimum of
+//! the KL-regularised objective (method.md), with AdamW, gradient accumulation and
+//! checkpoint/resume of model and optimizer state.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, Optimizer};
+use burn::record::Recorder;
+use burn::tensor::backend::AutodiffBackend;
+use rand::seq::SliceRandom;
+use rco_core::registry::{parse_section, Validate};
+use rco_core::{
+    objective, BuildContext, ConfigProblem, Progress, Result, TrainSummary, Trainer, TrainingGroup,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, ModelSpec};
+use crate::device::DeviceSpec;
+use crate::train::{rco_step, RcoGroup};
+use crate::LmError;
+
+/// RCO training of a burn critic.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RcoTrainerConfig {
+    /// KL weight `beta` of the objective (method.md default 0.1).
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+    /// AdamW learning rate.
+    #[serde(default = "default_lr")]
+    pub learning_rate: f64,
+    /// AdamW decoupled weight decay.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Passes over the collected groups.
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Groups per micro-batch.
+    #[serde(default = "default_groups")]
+    pub groups_per_batch: usize,
+    /// Micro-batches whose gradients are summed before each optimizer step.
+    #[serde(default = "default_accumulation")]
+    pub accumulation: usize,
+    /// Save model and optimizer state every this many steps (and at the end).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+    /// `cpu`, `wgpu` or `cuda:N`.
+    #[serde(default = "crate::critic::default_device")]
+    pub device: String,
+}
+
+fn default_beta() -> f64 {
+    0.1
+}
+fn default_lr() -> f64 {
+    1e-3
+}
+fn default_epochs() -> usize {
+    2
+}
+fn default_groups() -> usize {
+    8
+}
+fn default_accumulation() -> usize {
+    1
+}
+fn default_checkpoint_every() -> usize {
+    25
+}
+
+impl Validate for RcoTrainerConfig {
+    fn problems(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        if !(self.beta > 0.0 && self.beta.is_finite()) {
+            p.push(ConfigProblem::new(
+                "beta",
+                format!("must be > 0, got {}", self.beta),
+            ));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            p.push(ConfigProblem::new(
+                "learning_rate",
+                format!("must be > 0, got {}", self.learning_rate),
+            ));
+        }
+        for (key, value) in [
+            ("epochs", self.epochs),
+            ("groups_per_batch", self.groups_per_batch),
+            ("accumulation", self.accumulation),
+            ("checkpoint_every", self.checkpoint_every),
+        ] {
+            if value == 0 {
+                p.push(ConfigProblem::new(key, "must be at least 1"));
+            }
+        }
+        if let Err(e) = DeviceSpec::parse(&self.device) {
+            p.push(ConfigProblem::new("device", e.to_string()));
+        }
+        p
+    }
+}
+
+/// Progress saved beside the training checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct TrainState {
+    step: usize,
+    losses: Vec<f64>,
+    done: bool,
+}
+
+pub struct RcoTrainer {
+    name: String,
+    config: RcoTrainerConfig,
+    seed: u64,
+    base: PathBuf,
+    output: PathBuf,
+}
+
+impl RcoTrainer {
+    fn err(&self, e: impl std::fmt::Display) -> rco_core::Error {
+        rco_core::Error::plugin(format!("trainer `{}` (rco)", self.name), e)
+    }
+
+    /// The optimizer steps: per epoch a seeded shuffle of the groups, cut into micro-batches.
+    fn schedule(&self, groups: usize) -> Vec<Vec<Vec<usize>>> {
+        let per_step = self.config.groups_per_batch * self.config.accumulation;
+        let mut steps = Vec::new();
+        for epoch in 0..self.config.epochs {
+            let mut order: Vec<usize> = (0..groups).collect();
+            order.shuffle(&mut rco_core::seed::rng_for(
+                self.seed,
+                &["rco-train", &epoch.to_string()],
+            ));
+            for step in order.chunks(per_step) {
+                steps.push(
+                    step.chunks(self.config.groups_per_batch)
+                        .map(<[usize]>::to_vec)
+                        .collect(),
+                );
+            }
+        }
+        steps
+    }
+
+    fn run<B: AutodiffBackend>(
+        &self,
+        device: B::Device,
+        groups: &[TrainingGroup],
+        progress: &dyn Progress,
+    ) -> Result<TrainSummary, LmError> {
+        let state_dir = self.output.join("train");
+        let state_path = state_dir.join("state.json");
+        let (spec, base_model) = checkpoint::load::<B>(&self.base, &device)?;
+        let encoded = encode_groups(&spec, groups, self.config.beta)?;
+        let flat_groups = groups
+            .iter()
+            .filter(|g| objective::is_flat(&g.critiques.iter().map(|c| c.cu).collect::<Vec<_>>()))
+            .count();
+        let schedule = self.schedule(encoded.len());
+
+        let mut state: TrainState = match std::fs::read_to_string(&state_path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| LmError::Checkpoint {
+                path: state_path.clone(),
+                message: e.to_string(),
+            })?,
+            Err(_) => TrainState::default(),
+        };
+        let resumed_from_step = state.step;
+        let mut optimizer = AdamWConfig::new()
+            .with_weight_decay(self.config.weight_decay as f32)
+            .init::<B, _>();
+        let mut model = base_model;
+        if state.step > 0 {
+            model = checkpoint::load_weights(model, &state_dir, "model", &device)?;
+            let optim_path = state_dir.join("optimizer");
+            let record = checkpoint::recorder()
+                .load(optim_path.clone(), &device)
+                .map_err(|e| LmError::Checkpoint {
+                    path: optim_path,
+                    message: e.to_string(),
+                })?;
+            optimizer = optimizer.load_record(record);
+        }
+        progress.set_length(schedule.len() as u64);
+        progress.inc(state.step as u64);
+        if !state.done {
+            for (index, step) in schedule.iter().enumerate().skip(state.step) {
+                let micro: Vec<Vec<&RcoGroup>> = step
+                    .iter()
+                    .map(|ids| ids.iter().map(|&i| &encoded[i]).collect())
+                    .collect();
+                let (next, loss) = rco_step(
+                    model,
+                    &mut optimizer,
+                    &micro,
+                    self.config.learning_rate,
+                    &device,
+                );
+                model = next;
+                state.losses.push(loss);
+                state.step = index + 1;
+                if state.step % self.config.checkpoint_every == 0 || state.step == schedule.len() {
+                    self.save_state(&state_dir, &model, &optimizer, &state)?;
+                }
+                progress.set_message(&format!("loss {loss:.4}"));
+                progress.inc(1);
+            }
+            state.done = true;
+            checkpoint::save(&self.output, &spec, model.valid())?;
+            self.write_state(&state_dir, &state)?;
+        }
+        Ok(TrainSummary {
+            steps: state.step,
+            groups: groups.len(),
+            flat_groups,
+            first_loss: state.losses.first().copied().unwrap_or(f64::NAN),
+            last_loss: state.losses.last().copied().unwrap_or(f64::NAN),
+            resumed_from_step,
+        })
+    }
+
+    fn save_state<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(
+        &self,
+        dir: &Path,
+        model: &M,
+        optimizer: &O,
+        state: &TrainState,
+    ) -> Result<(), LmError> {
+        checkpoint::save_weights(model.clone(), dir, "model")?;
+        let tmp = dir.join("optimizer-partial");
+        checkpoint::recorder()
+            .record(optimizer.to_record(), tmp.clone())
+            .map_err(|e| LmError::Checkpoint {
+                path: tmp.clone(),
+                message: e.to_string(),
+            })?;
+        std::fs::rename(dir.join("optimizer-partial.mpk"), dir.join("optimizer.mpk")).map_err(
+            |e| LmError::Checkpoint {
+                path: dir.join("optimizer.mpk"),
+                message: e.to_string(),
+            },
+        )?;
+        self.write_state(dir, state)
+    }
+
+    fn write_state(&self, dir: &Path, state: &TrainState) -> Result<(), LmError> {
+        let path = dir.join("state.json");
+        let json = serde_json::to_vec(state).map_err(|e| LmError::Checkpoint {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        rco_core::store::write_atomic(&path, &json).map_err(|e| LmError::Checkpoint {
+            path,
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Tokenizes each group and computes its residual offsets.
+pub fn encode_groups(
+    spec: &ModelSpec,
+    groups: &[TrainingGroup],
+    beta: f64,
+) -> Result<Vec<RcoGroup>, LmError> {
+    groups
+        .iter()
+        .map(|g| {
+            let mut prompt = vec![spec.tokenizer.bos()];
+            prompt.extend(spec.tokenizer.encode(&g.prompt)?);
+            let rows = g
+                .critiques
+                .iter()
+                .map(|c| {
+                    let mut completion = spec.tokenizer.encode(&c.text)?;
+                    completion.push(spec.tokenizer.eos());
+                    Ok((prompt.clone(), completion))
+                })
+                .collect::<Result<Vec<_>, LmError>>()?;
+            let ref_logprobs: Vec<f64> = g.critiques.iter().map(|c| c.ref_logprob).collect();
+            let cus: Vec<f64> = g.critiques.iter().map(|c| c.cu).collect();
+            Ok(RcoGroup {
+                rows,
+                offsets: objective::residual_offsets(&ref_logprobs, &cus, beta),
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Trainer for RcoTrainer {
+    async fn train(
+        &mut self,
+        groups: &[TrainingGroup],
+        progress: Arc<dyn Progress>,
+    ) -> Result<TrainSummary> {
+        if groups.is_empty() {
+            return Err(
+                self.err("no training groups: the collection produced no critique with a valid CU")
+            );
+        }
+        let spec = DeviceSpec::parse(&self.config.device)
+            .and_then(DeviceSpec::compiled)
+            .map_err(|e| self.err(e))?;
+        let summary: Result<TrainSummary> = crate::with_backend!(spec, |B, device| self
+            .run::<Autodiff<B>>(device, groups, progress.as_ref())
+            .map_err(|e| self.err(e)));
+        summary
+    }
+}
+
+fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Box<dyn Trainer>> {
+    let config: RcoTrainerConfig = parse_section(value)?;
+    let missing = |what: &str| {
+        rco_core::Error::plugin(
+            format!("trainer `{}` (rco)", ctx.name),
+            format!("the build context has no {what}"),
+        )
+    };
+    Ok(Box::new(RcoTrainer {
+        name: ctx.name.clone(),
+        config,
+        seed: ctx.seed,
+        base: ctx
+            .checkpoint
+            .clone()
+            .ok_or_else(|| missing("base critic checkpoint"))?,
+        output: ctx
+            .output
+            .clone()
+            .ok_or_else(|| missing("output directory"))?,
+    }))
+}
+
+rco_core::register_plugin! {
+    role: Trainer,
+    kind: "rco",
+    summary: "RCO: KL-regularised squared-error regression of a burn critic onto critique utility (AdamW)",
+    example: "kind = \"rco\"\nbeta = 0.1\nlearning_rate = 1e-3\nepochs = 2\ngroups_per_batch = 8\n",
+    config: RcoTrainerConfig,
+    build: build,
+}
