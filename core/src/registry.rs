@@ -92,6 +92,8 @@ pub struct BuildContext {
     pub output: Option<PathBuf>,
     /// Trainer: the critic section, so that a trainer can build the same model.
     pub critic_section: Option<Value>,
+    /// The prompt templates of the run.
+    pub templates: crate::PromptTemplates,
     pub progress: Arc<dyn ProgressFactory>,
 }
 
@@ -105,6 +107,7 @@ impl BuildContext {
             checkpoint: None,
             output: None,
             critic_section: None,
+            templates: Default::default(),
             progress: Arc::new(NoProgress),
         }
     }

@@ -159,7 +159,16 @@ impl QuickstartActor {
                 .and_then(|d| u8::try_from(d).ok())
         };
         let p = self.params;
-        match parse_critique(critique, answer.len()) {
+        let parsed = parse_critique(critique, answer.len());
+        match parsed {
+            ParsedCritique::Answer { .. } => {
+                let proposed = parsed.answer_text().unwrap_or_default();
+                let right = proposed.chars().eq(correct.iter().copied());
+                let threshold = if right { p.follow } else { p.trust };
+                if rng.random::<f64>() < threshold {
+                    return proposed;
+                }
+            }
             ParsedCritique::Precise { pos, digit } => {
                 let right = correct_digit(pos);
                 let apply = if right == Some(digit) {

@@ -12,6 +12,7 @@
 //! One module per role; each registers its plugins with `rco_core::register_plugin!`.
 
 pub mod actor;
+pub mod critic;
 pub mod judge;
 pub mod mix;
 pub mod tasks;

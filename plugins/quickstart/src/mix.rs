@@ -1,9 +1,13 @@
 //! The quickstart critique language and the warm-start critique mix.
 //!
-//! A critique names 1-based digit positions of the response: `@3=7` (precise: position 3
-//! should be 7), `@3` (vague: position 3 is wrong) or `ok` (generic: no information).
-//! Anything else, and any position outside the response, reads as generic, so that a critic
-//! that writes junk gets no credit rather than an error.
+//! A critique is `=48172` (a corrected answer to adopt), `@3=7` (position 3, 1-based, should
+//! be 7), `@3` (position 3 is wrong) or `ok` (no information). Anything else, and any
+//! position outside the response, reads as generic, so that a critic that writes junk gets no
+//! credit rather than an error.
+//!
+//! The warm-start mix's helpful ("precise") critique is the corrected answer: a tiny
+//! transformer learns to write it (each digit is a fixed function of one prompt digit) within
+//! a minute on a CPU, while locating the one wrong digit takes far longer to learn.
 
 use std::fmt;
 
@@ -18,6 +22,8 @@ use crate::tasks::{correct_answer, digit_char, error_positions};
 /// What a critique says, with positions 0-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParsedCritique {
+    /// The answer should be `digits`.
+    Answer { digits: [u8; 16], len: usize },
     /// Position `pos` should be `digit`.
     Precise { pos: usize, digit: u8 },
     /// Position `pos` is wrong.
@@ -30,6 +36,10 @@ impl fmt::Display for ParsedCritique {
     /// The critique's text, the inverse of [`parse_critique`].
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ParsedCritique::Answer { digits, len } => {
+                f.write_str("=")?;
+                digits[..*len].iter().try_for_each(|d| write!(f, "{d}"))
+            }
             ParsedCritique::Precise { pos, digit } => write!(f, "@{}={digit}", pos + 1),
             ParsedCritique::Vague { pos } => write!(f, "@{}", pos + 1),
             ParsedCritique::Generic => f.write_str("ok"),
@@ -44,6 +54,9 @@ pub fn parse_critique(text: &str, response_len: usize) -> ParsedCritique {
 }
 
 fn parse_directive(text: &str, response_len: usize) -> Option<ParsedCritique> {
+    if let Some(answer) = text.strip_prefix('=') {
+        return ParsedCritique::answer(answer);
+    }
     let rest = text.strip_prefix('@')?;
     let (pos_text, digit_text) = match rest.split_once('=') {
         Some((pos, digit)) => (pos, Some(digit)),
@@ -71,10 +84,37 @@ fn parse_directive(text: &str, response_len: usize) -> Option<ParsedCritique> {
     })
 }
 
+impl ParsedCritique {
+    /// An answer critique from its digits (1 to 16 ASCII digits).
+    pub fn answer(text: &str) -> Option<ParsedCritique> {
+        let mut digits = [0u8; 16];
+        if text.is_empty() || text.len() > digits.len() {
+            return None;
+        }
+        for (slot, c) in digits.iter_mut().zip(text.chars()) {
+            *slot = u8::try_from(c.to_digit(10)?).ok()?;
+        }
+        Some(ParsedCritique::Answer {
+            digits,
+            len: text.len(),
+        })
+    }
+
+    /// The proposed answer of an answer critique, as text.
+    pub fn answer_text(&self) -> Option<String> {
+        match self {
+            ParsedCritique::Answer { digits, len } => {
+                Some(digits[..*len].iter().map(|&d| digit_to_char(d)).collect())
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The four kinds of critique the warm-start mix draws.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CritiqueKind {
-    /// The wrong position and its right digit.
+    /// The corrected answer (or the wrong position and its right digit).
     Precise,
     /// The wrong position only.
     Vague,
@@ -212,16 +252,13 @@ impl Truth {
     }
 
     fn precise(&self) -> Option<ParsedCritique> {
-        let pos = *self.fixable.first()?;
-        Some(ParsedCritique::Precise {
-            pos,
-            digit: self.correct_digit(pos)?,
-        })
+        self.fixable.first()?;
+        ParsedCritique::answer(&self.correct.iter().collect::<String>())
     }
 }
 
-/// The precise critique of an item's first wrong position (`@3=7`), or `ok` if the initial
-/// response has no wrong digit to point to.
+/// The precise critique of an item: its corrected answer (`=48172`), or `ok` if the initial
+/// response has no wrong digit.
 pub fn helpful_critique(item: &TaskItem) -> String {
     Truth::of(item)
         .and_then(|truth| truth.precise())
@@ -274,6 +311,11 @@ pub fn classify_critique(item: &TaskItem, text: &str) -> Option<CritiqueKind> {
     let truth = Truth::of(item)?;
     let kind = match parse_critique(text, truth.response.len()) {
         ParsedCritique::Generic => CritiqueKind::Generic,
+        answer @ ParsedCritique::Answer { .. }
+            if answer.answer_text() == Some(truth.correct.iter().collect()) =>
+        {
+            CritiqueKind::Precise
+        }
         ParsedCritique::Vague { pos } if truth.fixable.contains(&pos) => CritiqueKind::Vague,
         ParsedCritique::Precise { pos, digit }
             if truth.fixable.contains(&pos) && truth.correct_digit(pos) == Some(digit) =>
@@ -355,16 +397,16 @@ mod tests {
     }
 
     #[test]
-    fn helpful_critique_points_at_the_error() {
+    fn helpful_critique_gives_the_corrected_answer() {
         // rev:1234 -> 4321; the response is wrong at position 3 (1-based).
         let it = item("rev:1234", "reverse", "4391");
-        assert_eq!(helpful_critique(&it), "@3=2");
+        assert_eq!(helpful_critique(&it), "=4321");
         assert_eq!(helpful_critique(&item("rev:1234", "reverse", "4321")), "ok");
         assert_eq!(helpful_critique(&item("sort:1234", "sort", "4391")), "ok");
         // Without a solvable prompt the stored reference is used.
         let mut stored = item("what?", "other", "4391");
         stored.reference = Some("4321".into());
-        assert_eq!(helpful_critique(&stored), "@3=2");
+        assert_eq!(helpful_critique(&stored), "=4321");
     }
 
     #[test]
@@ -373,7 +415,7 @@ mod tests {
         let mut rng = rng_for(1, &["kinds"]);
         assert_eq!(
             critique_of_kind(&it, CritiqueKind::Precise, &mut rng),
-            "@2=0"
+            "=2010"
         );
         assert_eq!(critique_of_kind(&it, CritiqueKind::Vague, &mut rng), "@2");
         assert_eq!(critique_of_kind(&it, CritiqueKind::Generic, &mut rng), "ok");

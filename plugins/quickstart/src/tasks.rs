@@ -232,7 +232,7 @@ impl QuickstartDataset {
     }
 
     /// Item `index` of a split; the same index always gives the same item.
-    fn item(&self, split: &str, index: usize) -> TaskItem {
+    pub fn item(&self, split: &str, index: usize) -> TaskItem {
         let mut rng = rng_for(self.seed, &["data", split, &index.to_string()]);
         // `new` guarantees at least one task; the fallback only keeps this total.
         let task = self

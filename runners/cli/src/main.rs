@@ -1,1 +1,200 @@
-fn main() {}
+//! `rco`: config-driven RCO runs (collect → train → eval → report), config checking, the
+//! config schema and the plugin list.
+
+mod config;
+mod progress;
+mod report;
+mod runner;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "rco",
+    version,
+    about = "Train critic models whose critiques make an actor's answers better (Refinement-oriented Critique Optimization)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every stage: collect, train, eval, report (resumes an unfinished run directory).
+    Run(StageArgs),
+    /// Sample critiques, refinements and judgements on the training items.
+    Collect(StageArgs),
+    /// Train the critic on the collected critique utilities.
+    Train(StageArgs),
+    /// Evaluate the base and the trained critic with each actor on held-out items.
+    Eval(StageArgs),
+    /// Write report.json and report.md from the evaluation and print the CU table.
+    Report(StageArgs),
+    /// Validate a config and report every problem.
+    Check { config: PathBuf },
+    /// Print the JSON Schema of config files.
+    Schema,
+    /// List the registered plugins.
+    Plugins {
+        /// Also print each plugin's example section.
+        #[arg(long)]
+        examples: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct StageArgs {
+    /// The experiment's TOML config.
+    config: PathBuf,
+    /// Run directory (default: runs/<config file stem>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Stage {
+    Collect,
+    Train,
+    Eval,
+    Report,
+}
+
+fn main() -> ExitCode {
+    rco_plugins::link();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => stages(
+            &args,
+            &[Stage::Collect, Stage::Train, Stage::Eval, Stage::Report],
+        ),
+        Command::Collect(args) => stages(&args, &[Stage::Collect]),
+        Command::Train(args) => stages(&args, &[Stage::Train]),
+        Command::Eval(args) => stages(&args, &[Stage::Eval]),
+        Command::Report(args) => stages(&args, &[Stage::Report]),
+        Command::Check { config } => {
+            let loaded = config::load(&config)?;
+            println!(
+                "{}: ok ({} actors; critic `{}`; judge `{}`)",
+                config.display(),
+                loaded.config.actors.len(),
+                kind(&loaded.config.critic),
+                kind(&loaded.config.judge)
+            );
+            Ok(())
+        }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&config::schema())?);
+            Ok(())
+        }
+        Command::Plugins { examples } => {
+            for d in rco_core::registry::plugins() {
+                println!("{:<17} {:<12} {}", d.role.name(), d.kind, d.summary);
+                if examples {
+                    for line in d.example.lines() {
+                        println!("{:<30} {line}", "");
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn kind(section: &serde_json::Value) -> &str {
+    section.get("kind").and_then(|k| k.as_str()).unwrap_or("?")
+}
+
+fn default_out(config: &Path) -> PathBuf {
+    Path::new("runs").join(config.file_stem().unwrap_or_default())
+}
+
+fn stages(args: &StageArgs, stages: &[Stage]) -> anyhow::Result<()> {
+    let loaded = config::load(&args.config)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&args.config));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let started = std::time::Instant::now();
+    runtime.block_on(async {
+        let run = runner::Run::open(loaded, &out, Arc::new(progress::Bars))?;
+        for stage in stages {
+            match stage {
+                Stage::Collect => run.collect().await?,
+                Stage::Train => {
+                    let summary = run.train().await?;
+                    eprintln!(
+                        "train: {} steps over {} groups ({} flat), loss {:.4} -> {:.4}",
+                        summary.steps,
+                        summary.groups,
+                        summary.flat_groups,
+                        summary.first_loss,
+                        summary.last_loss
+                    );
+                }
+                Stage::Eval => run.eval().await?,
+                Stage::Report => write_report(&run)?,
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    eprintln!(
+        "done in {:.1}s; run directory {}",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn write_report(run: &runner::Run) -> anyhow::Result<()> {
+    let records: Vec<runner::EvalRecord> = run.store.read("eval.jsonl")?;
+    if records.is_empty() {
+        anyhow::bail!(
+            "{} has no evaluation records; run `rco eval` first",
+            run.store.dir().display()
+        );
+    }
+    let train = std::fs::read(run.store.path("train_summary.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let cfg = &run.loaded.config;
+    let report = report::build(
+        &records,
+        &run.loaded.eval_actors(),
+        cfg.eval.bootstrap_resamples,
+        cfg.seed,
+        train,
+    );
+    let items = run.items("test")?.len();
+    run.store
+        .write_file("report.json", &serde_json::to_vec_pretty(&report)?)?;
+    run.store
+        .write_file("report.md", report::markdown(&report, items).as_bytes())?;
+    println!("CU x100 on {items} held-out items, 95% bootstrap intervals (base = before training, rco = after)\n");
+    print!("{}", report::table(&report));
+    for (actor, delta) in &report.improvement {
+        println!("rco - base with actor `{actor}`: {delta:+.1} CU points");
+    }
+    let h = &report.judge_health;
+    println!("judge health: position consistency {:.3}, first-slot win rate {:.3}, tie rate {:.3}, invalid rate {:.3}", h.position_consistency, h.first_slot_win_rate, h.tie_rate, h.invalid_rate);
+    Ok(())
+}

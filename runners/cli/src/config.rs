@@ -1,0 +1,440 @@
+//! The run config: figment layering (defaults, the TOML file, then `RCO_` environment
+//! variables), validation that reports every problem with its key path before anything is
+//! built, and the JSON Schema of the whole file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context};
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use rco_core::registry::{self, Role};
+use rco_core::{ConfigProblem, PromptTemplates};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A plugin section: `kind = "..."` plus the plugin's own keys.
+pub type Section = Value;
+
+/// An RCO experiment.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Seed of everything random in the run (data, sampling, judging, training order).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Where task items come from (a dataset plugin).
+    pub data: Section,
+    /// The critic to train (a critic plugin).
+    pub critic: Section,
+    /// Actors by name; `collect.actor` refines during collection, `eval.actors` are evaluated.
+    pub actors: BTreeMap<String, Section>,
+    /// The pairwise judge (a judge plugin).
+    pub judge: Section,
+    /// How critique utility is computed from judgements (a reward-estimator plugin).
+    #[serde(default = "default_reward")]
+    pub reward: Section,
+    /// How the critic is trained (a trainer plugin).
+    pub trainer: Section,
+    /// The collection stage.
+    #[serde(default)]
+    pub collect: CollectConfig,
+    /// The evaluation stage.
+    #[serde(default)]
+    pub eval: EvalConfig,
+    /// Prompt templates, with per-task overrides.
+    #[serde(default)]
+    pub templates: PromptTemplates,
+}
+
+fn default_seed() -> u64 {
+    0
+}
+
+fn default_reward() -> Section {
+    serde_json::json!({ "kind": "cu" })
+}
+
+/// The collection stage: N critiques per training item, M refinements per critique.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectConfig {
+    /// The actor (a key of `actors`) that refines during collection; the first actor if unset.
+    pub actor: Option<String>,
+    /// Critiques sampled per item (N).
+    pub critiques_per_item: usize,
+    /// Refinements per critique (M).
+    pub refinements_per_critique: usize,
+    /// Items processed (and committed to the run store) together.
+    pub items_per_batch: usize,
+}
+
+impl Default for CollectConfig {
+    fn default() -> Self {
+        Self {
+            actor: None,
+            critiques_per_item: 4,
+            refinements_per_critique: 2,
+            items_per_batch: 32,
+        }
+    }
+}
+
+/// The evaluation stage: the base and the trained critic against each actor, on test items.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Actors to evaluate with (keys of `actors`); all of them if empty.
+    pub actors: Vec<String>,
+    /// Critiques per test item (CU of an item is the mean over them).
+    pub critiques_per_item: usize,
+    /// Refinements per critique.
+    pub refinements_per_critique: usize,
+    /// Items processed (and committed) together.
+    pub items_per_batch: usize,
+    /// Bootstrap resamples of the 95% intervals.
+    pub bootstrap_resamples: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            actors: Vec::new(),
+            critiques_per_item: 1,
+            refinements_per_critique: 1,
+            items_per_batch: 100,
+            bootstrap_resamples: 1000,
+        }
+    }
+}
+
+/// A loaded, validated config.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: RunConfig,
+    /// The config after layering, as JSON (hashed into the run manifest).
+    pub resolved: Value,
+    pub path: PathBuf,
+}
+
+impl Loaded {
+    /// Directory that relative paths in the config are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    pub fn collect_actor(&self) -> &str {
+        self.config
+            .collect
+            .actor
+            .as_deref()
+            .or_else(|| self.config.actors.keys().next().map(String::as_str))
+            .unwrap_or_default()
+    }
+
+    pub fn eval_actors(&self) -> Vec<String> {
+        if self.config.eval.actors.is_empty() {
+            self.config.actors.keys().cloned().collect()
+        } else {
+            self.config.eval.actors.clone()
+        }
+    }
+}
+
+const TOP_LEVEL_KEYS: [&str; 10] = [
+    "seed",
+    "data",
+    "critic",
+    "actors",
+    "judge",
+    "reward",
+    "trainer",
+    "collect",
+    "eval",
+    "templates",
+];
+
+/// Loads and validates a config file, reporting every problem at once.
+pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+    if !path.is_file() {
+        return Err(anyhow!("config file {} does not exist", path.display()));
+    }
+    let figment = Figment::new()
+        .merge(Toml::file_exact(path))
+        .merge(Env::prefixed("RCO_").split("__"));
+    let resolved: Value = figment
+        .extract()
+        .map_err(|e| anyhow!("{}: {}", path.display(), figment_message(&e)))?;
+    let problems = validate(&resolved);
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+        return Err(anyhow!(
+            "{} has {} problem(s):\n{}",
+            path.display(),
+            problems.len(),
+            list.join("\n")
+        ));
+    }
+    let config: RunConfig =
+        serde_json::from_value(resolved.clone()).with_context(|| format!("{}", path.display()))?;
+    Ok(Loaded {
+        config,
+        resolved,
+        path: path.to_path_buf(),
+    })
+}
+
+fn figment_message(error: &figment::Error) -> String {
+    let mut out = Vec::new();
+    for e in error.clone() {
+        let key = e.path.join(".");
+        let origin = e
+            .metadata
+            .as_ref()
+            .map(|m| m.name.to_string())
+            .unwrap_or_default();
+        let text = e.kind.to_string();
+        out.push(match (key.is_empty(), origin.is_empty()) {
+            (true, _) => text,
+            (false, true) => format!("`{key}`: {text}"),
+            (false, false) => format!("`{key}` (from {origin}): {text}"),
+        });
+    }
+    out.join("; ")
+}
+
+fn typed<T: DeserializeOwned>(
+    value: &Value,
+    key: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let path = e.path().to_string();
+            let key = if path == "." {
+                key.to_string()
+            } else {
+                format!("{key}.{path}")
+            };
+            problems.push(ConfigProblem::new(key, e.inner().to_string()));
+            None
+        }
+    }
+}
+
+/// Every problem of a layered config, each with its key path.
+pub fn validate(resolved: &Value) -> Vec<ConfigProblem> {
+    let mut problems = Vec::new();
+    let Some(top) = resolved.as_object() else {
+        return vec![ConfigProblem::new("", "the config must be a table")];
+    };
+    for key in top.keys() {
+        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+            problems.push(ConfigProblem::new(
+                key.clone(),
+                format!(
+                    "unknown key; expected one of: {}",
+                    TOP_LEVEL_KEYS.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(seed) = top.get("seed") {
+        typed::<u64>(seed, "seed", &mut problems);
+    }
+    let mut section = |role: Role, key: &str, required: bool| match top.get(key) {
+        Some(value) => problems.extend(
+            registry::validate(role, value)
+                .into_iter()
+                .map(|p| p.under(key)),
+        ),
+        None if required => problems.push(ConfigProblem::new(
+            key,
+            format!(
+                "missing; add a [{key}] section naming a {} plugin with `kind`",
+                role.name()
+            ),
+        )),
+        None => {}
+    };
+    section(Role::Dataset, "data", true);
+    section(Role::Critic, "critic", true);
+    section(Role::Judge, "judge", true);
+    section(Role::RewardEstimator, "reward", false);
+    section(Role::Trainer, "trainer", true);
+    let mut actor_names = Vec::new();
+    match top.get("actors") {
+        Some(Value::Object(actors)) if !actors.is_empty() => {
+            for (name, value) in actors {
+                actor_names.push(name.clone());
+                problems.extend(
+                    registry::validate(Role::Actor, value)
+                        .into_iter()
+                        .map(|p| p.under(&format!("actors.{name}"))),
+                );
+            }
+        }
+        Some(Value::Object(_)) | None => problems.push(ConfigProblem::new(
+            "actors",
+            "needs at least one actor, e.g. [actors.main] with `kind`",
+        )),
+        Some(_) => problems.push(ConfigProblem::new(
+            "actors",
+            "must be a table of named actor sections",
+        )),
+    }
+    let known = |name: &str| actor_names.iter().any(|a| a == name);
+    if let Some(collect) = top
+        .get("collect")
+        .map(|v| typed::<CollectConfig>(v, "collect", &mut problems))
+        .unwrap_or(Some(CollectConfig::default()))
+    {
+        if let Some(actor) = &collect.actor {
+            if !known(actor) {
+                problems.push(ConfigProblem::new(
+                    "collect.actor",
+                    format!(
+                        "no actor named `{actor}` (actors: {})",
+                        actor_names.join(", ")
+                    ),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("collect.critiques_per_item", collect.critiques_per_item),
+            (
+                "collect.refinements_per_critique",
+                collect.refinements_per_critique,
+            ),
+            ("collect.items_per_batch", collect.items_per_batch),
+        ] {
+            if value == 0 {
+                problems.push(ConfigProblem::new(key, "must be at least 1"));
+            }
+        }
+    }
+    if let Some(eval) = top
+        .get("eval")
+        .map(|v| typed::<EvalConfig>(v, "eval", &mut problems))
+        .unwrap_or(Some(EvalConfig::default()))
+    {
+        for actor in &eval.actors {
+            if !known(actor) {
+                problems.push(ConfigProblem::new(
+                    "eval.actors",
+                    format!(
+                        "no actor named `{actor}` (actors: {})",
+                        actor_names.join(", ")
+                    ),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("eval.critiques_per_item", eval.critiques_per_item),
+            (
+                "eval.refinements_per_critique",
+                eval.refinements_per_critique,
+            ),
+            ("eval.items_per_batch", eval.items_per_batch),
+            ("eval.bootstrap_resamples", eval.bootstrap_resamples),
+        ] {
+            if value == 0 {
+                problems.push(ConfigProblem::new(key, "must be at least 1"));
+            }
+        }
+    }
+    if let Some(templates) = top
+        .get("templates")
+        .map(|v| typed::<PromptTemplates>(v, "templates", &mut problems))
+        .unwrap_or_default()
+    {
+        problems.extend(templates.problems());
+    }
+    problems
+}
+
+/// JSON Schema of a config file: the run config with each plugin section expanded into the
+/// schemas of the registered plugins of its role.
+pub fn schema() -> Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(RunConfig)).unwrap_or(Value::Null);
+    let one_of = |role: Role| {
+        let variants: Vec<Value> = registry::plugins()
+            .into_iter()
+            .filter(|d| d.role == role)
+            .map(registry::section_schema)
+            .collect();
+        serde_json::json!({ "oneOf": variants })
+    };
+    if let Some(Value::Object(props)) = schema.get_mut("properties") {
+        for (key, role) in [
+            ("data", Role::Dataset),
+            ("critic", Role::Critic),
+            ("judge", Role::Judge),
+            ("reward", Role::RewardEstimator),
+            ("trainer", Role::Trainer),
+        ] {
+            if let Some(Value::Object(section)) = props.get_mut(key) {
+                let description = section.get("description").cloned();
+                section.clear();
+                if let Some(d) = description {
+                    section.insert("description".into(), d);
+                }
+                if let Value::Object(variants) = one_of(role) {
+                    section.extend(variants);
+                }
+            }
+        }
+        if let Some(Value::Object(actors)) = props.get_mut("actors") {
+            actors.insert("additionalProperties".into(), one_of(Role::Actor));
+        }
+    }
+    schema
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        rco_plugins::link();
+        let config = serde_json::json!({
+            "seed": "seven",
+            "surprise": 1,
+            "data": {"kind": "quickstart", "train_items": 0},
+            "critic": {"kind": "nonexistent"},
+            "actors": {"weak": {"kind": "quickstart", "strength": "weak", "colour": "red"}},
+            "judge": {"kind": "noisy", "position_bias": 2.0},
+            "trainer": {"kind": "rco", "beta": "high"},
+            "collect": {"actor": "strong"},
+        });
+        let problems = validate(&config);
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for expected in [
+            "seed",
+            "surprise",
+            "data.train_items",
+            "critic.kind",
+            "actors.weak.colour",
+            "judge.position_bias",
+            "trainer.beta",
+            "collect.actor",
+        ] {
+            assert!(
+                keys.contains(&expected),
+                "{expected} missing from {problems:#?}"
+            );
+        }
+        let unknown = problems.iter().find(|p| p.key == "critic.kind").unwrap();
+        assert!(
+            unknown.message.contains("quickstart") && unknown.message.contains("burn"),
+            "{unknown}"
+        );
+    }
+}

@@ -1,0 +1,297 @@
+//! The report stage: CU ×100 with 95% bootstrap intervals per critic, actor and task (and
+//! "overall" = unweighted mean of the task means), RQS where the judge scores, and judge
+//! health. Writes `report.json` and `report.md` and returns the table for the terminal.
+
+use std::collections::BTreeMap;
+
+use rco_core::reward::{pair_score, CuMode};
+use rco_core::stats::{bootstrap_ci, mean, stratified_bootstrap_ci};
+use rco_core::Verdict;
+use serde::{Deserialize, Serialize};
+
+use crate::runner::{EvalRecord, CRITICS};
+
+/// One cell: a critic with an actor on one task (or `overall`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    pub critic: String,
+    pub actor: String,
+    pub task: String,
+    /// Critique utility ×100.
+    pub cu: f64,
+    pub cu_lo: f64,
+    pub cu_hi: f64,
+    /// Items with a valid CU.
+    pub n: usize,
+    /// Mean pointwise score of the refinements (judge's scale), where the judge gives one.
+    pub rqs: Option<f64>,
+}
+
+/// How trustworthy the judge looked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeHealth {
+    /// Share of valid pairs whose two orders agree.
+    pub position_consistency: f64,
+    /// Share of valid judgements won by the first slot (0.5 for an unbiased judge on balanced pairs).
+    pub first_slot_win_rate: f64,
+    /// Share of valid judgements that are ties.
+    pub tie_rate: f64,
+    /// Share of judgements that could not be read.
+    pub invalid_rate: f64,
+    /// Mean length change of refinements (characters, refined minus initial).
+    pub mean_length_change: f64,
+    /// CU ×100 of refinements that got longer, and of those that did not.
+    pub cu_longer: Option<f64>,
+    pub cu_not_longer: Option<f64>,
+    pub judgements: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// CU values are ×100.
+    pub cu_scale: String,
+    pub cells: Vec<Cell>,
+    pub judge_health: JudgeHealth,
+    /// RCO minus base CU ×100, overall, per actor.
+    pub improvement: BTreeMap<String, f64>,
+    pub train: Option<rco_core::TrainSummary>,
+}
+
+fn cell(
+    critic: &str,
+    actor: &str,
+    records: &[&EvalRecord],
+    resamples: usize,
+    seed: u64,
+) -> Vec<Cell> {
+    let mut by_task: BTreeMap<&str, Vec<&EvalRecord>> = BTreeMap::new();
+    for r in records {
+        by_task.entry(r.task.as_str()).or_default().push(r);
+    }
+    let mut cells = Vec::new();
+    let mut task_values: Vec<Vec<f64>> = Vec::new();
+    let mut all_rqs = Vec::new();
+    for (task, rs) in &by_task {
+        let values: Vec<f64> = rs.iter().filter_map(|r| r.cu).map(|c| c * 100.0).collect();
+        let rqs: Vec<f64> = rs.iter().filter_map(|r| r.rqs).collect();
+        all_rqs.extend(rqs.iter().copied());
+        let (lo, hi) = bootstrap_ci(
+            &values,
+            resamples,
+            rco_core::seed::derive_seed(seed, &[critic, actor, task]),
+        );
+        cells.push(Cell {
+            critic: critic.into(),
+            actor: actor.into(),
+            task: task.to_string(),
+            cu: mean(&values),
+            cu_lo: lo,
+            cu_hi: hi,
+            n: values.len(),
+            rqs: (!rqs.is_empty()).then(|| mean(&rqs)),
+        });
+        task_values.push(values);
+    }
+    // Overall: unweighted mean of task means; the interval resamples items within each task.
+    let overall = mean(&task_values.iter().map(|v| mean(v)).collect::<Vec<_>>());
+    let (lo, hi) = stratified_bootstrap_ci(
+        &task_values,
+        resamples,
+        rco_core::seed::derive_seed(seed, &[critic, actor, "overall"]),
+    );
+    cells.push(Cell {
+        critic: critic.into(),
+        actor: actor.into(),
+        task: "overall".into(),
+        cu: overall,
+        cu_lo: lo,
+        cu_hi: hi,
+        n: task_values.iter().map(Vec::len).sum(),
+        rqs: (!all_rqs.is_empty()).then(|| mean(&all_rqs)),
+    });
+    cells
+}
+
+fn judge_health(records: &[EvalRecord]) -> JudgeHealth {
+    let (mut judgements, mut valid, mut first_wins, mut ties, mut invalid) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
+    let (mut pairs, mut consistent) = (0usize, 0usize);
+    let (mut longer, mut not_longer) = (Vec::new(), Vec::new());
+    let mut length_changes = Vec::new();
+    for r in records {
+        for (refined, item_pairs) in r.refinements.iter().zip(&r.pairs) {
+            for (text, pair) in refined.iter().zip(item_pairs) {
+                let change = text.chars().count() as f64 - r.initial_chars as f64;
+                for j in [&pair.refined_first, &pair.refined_second] {
+                    judgements += 1;
+                    match j.verdict {
+                        Verdict::A => {
+                            valid += 1;
+                            first_wins += 1
+                        }
+                        Verdict::B => valid += 1,
+                        Verdict::Tie => {
+                            valid += 1;
+                            ties += 1
+                        }
+                        Verdict::Invalid { .. } => invalid += 1,
+                    }
+                }
+                if let Some((score, disagree)) = pair_score(pair, CuMode::Hard) {
+                    pairs += 1;
+                    if !disagree {
+                        consistent += 1;
+                    }
+                    if change > 0.0 {
+                        longer.push(score * 100.0);
+                    } else {
+                        not_longer.push(score * 100.0);
+                    }
+                }
+            }
+        }
+        length_changes.push(r.length_change);
+    }
+    let ratio = |a: usize, b: usize| {
+        if b == 0 {
+            f64::NAN
+        } else {
+            a as f64 / b as f64
+        }
+    };
+    JudgeHealth {
+        position_consistency: ratio(consistent, pairs),
+        first_slot_win_rate: ratio(first_wins, valid),
+        tie_rate: ratio(ties, valid),
+        invalid_rate: ratio(invalid, judgements),
+        mean_length_change: mean(&length_changes),
+        cu_longer: (!longer.is_empty()).then(|| mean(&longer)),
+        cu_not_longer: (!not_longer.is_empty()).then(|| mean(&not_longer)),
+        judgements,
+    }
+}
+
+/// Builds the report from the evaluation records.
+pub fn build(
+    records: &[EvalRecord],
+    actors: &[String],
+    resamples: usize,
+    seed: u64,
+    train: Option<rco_core::TrainSummary>,
+) -> Report {
+    let mut cells = Vec::new();
+    for critic in CRITICS {
+        for actor in actors {
+            let rs: Vec<&EvalRecord> = records
+                .iter()
+                .filter(|r| r.critic == critic && &r.actor == actor)
+                .collect();
+            if !rs.is_empty() {
+                cells.extend(cell(critic, actor, &rs, resamples, seed));
+            }
+        }
+    }
+    let overall = |critic: &str, actor: &str| {
+        cells
+            .iter()
+            .find(|c| c.critic == critic && c.actor == actor && c.task == "overall")
+            .map(|c| c.cu)
+    };
+    let improvement = actors
+        .iter()
+        .filter_map(|a| Some((a.clone(), overall("rco", a)? - overall("base", a)?)))
+        .collect();
+    Report {
+        cu_scale: "x100".into(),
+        judge_health: judge_health(records),
+        cells,
+        improvement,
+        train,
+    }
+}
+
+/// The CU table (plain text, also used inside `report.md`).
+pub fn table(report: &Report) -> String {
+    let tasks: Vec<String> = {
+        let mut t: Vec<String> = report
+            .cells
+            .iter()
+            .map(|c| c.task.clone())
+            .filter(|t| t != "overall")
+            .collect();
+        t.sort();
+        t.dedup();
+        t.push("overall".into());
+        t
+    };
+    let mut out = String::new();
+    out.push_str(&format!("{:<8} {:<10}", "critic", "actor"));
+    for t in &tasks {
+        out.push_str(&format!(" {:>20}", t));
+    }
+    out.push('\n');
+    let mut rows: Vec<(String, String)> = report
+        .cells
+        .iter()
+        .map(|c| (c.actor.clone(), c.critic.clone()))
+        .collect();
+    rows.dedup();
+    let mut seen = Vec::new();
+    for (actor, critic) in rows {
+        if seen.contains(&(actor.clone(), critic.clone())) {
+            continue;
+        }
+        seen.push((actor.clone(), critic.clone()));
+        out.push_str(&format!("{critic:<8} {actor:<10}"));
+        for t in &tasks {
+            match report
+                .cells
+                .iter()
+                .find(|c| c.critic == critic && c.actor == actor && &c.task == t)
+            {
+                Some(c) => out.push_str(&format!(
+                    " {:>20}",
+                    format!("{:.1} [{:.1}, {:.1}]", c.cu, c.cu_lo, c.cu_hi)
+                )),
+                None => out.push_str(&format!(" {:>20}", "-")),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `report.md`.
+pub fn markdown(report: &Report, items: usize) -> String {
+    let h = &report.judge_health;
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    let mut md = String::from("# RCO run report\n\n");
+    md.push_str(&format!("Critique utility ×100 on {items} held-out items, with 95% bootstrap intervals. `base` is the critic before training, `rco` after.\n\n```\n{}```\n\n", table(report)));
+    md.push_str("| actor | RCO − base (overall CU ×100) |\n|---|---|\n");
+    for (actor, delta) in &report.improvement {
+        md.push_str(&format!("| {actor} | {delta:+.1} |\n"));
+    }
+    md.push_str(
+        "\n## Refinement quality (RQS)\n\n| critic | actor | task | RQS |\n|---|---|---|---|\n",
+    );
+    for c in &report.cells {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            c.critic,
+            c.actor,
+            c.task,
+            c.rqs.map_or("-".into(), |v| format!("{v:.2}"))
+        ));
+    }
+    md.push_str(&format!(
+        "\n## Judge health\n\n| position consistency | first-slot win rate | tie rate | invalid rate | mean length change | CU when longer | CU when not longer | judgements |\n|---|---|---|---|---|---|---|---|\n| {:.3} | {:.3} | {:.3} | {:.3} | {:+.2} | {} | {} | {} |\n",
+        h.position_consistency, h.first_slot_win_rate, h.tie_rate, h.invalid_rate, h.mean_length_change, opt(h.cu_longer), opt(h.cu_not_longer), h.judgements
+    ));
+    if let Some(t) = &report.train {
+        md.push_str(&format!(
+            "\n## Training\n\n{} steps over {} groups ({} with all critiques at equal CU, which carry no signal at initialisation); loss {:.4} → {:.4}.\n",
+            t.steps, t.groups, t.flat_groups, t.first_loss, t.last_loss
+        ));
+    }
+    md
+}

@@ -1,0 +1,705 @@
+//! The stages of a run (collect → train → eval → report) over a crash-safe run directory.
+//! Every unit of work draws its randomness from seeds derived from the run seed and the
+//! unit's identity, and is committed with one append, so a killed run resumes where it
+//! stopped and ends with the same results as an uninterrupted one.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use rco_core::registry::{self, Builder, Role};
+use rco_core::seed::derive_seed;
+use rco_core::store::RunStore;
+use rco_core::template::render;
+use rco_core::{
+    Actor, BothOrders, BuildContext, Comparison, Critic, CritiqueRequest, Judge, PointwiseRequest,
+    PointwiseScore, ProgressFactory, RefineRequest, RewardEstimator, ScoredCritique, TaskItem,
+    TrainingGroup,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::Loaded;
+
+/// The critic variants a run evaluates: the base critic and the RCO-trained one.
+pub const CRITICS: [&str; 2] = ["base", "rco"];
+
+pub struct Run {
+    pub loaded: Loaded,
+    pub store: RunStore,
+    pub progress: Arc<dyn ProgressFactory>,
+}
+
+/// One item of a split, as stored in `items.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredItem {
+    pub split: String,
+    pub item: TaskItem,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CritiqueRecord {
+    item_id: String,
+    critique: usize,
+    text: String,
+    ref_logprob: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RefinementRecord {
+    item_id: String,
+    critique: usize,
+    refinement: usize,
+    text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct VerdictRecord {
+    item_id: String,
+    critique: usize,
+    refinement: usize,
+    pair: BothOrders,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CuRecord {
+    item_id: String,
+    critique: usize,
+    cu: Option<f64>,
+    valid: usize,
+    invalid: usize,
+    ties: usize,
+    disagreements: usize,
+}
+
+/// One evaluated (critic, actor, item) cell entry in `eval.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalRecord {
+    pub critic: String,
+    pub actor: String,
+    pub item_id: String,
+    pub task: String,
+    pub critiques: Vec<String>,
+    pub refinements: Vec<Vec<String>>,
+    pub pairs: Vec<Vec<BothOrders>>,
+    /// Mean CU of the item's critiques (`None` if no judgement was valid).
+    pub cu: Option<f64>,
+    /// Mean pointwise score of the refinements, where the judge gives one.
+    pub rqs: Option<f64>,
+    /// Characters in the initial response (length changes are measured against it).
+    pub initial_chars: usize,
+    /// Mean length change of the refinements (characters, refined minus initial).
+    pub length_change: f64,
+}
+
+/// Run manifest: what made this directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub config_file: String,
+    pub config_hash: String,
+    pub seed: u64,
+    pub versions: HashMap<String, String>,
+    pub config: Value,
+}
+
+impl Run {
+    pub fn open(
+        loaded: Loaded,
+        out: &Path,
+        progress: Arc<dyn ProgressFactory>,
+    ) -> anyhow::Result<Self> {
+        let store = RunStore::open(out)?;
+        let run = Self {
+            loaded,
+            store,
+            progress,
+        };
+        run.check_manifest()?;
+        Ok(run)
+    }
+
+    fn check_manifest(&self) -> anyhow::Result<()> {
+        let canonical = serde_json::to_vec(&self.loaded.resolved)?;
+        let hash = rco_core::seed::sha256_hex(&canonical);
+        let path = self.store.path("manifest.json");
+        if path.exists() {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let manifest: Manifest = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a run manifest", path.display()))?;
+            if manifest.config_hash != hash {
+                bail!(
+                    "{} was made with a different config (hash {} from {}, now {}); use another --out directory, or delete it to start over",
+                    self.store.dir().display(),
+                    &manifest.config_hash[..12],
+                    manifest.config_file,
+                    &hash[..12]
+                );
+            }
+            return Ok(());
+        }
+        let versions = HashMap::from([
+            ("rco".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+            ("burn".to_string(), "0.21.0".to_string()),
+        ]);
+        let manifest = Manifest {
+            config_file: self.loaded.path.display().to_string(),
+            config_hash: hash,
+            seed: self.loaded.config.seed,
+            versions,
+            config: self.loaded.resolved.clone(),
+        };
+        self.store
+            .write_file("manifest.json", &serde_json::to_vec_pretty(&manifest)?)?;
+        Ok(())
+    }
+
+    fn context(&self, name: &str) -> BuildContext {
+        let mut ctx = BuildContext::new(name, self.loaded.config.seed);
+        ctx.base_dir = self.loaded.base_dir();
+        ctx.run_dir = Some(self.store.dir().to_path_buf());
+        ctx.templates = self.loaded.config.templates.clone();
+        ctx.progress = self.progress.clone();
+        ctx.critic_section = Some(self.loaded.config.critic.clone());
+        ctx
+    }
+
+    fn descriptor(
+        &self,
+        role: Role,
+        key: &str,
+        section: &Value,
+    ) -> anyhow::Result<&'static rco_core::PluginDescriptor> {
+        registry::find(role, section).map_err(|p| anyhow!("{}", p.under(key)))
+    }
+
+    /// The checkpoint directory of a critic variant.
+    pub fn critic_dir(&self, variant: &str) -> PathBuf {
+        self.store.path("critic").join(variant)
+    }
+
+    pub fn critic(&self, variant: &str) -> anyhow::Result<Arc<dyn Critic>> {
+        let section = &self.loaded.config.critic;
+        let mut ctx = self.context("critic");
+        ctx.checkpoint = Some(self.critic_dir(variant));
+        match &self.descriptor(Role::Critic, "critic", section)?.build {
+            Builder::Critic(build) => Ok(build(section, &ctx)?),
+            _ => bail!("`critic` names a plugin that is not a critic"),
+        }
+    }
+
+    pub fn actor(&self, name: &str) -> anyhow::Result<Arc<dyn Actor>> {
+        let key = format!("actors.{name}");
+        let section = self
+            .loaded
+            .config
+            .actors
+            .get(name)
+            .ok_or_else(|| anyhow!("no actor named `{name}`"))?;
+        match &self.descriptor(Role::Actor, &key, section)?.build {
+            Builder::Actor(build) => Ok(build(section, &self.context(&key))?),
+            _ => bail!("`{key}` names a plugin that is not an actor"),
+        }
+    }
+
+    pub fn judge(&self) -> anyhow::Result<Arc<dyn Judge>> {
+        let section = &self.loaded.config.judge;
+        match &self.descriptor(Role::Judge, "judge", section)?.build {
+            Builder::Judge(build) => Ok(build(section, &self.context("judge"))?),
+            _ => bail!("`judge` names a plugin that is not a judge"),
+        }
+    }
+
+    pub fn reward(&self) -> anyhow::Result<Arc<dyn RewardEstimator>> {
+        let section = &self.loaded.config.reward;
+        match &self
+            .descriptor(Role::RewardEstimator, "reward", section)?
+            .build
+        {
+            Builder::RewardEstimator(build) => Ok(build(section, &self.context("reward"))?),
+            _ => bail!("`reward` names a plugin that is not a reward estimator"),
+        }
+    }
+
+    /// The items of a split, generated (or read) once and kept in `items.jsonl`.
+    pub fn items(&self, split: &str) -> anyhow::Result<Vec<TaskItem>> {
+        let stored: Vec<StoredItem> = self.store.read("items.jsonl")?;
+        if stored.is_empty() {
+            let section = &self.loaded.config.data;
+            let dataset = match &self.descriptor(Role::Dataset, "data", section)?.build {
+                Builder::Dataset(build) => build(section, &self.context("data"))?,
+                _ => bail!("`data` names a plugin that is not a dataset"),
+            };
+            let mut all = Vec::new();
+            for s in ["train", "test"] {
+                let items = dataset.items(s)?;
+                if items.is_empty() {
+                    bail!("the {s} split of the dataset is empty: it needs at least one item");
+                }
+                all.extend(items.into_iter().map(|item| StoredItem {
+                    split: s.to_string(),
+                    item,
+                }));
+            }
+            let mut text = String::new();
+            for record in &all {
+                text.push_str(&serde_json::to_string(record)?);
+                text.push('\n');
+            }
+            self.store.write_file("items.jsonl", text.as_bytes())?;
+            return Ok(all
+                .into_iter()
+                .filter(|s| s.split == split)
+                .map(|s| s.item)
+                .collect());
+        }
+        Ok(stored
+            .into_iter()
+            .filter(|s| s.split == split)
+            .map(|s| s.item)
+            .collect())
+    }
+
+    fn critique_prompt(&self, item: &TaskItem) -> String {
+        let t = self.loaded.config.templates.for_task(&item.task);
+        render(
+            &t.critique,
+            &[
+                ("prompt", &item.prompt),
+                ("response", &item.initial_response),
+            ],
+        )
+    }
+
+    fn refinement_prompt(&self, item: &TaskItem, critique: &str) -> String {
+        let t = self.loaded.config.templates.for_task(&item.task);
+        render(
+            &t.refinement,
+            &[
+                ("prompt", &item.prompt),
+                ("response", &item.initial_response),
+                ("critique", critique),
+            ],
+        )
+    }
+
+    /// Critiques → refinements → both-order judgements for a batch of items.
+    /// `labels` keep the seeds of the collection and of evaluation apart.
+    async fn critique_refine_judge(
+        &self,
+        items: &[TaskItem],
+        critic: &dyn Critic,
+        actor: &dyn Actor,
+        judge: &dyn Judge,
+        n: usize,
+        m: usize,
+        label: &str,
+        actor_name: &str,
+    ) -> anyhow::Result<Vec<Judged>> {
+        let seed = self.loaded.config.seed;
+        let requests: Vec<CritiqueRequest> = items
+            .iter()
+            .map(|item| CritiqueRequest {
+                item: item.clone(),
+                prompt: self.critique_prompt(item),
+                n,
+                seed: derive_seed(seed, &[label, "critique", &item.id]),
+            })
+            .collect();
+        let critiques = critic.critique(&requests).await?;
+        let mut refine_requests = Vec::new();
+        for (item, item_critiques) in items.iter().zip(&critiques) {
+            for (i, c) in item_critiques.iter().enumerate() {
+                refine_requests.push(RefineRequest {
+                    item: item.clone(),
+                    critique: c.text.clone(),
+                    prompt: self.refinement_prompt(item, &c.text),
+                    m,
+                    seed: derive_seed(
+                        seed,
+                        &[label, "refine", actor_name, &item.id, &i.to_string()],
+                    ),
+                });
+            }
+        }
+        let refinements = actor.refine(&refine_requests).await?;
+        let mut comparisons = Vec::new();
+        for (request, refined) in refine_requests.iter().zip(&refinements) {
+            for (j, r) in refined.iter().enumerate() {
+                let item = &request.item;
+                let base = |order: &str| {
+                    derive_seed(
+                        seed,
+                        &[
+                            label,
+                            "judge",
+                            actor_name,
+                            &item.id,
+                            &request.seed.to_string(),
+                            &j.to_string(),
+                            order,
+                        ],
+                    )
+                };
+                let comparison = |a: &str, b: &str, order: &str| Comparison {
+                    task: item.task.clone(),
+                    prompt: item.prompt.clone(),
+                    reference: item.reference.clone(),
+                    a: a.to_string(),
+                    b: b.to_string(),
+                    seed: base(order),
+                };
+                comparisons.push(comparison(&r.text, &item.initial_response, "refined-first"));
+                comparisons.push(comparison(
+                    &item.initial_response,
+                    &r.text,
+                    "refined-second",
+                ));
+            }
+        }
+        let mut judgements = judge.compare(&comparisons).await?.into_iter();
+        let mut refinements = refinements.into_iter();
+        let mut out = Vec::with_capacity(items.len());
+        for (item, item_critiques) in items.iter().zip(critiques) {
+            let mut judged = Judged {
+                item: item.clone(),
+                critiques: Vec::new(),
+            };
+            for critique in item_critiques {
+                let refined = refinements.next().unwrap_or_default();
+                let pairs: Vec<BothOrders> = refined
+                    .iter()
+                    .map(|_| BothOrders {
+                        refined_first: judgements.next().unwrap_or_else(missing),
+                        refined_second: judgements.next().unwrap_or_else(missing),
+                    })
+                    .collect();
+                judged.critiques.push((
+                    critique,
+                    refined.into_iter().map(|r| r.text).collect(),
+                    pairs,
+                ));
+            }
+            out.push(judged);
+        }
+        Ok(out)
+    }
+
+    /// Collect: N critiques per training item from the base critic, M refinements each from
+    /// the collection actor, both-order judgements, and CU. Committed one batch at a time.
+    pub async fn collect(&self) -> anyhow::Result<()> {
+        let items = self.items("train")?;
+        let committed = self.store.recover(
+            &[
+                "critiques.jsonl",
+                "refinements.jsonl",
+                "verdicts.jsonl",
+                "cu.jsonl",
+            ],
+            "groups.jsonl",
+            "item_id",
+        )?;
+        let cfg = &self.loaded.config.collect;
+        let pending: Vec<&[TaskItem]> = items
+            .chunks(cfg.items_per_batch)
+            .filter(|batch| batch.iter().any(|i| !committed.contains(&i.id)))
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let critic = self.critic("base")?;
+        let actor_name = self.loaded.collect_actor().to_string();
+        let actor = self.actor(&actor_name)?;
+        let judge = self.judge()?;
+        let reward = self.reward()?;
+        let bar = self.progress.start("collect", items.len() as u64);
+        bar.inc(committed.len() as u64);
+        for batch in pending {
+            let todo: Vec<TaskItem> = batch
+                .iter()
+                .filter(|i| !committed.contains(&i.id))
+                .cloned()
+                .collect();
+            let judged = self
+                .critique_refine_judge(
+                    &todo,
+                    critic.as_ref(),
+                    actor.as_ref(),
+                    judge.as_ref(),
+                    cfg.critiques_per_item,
+                    cfg.refinements_per_critique,
+                    "collect",
+                    &actor_name,
+                )
+                .await?;
+            let all_pairs: Vec<Vec<BothOrders>> = judged
+                .iter()
+                .flat_map(|j| j.critiques.iter().map(|(_, _, p)| p.clone()))
+                .collect();
+            let mut estimates = reward.estimate(&all_pairs).await?.into_iter();
+            let (mut critiques, mut refinements, mut verdicts, mut cus, mut groups) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for j in &judged {
+                let id = &j.item.id;
+                let mut scored = Vec::new();
+                for (ci, (critique, refined, pairs)) in j.critiques.iter().enumerate() {
+                    let estimate = estimates.next().ok_or_else(|| {
+                        anyhow!("the reward estimator returned too few estimates")
+                    })?;
+                    critiques.push(CritiqueRecord {
+                        item_id: id.clone(),
+                        critique: ci,
+                        text: critique.text.clone(),
+                        ref_logprob: critique.ref_logprob,
+                    });
+                    for (ri, (text, pair)) in refined.iter().zip(pairs).enumerate() {
+                        refinements.push(RefinementRecord {
+                            item_id: id.clone(),
+                            critique: ci,
+                            refinement: ri,
+                            text: text.clone(),
+                        });
+                        verdicts.push(VerdictRecord {
+                            item_id: id.clone(),
+                            critique: ci,
+                            refinement: ri,
+                            pair: pair.clone(),
+                        });
+                    }
+                    cus.push(CuRecord {
+                        item_id: id.clone(),
+                        critique: ci,
+                        cu: estimate.cu,
+                        valid: estimate.valid,
+                        invalid: estimate.invalid,
+                        ties: estimate.ties,
+                        disagreements: estimate.disagreements,
+                    });
+                    if let (Some(cu), Some(lp)) = (estimate.cu, critique.ref_logprob) {
+                        scored.push(ScoredCritique {
+                            text: critique.text.clone(),
+                            ref_logprob: lp,
+                            cu,
+                        });
+                    }
+                }
+                groups.push(TrainingGroup {
+                    item_id: id.clone(),
+                    prompt: self.critique_prompt(&j.item),
+                    critiques: scored,
+                });
+            }
+            self.store.append("critiques.jsonl", &critiques)?;
+            self.store.append("refinements.jsonl", &refinements)?;
+            self.store.append("verdicts.jsonl", &verdicts)?;
+            self.store.append("cu.jsonl", &cus)?;
+            // The commit record of the batch: one write.
+            self.store.append("groups.jsonl", &groups)?;
+            bar.inc(todo.len() as u64);
+        }
+        bar.finish();
+        Ok(())
+    }
+
+    /// Train: the trainer reads the committed groups and writes `critic/rco`.
+    pub async fn train(&self) -> anyhow::Result<rco_core::TrainSummary> {
+        let items = self.items("train")?;
+        let groups: Vec<TrainingGroup> = self.store.read("groups.jsonl")?;
+        let done: HashSet<&str> = groups.iter().map(|g| g.item_id.as_str()).collect();
+        if items.iter().any(|i| !done.contains(i.id.as_str())) {
+            bail!(
+                "the collection in {} is not finished ({} of {} items); run `rco collect` first",
+                self.store.dir().display(),
+                done.len(),
+                items.len()
+            );
+        }
+        let groups: Vec<TrainingGroup> = groups
+            .into_iter()
+            .filter(|g| !g.critiques.is_empty())
+            .collect();
+        let section = &self.loaded.config.trainer;
+        let mut ctx = self.context("trainer");
+        ctx.checkpoint = Some(self.critic_dir("base"));
+        ctx.output = Some(self.critic_dir("rco"));
+        let mut trainer = match &self.descriptor(Role::Trainer, "trainer", section)?.build {
+            Builder::Trainer(build) => build(section, &ctx)?,
+            _ => bail!("`trainer` names a plugin that is not a trainer"),
+        };
+        let bar = self.progress.start("train", 0);
+        let summary = trainer.train(&groups, bar.clone()).await?;
+        bar.finish();
+        self.store
+            .write_file("train_summary.json", &serde_json::to_vec_pretty(&summary)?)?;
+        Ok(summary)
+    }
+
+    /// Eval: each critic variant with each evaluation actor on the test items.
+    pub async fn eval(&self) -> anyhow::Result<()> {
+        let items = self.items("test")?;
+        if !self.store.path("train_summary.json").is_file() {
+            bail!(
+                "{} has no trained critic yet; run `rco train` first",
+                self.store.dir().display()
+            );
+        }
+        self.store.recover(&[], "eval.jsonl", "item_id")?;
+        let done: HashSet<(String, String, String)> = self
+            .store
+            .read::<EvalRecord>("eval.jsonl")?
+            .into_iter()
+            .map(|r| (r.critic, r.actor, r.item_id))
+            .collect();
+        let cfg = &self.loaded.config.eval;
+        let actors = self.loaded.eval_actors();
+        let judge = self.judge()?;
+        let reward = self.reward()?;
+        let bar = self
+            .progress
+            .start("eval", (CRITICS.len() * actors.len() * items.len()) as u64);
+        bar.inc(done.len() as u64);
+        for variant in CRITICS {
+            let mut critic = None;
+            for actor_name in &actors {
+                let pending: Vec<&[TaskItem]> = items
+                    .chunks(cfg.items_per_batch)
+                    .filter(|b| {
+                        b.iter().any(|i| {
+                            !done.contains(&(variant.to_string(), actor_name.clone(), i.id.clone()))
+                        })
+                    })
+                    .collect();
+                if pending.is_empty() {
+                    continue;
+                }
+                if critic.is_none() {
+                    critic = Some(self.critic(variant)?);
+                }
+                let critic = critic
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("critic `{variant}` could not be built"))?;
+                let actor = self.actor(actor_name)?;
+                for batch in pending {
+                    let todo: Vec<TaskItem> = batch
+                        .iter()
+                        .filter(|i| {
+                            !done.contains(&(variant.to_string(), actor_name.clone(), i.id.clone()))
+                        })
+                        .cloned()
+                        .collect();
+                    // Seeds do not depend on the critic variant: both critics meet the same
+                    // sampling noise, which narrows the comparison.
+                    let judged = self
+                        .critique_refine_judge(
+                            &todo,
+                            critic.as_ref(),
+                            actor.as_ref(),
+                            judge.as_ref(),
+                            cfg.critiques_per_item,
+                            cfg.refinements_per_critique,
+                            "eval",
+                            actor_name,
+                        )
+                        .await?;
+                    let records = self
+                        .score(judged, judge.as_ref(), reward.as_ref(), variant, actor_name)
+                        .await?;
+                    self.store.append("eval.jsonl", &records)?;
+                    bar.inc(todo.len() as u64);
+                }
+            }
+        }
+        bar.finish();
+        Ok(())
+    }
+
+    async fn score(
+        &self,
+        judged: Vec<Judged>,
+        judge: &dyn Judge,
+        reward: &dyn RewardEstimator,
+        critic: &str,
+        actor: &str,
+    ) -> anyhow::Result<Vec<EvalRecord>> {
+        let seed = self.loaded.config.seed;
+        let mut pointwise = Vec::new();
+        for j in &judged {
+            for (ci, (_, refined, _)) in j.critiques.iter().enumerate() {
+                for (ri, text) in refined.iter().enumerate() {
+                    pointwise.push(PointwiseRequest {
+                        task: j.item.task.clone(),
+                        prompt: j.item.prompt.clone(),
+                        response: text.clone(),
+                        reference: j.item.reference.clone(),
+                        seed: derive_seed(
+                            seed,
+                            &[
+                                "eval",
+                                "rqs",
+                                actor,
+                                &j.item.id,
+                                &ci.to_string(),
+                                &ri.to_string(),
+                            ],
+                        ),
+                    });
+                }
+            }
+        }
+        let scores: Option<Vec<PointwiseScore>> = match judge.score(&pointwise).await {
+            Ok(scores) => Some(scores),
+            Err(rco_core::Error::Unsupported(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mut scores = scores.map(Vec::into_iter);
+        let mut records = Vec::with_capacity(judged.len());
+        for j in judged {
+            let pairs: Vec<Vec<BothOrders>> =
+                j.critiques.iter().map(|(_, _, p)| p.clone()).collect();
+            let estimates = reward.estimate(&pairs).await?;
+            let cus: Vec<f64> = estimates.iter().filter_map(|e| e.cu).collect();
+            let refinements: Vec<Vec<String>> =
+                j.critiques.iter().map(|(_, r, _)| r.clone()).collect();
+            let lengths: Vec<f64> = refinements
+                .iter()
+                .flatten()
+                .map(|r| r.chars().count() as f64 - j.item.initial_response.chars().count() as f64)
+                .collect();
+            let mut rqs = Vec::new();
+            if let Some(scores) = scores.as_mut() {
+                for _ in 0..lengths.len() {
+                    if let Some(PointwiseScore::Score(s)) = scores.next() {
+                        rqs.push(s);
+                    }
+                }
+            }
+            records.push(EvalRecord {
+                critic: critic.to_string(),
+                actor: actor.to_string(),
+                item_id: j.item.id.clone(),
+                task: j.item.task.clone(),
+                critiques: j.critiques.iter().map(|(c, _, _)| c.text.clone()).collect(),
+                refinements,
+                pairs,
+                cu: (!cus.is_empty()).then(|| rco_core::stats::mean(&cus)),
+                rqs: (!rqs.is_empty()).then(|| rco_core::stats::mean(&rqs)),
+                initial_chars: j.item.initial_response.chars().count(),
+                length_change: rco_core::stats::mean(&lengths),
+            });
+        }
+        Ok(records)
+    }
+}
+
+fn missing() -> rco_core::Judgement {
+    rco_core::Judgement::hard(rco_core::Verdict::Invalid {
+        reason: "the judge returned too few judgements".into(),
+    })
+}
+
+/// The critiques of one item with their refinements and judgements.
+struct Judged {
+    item: TaskItem,
+    critiques: Vec<(rco_core::Critique, Vec<String>, Vec<BothOrders>)>,
+}
