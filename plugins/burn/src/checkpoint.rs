@@ -91,7 +91,13 @@ pub fn read_spec(dir: &Path) -> Result<ModelSpec, LmError> {
     serde_json::from_str(&text).map_err(|e| err(&path, format!("not a model description: {e}")))
 }
 
-/// Builds an untrained model of a spec's architecture.
+/// Builds an untrained model of a spec's architecture, its weights drawn from `seed`.
+pub fn init_seeded<B: Backend>(spec: &ModelSpec, device: &B::Device, seed: u64) -> TinyLm<B> {
+    B::seed(device, seed);
+    init(spec, device)
+}
+
+/// Builds an untrained model of a spec's architecture (weights from the backend's RNG).
 pub fn init<B: Backend>(spec: &ModelSpec, device: &B::Device) -> TinyLm<B> {
     match &spec.architecture {
         Architecture::Tiny(config) => config.init(device),

@@ -207,7 +207,11 @@ pub fn warm_start(config: &QuickstartCriticConfig, ctx: &BuildContext, dir: &Pat
         .map_err(|e| err(&e))?;
     let progress = ctx.progress.start("warm start", ws.steps as u64);
     let saved: Result<()> = rco_plugin_burn::with_backend!(device, |B, device| {
-        let model = checkpoint::init::<Autodiff<B>>(&spec, &device);
+        let model = checkpoint::init_seeded::<Autodiff<B>>(
+            &spec,
+            &device,
+            rco_core::seed::derive_seed(ctx.seed, &["critic-init"]),
+        );
         let (model, _) = supervised(
             model,
             ws.steps,

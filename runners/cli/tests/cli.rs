@@ -1,0 +1,397 @@
+//! The `rco` binary end to end: a reduced quickstart (the RCO critic beats the base critic),
+//! resume after `kill -9`, bad input, the config schema and the example configs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn rco() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rco"));
+    command.current_dir(workspace());
+    command
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The quickstart shrunk to seconds through `RCO_` environment overrides.
+fn small(command: &mut Command) -> &mut Command {
+    command
+        .env("RCO_CRITIC__WARM_START__STEPS", "60")
+        .env("RCO_CRITIC__WARM_START__BATCH_SIZE", "128")
+        .env("RCO_DATA__TRAIN_ITEMS", "128")
+        .env("RCO_DATA__TEST_ITEMS", "90")
+        .env("RCO_EVAL__ACTORS", "[\"weak\"]")
+        .env("RCO_COLLECT__ITEMS_PER_BATCH", "16")
+        .env("RCO_EVAL__ITEMS_PER_BATCH", "30")
+        .env("RCO_TRAINER__CHECKPOINT_EVERY", "2")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn report(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).expect("report.json"))
+        .expect("report.json is JSON")
+}
+
+fn overall(report: &serde_json::Value, critic: &str, actor: &str) -> f64 {
+    report["cells"]
+        .as_array()
+        .expect("cells")
+        .iter()
+        .find(|c| c["critic"] == critic && c["actor"] == actor && c["task"] == "overall")
+        .and_then(|c| c["cu"].as_f64())
+        .expect("overall cell")
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// Starts `rco run`, waits until `ready` holds, then kills it with SIGKILL.
+fn kill_when(out: &Path, ready: impl Fn() -> bool, what: &str) {
+    let mut child = small(&mut rco())
+        .args(["run", "configs/quickstart.toml", "--out"])
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn rco");
+    let start = Instant::now();
+    while !ready() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("rco exited ({status}) before {what}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+}
+
+#[test]
+fn reduced_quickstart_improves_the_critic_and_resumes_after_kill() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let straight = tmp.path().join("straight");
+    let output = small(&mut rco())
+        .args(["run", "configs/quickstart.toml", "--out"])
+        .arg(&straight)
+        .output()
+        .expect("run rco");
+    assert!(output.status.success(), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("base") && stdout.contains("rco") && stdout.contains("overall"),
+        "{stdout}"
+    );
+    let straight_report = report(&straight);
+    let (base, trained) = (
+        overall(&straight_report, "base", "weak"),
+        overall(&straight_report, "rco", "weak"),
+    );
+    assert!(
+        trained > base,
+        "RCO critic {trained:.1} did not beat the base critic {base:.1}"
+    );
+    for table in [
+        "items.jsonl",
+        "critiques.jsonl",
+        "refinements.jsonl",
+        "verdicts.jsonl",
+        "cu.jsonl",
+        "groups.jsonl",
+        "eval.jsonl",
+        "manifest.json",
+        "report.md",
+    ] {
+        assert!(straight.join(table).is_file(), "{table} missing");
+    }
+    assert_eq!(lines(&straight.join("critiques.jsonl")), 128 * 4);
+    assert_eq!(lines(&straight.join("verdicts.jsonl")), 128 * 4 * 2);
+    let health = &straight_report["judge_health"];
+    for key in [
+        "position_consistency",
+        "first_slot_win_rate",
+        "tie_rate",
+        "invalid_rate",
+    ] {
+        assert!(
+            health[key]
+                .as_f64()
+                .is_some_and(|v| (0.0..=1.0).contains(&v)),
+            "{key}: {health}"
+        );
+    }
+
+    // The same run killed with SIGKILL in the collection, in training and in evaluation,
+    // resumed each time with `rco run` on the same directory.
+    let resumed = tmp.path().join("resumed");
+    kill_when(
+        &resumed,
+        || lines(&resumed.join("groups.jsonl")) >= 2 * 16,
+        "two collection batches",
+    );
+    let collected = lines(&resumed.join("groups.jsonl"));
+    assert!(collected < 128, "the collection finished before the kill");
+    kill_when(
+        &resumed,
+        || resumed.join("critic/rco/train/state.json").is_file(),
+        "a training checkpoint",
+    );
+    kill_when(
+        &resumed,
+        || lines(&resumed.join("eval.jsonl")) >= 30,
+        "an evaluation batch",
+    );
+    let output = small(&mut rco())
+        .args(["run", "configs/quickstart.toml", "--out"])
+        .arg(&resumed)
+        .output()
+        .expect("run rco");
+    assert!(output.status.success(), "{}", text(&output));
+    let resumed_report = report(&resumed);
+    assert_eq!(resumed_report["cells"], straight_report["cells"]);
+    assert_eq!(
+        resumed_report["judge_health"],
+        straight_report["judge_health"]
+    );
+    // Nothing was stored twice.
+    for table in ["critiques.jsonl", "groups.jsonl", "eval.jsonl"] {
+        assert_eq!(
+            lines(&resumed.join(table)),
+            lines(&straight.join(table)),
+            "{table}"
+        );
+    }
+    // A finished run directory re-runs without redoing anything.
+    let output = small(&mut rco())
+        .args(["run", "configs/quickstart.toml", "--out"])
+        .arg(&resumed)
+        .output()
+        .expect("run rco");
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(report(&resumed)["cells"], straight_report["cells"]);
+    // A different config on the same directory is refused.
+    let output = small(&mut rco())
+        .env("RCO_SEED", "8")
+        .args(["run", "configs/quickstart.toml", "--out"])
+        .arg(&resumed)
+        .output()
+        .expect("run rco");
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("different config"),
+        "{}",
+        text(&output)
+    );
+}
+
+/// Runs a command that must fail cleanly: non-zero exit, the expected words, no panic.
+fn fails_with(command: &mut Command, expected: &[&str]) {
+    let output = command.output().expect("run rco");
+    let all = text(&output);
+    assert!(!output.status.success(), "expected failure: {all}");
+    assert!(
+        !all.contains("panicked") && !all.contains("backtrace"),
+        "{all}"
+    );
+    for word in expected {
+        assert!(all.contains(word), "`{word}` not in: {all}");
+    }
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).expect("write");
+    path
+}
+
+const BODY: &str = r#"
+[data]
+kind = "jsonl"
+train = "train.jsonl"
+test = "test.jsonl"
+
+[critic]
+kind = "quickstart"
+warm_start = { steps = 2, batch_size = 4 }
+
+[actors.main]
+kind = "quickstart"
+strength = "weak"
+
+[judge]
+kind = "verifier"
+
+[trainer]
+kind = "rco"
+
+[templates.default]
+critique = "{prompt}|{response}>"
+"#;
+
+const ITEM: &str = r#"{"id": "a", "task": "copy", "prompt": "copy:12345", "initial_response": "12345", "reference": "12345"}"#;
+
+#[test]
+fn bad_configs_name_the_key_and_exit_non_zero() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    write(dir, "train.jsonl", &format!("{ITEM}\n"));
+    write(dir, "test.jsonl", &format!("{ITEM}\n"));
+    let ok = write(dir, "ok.toml", BODY);
+    let output = rco().arg("check").arg(&ok).output().expect("run rco");
+    assert!(output.status.success(), "{}", text(&output));
+
+    let unknown_key = write(
+        dir,
+        "unknown-key.toml",
+        &BODY.replace(
+            "strength = \"weak\"",
+            "strength = \"weak\"\ncolour = \"red\"",
+        ),
+    );
+    fails_with(
+        rco().arg("check").arg(&unknown_key),
+        &["unknown-key.toml", "actors.main.colour", "unknown field"],
+    );
+
+    let wrong_type = write(dir, "wrong-type.toml", &format!("seed = \"seven\"\n{BODY}"));
+    fails_with(
+        rco().arg("check").arg(&wrong_type),
+        &["wrong-type.toml", "seed"],
+    );
+
+    let unknown_kind = write(
+        dir,
+        "unknown-kind.toml",
+        &BODY.replace("kind = \"verifier\"", "kind = \"oracle\""),
+    );
+    fails_with(
+        rco().arg("check").arg(&unknown_kind),
+        &["judge.kind", "oracle", "noisy", "verifier"],
+    );
+
+    // Several problems are reported together.
+    let many = write(
+        dir,
+        "many.toml",
+        &format!(
+            "seed = -1\nextra = 1\n{}",
+            BODY.replace("kind = \"verifier\"", "kind = \"oracle\"")
+        ),
+    );
+    fails_with(
+        rco().arg("check").arg(&many),
+        &["3 problem(s)", "`seed`", "`extra`", "`judge.kind`"],
+    );
+
+    let syntax = write(dir, "syntax.toml", "seed = 1\n[critic\nkind = 2\n");
+    fails_with(rco().arg("check").arg(&syntax), &["syntax.toml", "line 2"]);
+
+    fails_with(
+        rco().args(["check", "no/such/config.toml"]),
+        &["no/such/config.toml", "does not exist"],
+    );
+    fails_with(
+        rco().args(["run", "no/such/config.toml"]),
+        &["no/such/config.toml", "does not exist"],
+    );
+}
+
+#[test]
+fn bad_datasets_name_the_file_and_line() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    write(
+        dir,
+        "train.jsonl",
+        &format!("{ITEM}\n{{\"id\": \"b\", \"task\": \n"),
+    );
+    write(dir, "test.jsonl", &format!("{ITEM}\n"));
+    let config = write(dir, "malformed.toml", BODY);
+    let out = dir.join("run-malformed");
+    fails_with(
+        rco().arg("collect").arg(&config).arg("--out").arg(&out),
+        &["train.jsonl, line 2", "malformed"],
+    );
+
+    write(dir, "train.jsonl", &format!("{ITEM}\n"));
+    write(dir, "test.jsonl", "");
+    let out = dir.join("run-empty");
+    fails_with(
+        rco().arg("collect").arg(&config).arg("--out").arg(&out),
+        &["test.jsonl", "empty"],
+    );
+
+    let missing = write(
+        dir,
+        "missing.toml",
+        &BODY.replace("\"test.jsonl\"", "\"absent.jsonl\""),
+    );
+    fails_with(
+        rco()
+            .arg("collect")
+            .arg(&missing)
+            .arg("--out")
+            .arg(dir.join("run-missing")),
+        &["absent.jsonl"],
+    );
+}
+
+#[test]
+fn schema_file_is_current_and_example_configs_load() {
+    let output = rco().arg("schema").output().expect("run rco");
+    assert!(output.status.success(), "{}", text(&output));
+    let generated: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("schema is JSON");
+    let path = workspace().join("configs/schema.json");
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_default())
+            .unwrap_or_default();
+    assert!(
+        generated == stored,
+        "configs/schema.json is out of date; regenerate it with `cargo run -p rco-cli -- schema > configs/schema.json`"
+    );
+    assert!(generated["properties"]["critic"]["oneOf"]
+        .as_array()
+        .is_some_and(|v| v.len() >= 2));
+
+    for entry in std::fs::read_dir(workspace().join("configs")).expect("configs/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let output = rco().arg("check").arg(&path).output().expect("run rco");
+            assert!(
+                output.status.success(),
+                "{}: {}",
+                path.display(),
+                text(&output)
+            );
+        }
+    }
+
+    let output = rco().arg("plugins").output().expect("run rco");
+    let listing = text(&output);
+    for kind in [
+        "quickstart",
+        "burn",
+        "verifier",
+        "noisy",
+        "cu",
+        "rco",
+        "jsonl",
+    ] {
+        assert!(listing.contains(kind), "{kind} not listed: {listing}");
+    }
+}
