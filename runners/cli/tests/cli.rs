@@ -118,8 +118,8 @@ fn reduced_quickstart_improves_the_critic_and_resumes_after_kill() {
     ] {
         assert!(straight.join(table).is_file(), "{table} missing");
     }
-    assert_eq!(lines(&straight.join("critiques.jsonl")), 128 * 4);
-    assert_eq!(lines(&straight.join("verdicts.jsonl")), 128 * 4 * 2);
+    assert_eq!(lines(&straight.join("critiques.jsonl")), 128 * 8);
+    assert_eq!(lines(&straight.join("verdicts.jsonl")), 128 * 8 * 5);
     let health = &straight_report["judge_health"];
     for key in [
         "position_consistency",
