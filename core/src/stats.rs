@@ -70,6 +70,9 @@ mod tests {
         let (lo, hi) = stratified_bootstrap_ci(&[values.clone(), vec![1.0; 50]], 1000, 3);
         assert!(lo < 0.625 && 0.625 < hi, "{lo} {hi}");
         let (lo, hi) = stratified_bootstrap_ci(&[vec![0.2; 5], vec![0.4; 9], vec![]], 50, 1);
-        assert!((lo - 0.3).abs() < 1e-12 && (hi - 0.3).abs() < 1e-12, "{lo} {hi}");
+        assert!(
+            (lo - 0.3).abs() < 1e-12 && (hi - 0.3).abs() < 1e-12,
+            "{lo} {hi}"
+        );
     }
 }
