@@ -10,7 +10,7 @@ use burn::optim::AdamWConfig;
 use rco_core::objective::residual_offsets;
 use rco_plugin_burn::checkpoint::{init_seeded, Architecture, ModelSpec};
 use rco_plugin_burn::device::Cpu;
-use rco_plugin_burn::lm::{completion_log_probs, sample, SamplingConfig};
+use rco_plugin_burn::lm::{completion_log_probs, sample, SamplingConfig, StopTokens};
 use rco_plugin_burn::model::TinyLmConfig;
 use rco_plugin_burn::tokenizer::{CharTokenizer, Tokenizer};
 use rco_plugin_burn::train::{rco_step, supervised, Example, RcoGroup};
@@ -90,10 +90,20 @@ fn main() {
         };
         let mut tokens = 0usize;
         let s = time(5, || {
-            tokens = sample(&model, &prompts, &seeds, &config, u32::MAX, &device)
-                .iter()
-                .map(Vec::len)
-                .sum()
+            tokens = sample(
+                &model,
+                &prompts,
+                &seeds,
+                &config,
+                &StopTokens {
+                    eos: u32::MAX,
+                    banned: vec![],
+                },
+                &device,
+            )
+            .iter()
+            .map(Vec::len)
+            .sum()
         });
         println!(
             "{:<44} {:>12.4} {:>11.0} tok/s",

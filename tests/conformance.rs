@@ -73,6 +73,7 @@ fn reward(section: Value) -> Arc<dyn RewardEstimator> {
 fn critic(section: Value, dir: &std::path::Path) -> Arc<dyn Critic> {
     let mut ctx = context();
     ctx.checkpoint = Some(dir.to_path_buf());
+    ctx.create_checkpoint = true;
     match &find(Role::Critic, &section).expect("kind").build {
         Builder::Critic(build) => build(&section, &ctx).expect("build critic"),
         _ => unreachable!(),

@@ -11,6 +11,7 @@
 
 pub mod dataset;
 pub mod error;
+pub mod judge;
 pub mod objective;
 pub mod registry;
 pub mod reward;

@@ -88,6 +88,9 @@ pub struct BuildContext {
     /// Critic: the checkpoint to load (created there first if absent and the plugin can).
     /// Trainer: the checkpoint training starts from.
     pub checkpoint: Option<PathBuf>,
+    /// Critic: whether the plugin may create its base checkpoint at `checkpoint` when none
+    /// is there (true for the base critic of a run, false for the trained one).
+    pub create_checkpoint: bool,
     /// Trainer: where the trained critic is written (and its own checkpoints kept).
     pub output: Option<PathBuf>,
     /// Trainer: the critic section, so that a trainer can build the same model.
@@ -105,6 +108,7 @@ impl BuildContext {
             base_dir: PathBuf::from("."),
             run_dir: None,
             checkpoint: None,
+            create_checkpoint: false,
             output: None,
             critic_section: None,
             templates: Default::default(),

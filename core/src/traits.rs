@@ -155,7 +155,7 @@ pub struct TrainSummary {
     pub flat_groups: usize,
     pub first_loss: f64,
     pub last_loss: f64,
-    /// Whether the run continued from a checkpoint.
+    /// The step the run continued from (0 for a run that started fresh).
     pub resumed_from_step: usize,
 }
 

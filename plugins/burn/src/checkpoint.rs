@@ -2,7 +2,7 @@
 //! tokenizer) and `model.mpk` (weights in full precision, burn's named MessagePack recorder).
 //! `model.json` is written last, so a directory holding it holds a complete checkpoint.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::Module;
 use burn::prelude::*;
@@ -57,6 +57,19 @@ pub fn save_weights<B: Backend, M: Module<B>>(
     let written = dir.join(format!("{name}-partial.mpk"));
     let target = dir.join(format!("{name}.mpk"));
     std::fs::rename(&written, &target).map_err(|e| err(&target, e))
+}
+
+/// Saves any record (an optimizer's state) to `dir/NAME.mpk` atomically.
+pub fn save_record<R: burn::record::Record<B>, B: Backend>(
+    record: R,
+    dir: &Path,
+    name: &str,
+) -> Result<(), LmError> {
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    let tmp = dir.join(format!("{name}-partial"));
+    Recorder::<B>::record(&recorder(), record, tmp.clone()).map_err(|e| err(&tmp, e))?;
+    let target = dir.join(format!("{name}.mpk"));
+    std::fs::rename(dir.join(format!("{name}-partial.mpk")), &target).map_err(|e| err(&target, e))
 }
 
 /// Loads weights saved by [`save_weights`] into a model of the same architecture.
@@ -115,9 +128,11 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(ModelSpec, Ti
 pub fn copy(from: &Path, to: &Path) -> Result<(), LmError> {
     read_spec(from)?;
     std::fs::create_dir_all(to).map_err(|e| err(to, e))?;
-    for name in ["model.mpk", "model.json"] {
-        let source: PathBuf = from.join(name);
-        std::fs::copy(&source, to.join(name)).map_err(|e| err(&source, e))?;
-    }
-    Ok(())
+    let weights = from.join("model.mpk");
+    let partial = to.join("model-partial.mpk");
+    std::fs::copy(&weights, &partial).map_err(|e| err(&weights, e))?;
+    std::fs::rename(&partial, to.join("model.mpk")).map_err(|e| err(to, e))?;
+    // The description last, atomically: it marks the copy complete.
+    let spec = std::fs::read(from.join("model.json")).map_err(|e| err(from, e))?;
+    rco_core::store::write_atomic(&to.join("model.json"), &spec).map_err(|e| err(to, e))
 }

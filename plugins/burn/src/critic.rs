@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
 use crate::device::DeviceSpec;
-use crate::lm::{completion_log_probs, sample, SamplingConfig};
+use crate::lm::{completion_log_probs, sample, SamplingConfig, StopTokens};
 use crate::model::{CausalLm, TinyLm};
 use crate::tokenizer::Tokenizer;
 use crate::LmError;
@@ -164,7 +164,7 @@ impl<B: Backend> Critic for LmCritic<B> {
                     chunk,
                     chunk_seeds,
                     &self.sampling,
-                    self.tokenizer.eos(),
+                    &StopTokens::of(&self.tokenizer),
                     &self.device,
                 ));
             }
@@ -235,14 +235,14 @@ fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Critic
     let config: BurnCriticConfig = parse_section(value)?;
     let dir = match (&ctx.checkpoint, &config.checkpoint) {
         (Some(run_checkpoint), _) if checkpoint::exists(run_checkpoint) => run_checkpoint.clone(),
-        (Some(run_checkpoint), Some(source)) => {
+        (Some(run_checkpoint), Some(source)) if ctx.create_checkpoint => {
             // A run keeps its own copy of the base critic, so that it stays reproducible.
             checkpoint::copy(&ctx.resolve(source), run_checkpoint)
                 .map_err(|e| rco_core::Error::plugin(format!("critic `{}`", ctx.name), e))?;
             run_checkpoint.clone()
         }
         (None, Some(source)) => ctx.resolve(source),
-        (Some(run_checkpoint), None) => {
+        (Some(run_checkpoint), _) => {
             return Err(rco_core::Error::plugin(
                 format!("critic `{}`", ctx.name),
                 format!(

@@ -5,13 +5,18 @@
 //! batch). Batched sampling and completion log-probs ([`lm`]), the supervised warm start and
 //! the RCO loss ([`train`]) are written once against it and generic over `B: Backend`; the
 //! device (`cpu` = flex, `wgpu`, `cuda:N`) is chosen from config at run time
-//! ([`device`]). Checkpoints are self-describing directories ([`checkpoint`]).
+//! ([`device`]). Checkpoints are self-describing directories ([`checkpoint`]). Real
+//! pretrained models come from GGUF files ([`gguf`], [`llama`], [`text`]).
 
 pub mod checkpoint;
 pub mod critic;
 pub mod device;
+pub mod generate;
+pub mod gguf;
+pub mod llama;
 pub mod lm;
 pub mod model;
+pub mod text;
 pub mod tokenizer;
 pub mod train;
 pub mod trainer;

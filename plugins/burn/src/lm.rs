@@ -94,6 +94,22 @@ pub fn completion_log_probs<B: Backend, M: CausalLm<B>>(
     (picked * weights).sum_dim(1).reshape([n])
 }
 
+/// The end-of-sequence token, and the tokens sampling must never produce.
+#[derive(Debug, Clone)]
+pub struct StopTokens {
+    pub eos: u32,
+    pub banned: Vec<u32>,
+}
+
+impl StopTokens {
+    pub fn of(tokenizer: &crate::tokenizer::Tokenizer) -> Self {
+        Self {
+            eos: tokenizer.eos(),
+            banned: vec![tokenizer.pad(), tokenizer.bos()],
+        }
+    }
+}
+
 /// How to sample.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -145,11 +161,13 @@ impl SamplingConfig {
 }
 
 /// Draws one token id from a row of logits.
-fn draw(logits: &[f32], config: &SamplingConfig, rng: &mut impl Rng) -> u32 {
+fn draw(logits: &[f32], banned: &[u32], config: &SamplingConfig, rng: &mut impl Rng) -> u32 {
+    let allowed = |i: usize| !banned.contains(&(i as u32));
     let argmax = || {
         logits
             .iter()
             .enumerate()
+            .filter(|(i, _)| allowed(*i))
             .max_by(|a, b| a.1.total_cmp(b.1))
             .map_or(0, |(i, _)| i as u32)
     };
@@ -160,6 +178,7 @@ fn draw(logits: &[f32], config: &SamplingConfig, rng: &mut impl Rng) -> u32 {
         .iter()
         .map(|&l| l as f64 / config.temperature)
         .enumerate()
+        .filter(|(i, _)| allowed(*i))
         .collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     if config.top_k > 0 {
@@ -200,9 +219,11 @@ pub fn sample<B: Backend, M: CausalLm<B>>(
     prompts: &[Vec<u32>],
     seeds: &[u64],
     config: &SamplingConfig,
-    eos: u32,
+    stop: &StopTokens,
     device: &B::Device,
 ) -> Vec<Vec<u32>> {
+    // A row keeps one slot free for the EOS that scoring appends to every completion.
+    let fits = |len: usize| len + 1 < model.max_len();
     let mut rngs: Vec<_> = seeds
         .iter()
         .map(|&s| rco_core::seed::rng_for(s, &["sample"]))
@@ -210,7 +231,7 @@ pub fn sample<B: Backend, M: CausalLm<B>>(
     let mut rows: Vec<Vec<u32>> = prompts.to_vec();
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
     let mut active: Vec<usize> = (0..prompts.len())
-        .filter(|&i| prompts[i].len() < model.max_len())
+        .filter(|&i| fits(prompts[i].len()))
         .collect();
     for _ in 0..config.max_tokens {
         if active.is_empty() {
@@ -234,13 +255,13 @@ pub fn sample<B: Backend, M: CausalLm<B>>(
             let Some(row_logits) = values.get(k * vocab..(k + 1) * vocab) else {
                 continue;
             };
-            let token = draw(row_logits, config, &mut rngs[i]);
-            if token == eos {
+            let token = draw(row_logits, &stop.banned, config, &mut rngs[i]);
+            if token == stop.eos {
                 continue;
             }
             out[i].push(token);
             rows[i].push(token);
-            if rows[i].len() < model.max_len() {
+            if fits(rows[i].len()) {
                 still.push(i);
             }
         }

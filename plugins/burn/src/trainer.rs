@@ -105,10 +105,14 @@ impl Validate for RcoTrainerConfig {
     }
 }
 
-/// Progress saved beside the training checkpoint.
+/// Progress saved beside the training checkpoints. Its atomic rewrite is the commit of a
+/// checkpoint: it names the `step-N` directory whose model and optimizer state are complete.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct TrainState {
     step: usize,
+    /// Directory (under `train/`) of the checkpoint of `step`.
+    #[serde(default)]
+    checkpoint: Option<String>,
     losses: Vec<f64>,
     done: bool,
 }
@@ -168,16 +172,23 @@ impl RcoTrainer {
                 path: state_path.clone(),
                 message: e.to_string(),
             })?,
-            Err(_) => TrainState::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => TrainState::default(),
+            Err(e) => {
+                return Err(LmError::Checkpoint {
+                    path: state_path.clone(),
+                    message: e.to_string(),
+                })
+            }
         };
         let resumed_from_step = state.step;
         let mut optimizer = AdamWConfig::new()
             .with_weight_decay(self.config.weight_decay as f32)
             .init::<B, _>();
         let mut model = base_model;
-        if state.step > 0 {
-            model = checkpoint::load_weights(model, &state_dir, "model", &device)?;
-            let optim_path = state_dir.join("optimizer");
+        if let (false, Some(dir)) = (state.done, &state.checkpoint) {
+            let dir = state_dir.join(dir);
+            model = checkpoint::load_weights(model, &dir, "model", &device)?;
+            let optim_path = dir.join("optimizer");
             let record = checkpoint::recorder()
                 .load(optim_path.clone(), &device)
                 .map_err(|e| LmError::Checkpoint {
@@ -202,10 +213,16 @@ impl RcoTrainer {
                     &device,
                 );
                 model = next;
+                if !loss.is_finite() {
+                    return Err(LmError::Checkpoint {
+                        path: state_dir.clone(),
+                        message: format!("the loss is {loss} at step {}; lower trainer.learning_rate or raise trainer.beta", index + 1),
+                    });
+                }
                 state.losses.push(loss);
                 state.step = index + 1;
                 if state.step % self.config.checkpoint_every == 0 || state.step == schedule.len() {
-                    self.save_state(&state_dir, &model, &optimizer, &state)?;
+                    self.save_state(&state_dir, &model, &optimizer, &mut state)?;
                 }
                 progress.set_message(&format!("loss {loss:.4}"));
                 progress.inc(1);
@@ -224,28 +241,26 @@ impl RcoTrainer {
         })
     }
 
+    /// Writes model and optimizer state into a fresh `step-N` directory, then commits it by
+    /// rewriting `state.json`, then removes older step directories.
     fn save_state<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(
         &self,
         dir: &Path,
         model: &M,
         optimizer: &O,
-        state: &TrainState,
+        state: &mut TrainState,
     ) -> Result<(), LmError> {
-        checkpoint::save_weights(model.clone(), dir, "model")?;
-        let tmp = dir.join("optimizer-partial");
-        checkpoint::recorder()
-            .record(optimizer.to_record(), tmp.clone())
-            .map_err(|e| LmError::Checkpoint {
-                path: tmp.clone(),
-                message: e.to_string(),
-            })?;
-        std::fs::rename(dir.join("optimizer-partial.mpk"), dir.join("optimizer.mpk")).map_err(
-            |e| LmError::Checkpoint {
-                path: dir.join("optimizer.mpk"),
-                message: e.to_string(),
-            },
-        )?;
-        self.write_state(dir, state)
+        let name = format!("step-{}", state.step);
+        let step_dir = dir.join(&name);
+        checkpoint::save_weights(model.clone(), &step_dir, "model")?;
+        checkpoint::save_record(optimizer.to_record(), &step_dir, "optimizer")?;
+        let previous = state.checkpoint.replace(name);
+        self.write_state(dir, state)?;
+        if let Some(previous) = previous.filter(|p| Some(p) != state.checkpoint.as_ref()) {
+            // Only space is lost if this fails: the state names the new directory.
+            let _ = std::fs::remove_dir_all(dir.join(previous));
+        }
+        Ok(())
     }
 
     fn write_state(&self, dir: &Path, state: &TrainState) -> Result<(), LmError> {

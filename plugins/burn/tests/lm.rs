@@ -8,7 +8,7 @@ use burn::module::AutodiffModule;
 use rco_core::{LogProbRequest, NoProgress, ScoredCritique, TrainingGroup};
 use rco_plugin_burn::checkpoint::{self, Architecture, ModelSpec};
 use rco_plugin_burn::device::Cpu;
-use rco_plugin_burn::lm::{completion_log_probs, sample, SamplingConfig};
+use rco_plugin_burn::lm::{completion_log_probs, sample, SamplingConfig, StopTokens};
 use rco_plugin_burn::model::TinyLmConfig;
 use rco_plugin_burn::tokenizer::{CharTokenizer, Tokenizer};
 
@@ -61,7 +61,7 @@ fn sampled_log_probs_match_scoring_and_padding_does_not_matter() {
         &prompts,
         &seeds,
         &config,
-        spec.tokenizer.eos(),
+        &StopTokens::of(&spec.tokenizer),
         &device,
     );
     // Each row's sample is independent of the rows beside it (left padding is masked).
@@ -71,7 +71,7 @@ fn sampled_log_probs_match_scoring_and_padding_does_not_matter() {
             &prompts[i..=i],
             &seeds[i..=i],
             &config,
-            spec.tokenizer.eos(),
+            &StopTokens::of(&spec.tokenizer),
             &device,
         );
         assert_eq!(alone[0], together[i]);
@@ -113,9 +113,10 @@ fn sampled_log_probs_match_scoring_and_padding_does_not_matter() {
         max_tokens: 5,
         ..Default::default()
     };
+    let stop = StopTokens::of(&spec.tokenizer);
     assert_eq!(
-        sample(&model, &prompts, &[7, 8, 9], &greedy, 2, &device),
-        sample(&model, &prompts, &[1, 1, 1], &greedy, 2, &device)
+        sample(&model, &prompts, &[7, 8, 9], &greedy, &stop, &device),
+        sample(&model, &prompts, &[1, 1, 1], &greedy, &stop, &device)
     );
 }
 
@@ -158,7 +159,7 @@ fn warm_start_learns_and_checkpoint_round_trips() {
         &[examples[0].0.clone(), examples[1].0.clone()],
         &[0, 0],
         &greedy,
-        2,
+        &StopTokens::of(&spec.tokenizer),
         &device,
     );
     assert_eq!(spec.tokenizer.decode(&out[0]), "yes");

@@ -236,6 +236,12 @@ fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Critic
         )
     })?;
     if !checkpoint::exists(&dir) {
+        if !ctx.create_checkpoint {
+            return Err(rco_core::Error::plugin(
+                format!("critic `{}` (quickstart)", ctx.name),
+                format!("no checkpoint at {}", dir.display()),
+            ));
+        }
         warm_start(&config, ctx, &dir)?;
     }
     rco_plugin_burn::critic::open_critic(

@@ -47,6 +47,14 @@ pub struct RunConfig {
     /// Prompt templates, with per-task overrides.
     #[serde(default)]
     pub templates: PromptTemplates,
+    /// Times an unreadable judge verdict is asked again (with a new seed) before it is
+    /// recorded as invalid.
+    #[serde(default = "default_reask")]
+    pub reask_invalid: usize,
+}
+
+fn default_reask() -> usize {
+    2
 }
 
 fn default_seed() -> u64 {
@@ -146,18 +154,14 @@ impl Loaded {
     }
 }
 
-const TOP_LEVEL_KEYS: [&str; 10] = [
-    "seed",
-    "data",
-    "critic",
-    "actors",
-    "judge",
-    "reward",
-    "trainer",
-    "collect",
-    "eval",
-    "templates",
-];
+/// The top-level keys, read from the schema of [`RunConfig`] so that they cannot drift.
+fn top_level_keys() -> Vec<String> {
+    let schema = serde_json::to_value(schemars::schema_for!(RunConfig)).unwrap_or(Value::Null);
+    schema["properties"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
 
 /// Loads and validates a config file, reporting every problem at once.
 pub fn load(path: &Path) -> anyhow::Result<Loaded> {
@@ -234,14 +238,12 @@ pub fn validate(resolved: &Value) -> Vec<ConfigProblem> {
     let Some(top) = resolved.as_object() else {
         return vec![ConfigProblem::new("", "the config must be a table")];
     };
+    let known_keys = top_level_keys();
     for key in top.keys() {
-        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+        if !known_keys.contains(key) {
             problems.push(ConfigProblem::new(
                 key.clone(),
-                format!(
-                    "unknown key; expected one of: {}",
-                    TOP_LEVEL_KEYS.join(", ")
-                ),
+                format!("unknown key; expected one of: {}", known_keys.join(", ")),
             ));
         }
     }

@@ -36,6 +36,46 @@ enum Command {
     Eval(StageArgs),
     /// Write report.json and report.md from the evaluation and print the CU table.
     Report(StageArgs),
+    /// Continue a prompt with a language model file (chat template applied unless --raw).
+    Generate {
+        /// A GGUF model file.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// cpu, wgpu or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Use the prompt as it is, without the chat template.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Log-probability of a completion after a prompt, and the most likely next tokens.
+    Logprob {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value = "")]
+        completion: String,
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long)]
+        raw: bool,
+    },
     /// Validate a config and report every problem.
     Check { config: PathBuf },
     /// Print the JSON Schema of config files.
@@ -96,6 +136,63 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 kind(&loaded.config.critic),
                 kind(&loaded.config.judge)
             );
+            Ok(())
+        }
+        Command::Generate {
+            model,
+            prompt,
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            device,
+            raw,
+        } => {
+            let sampling = rco_plugins::burn::lm::SamplingConfig {
+                temperature,
+                top_k,
+                top_p,
+                max_tokens,
+            };
+            let problems = sampling.problems();
+            if let Some(p) = problems.first() {
+                anyhow::bail!("--{}: {}", p.key.replace('_', "-"), p.message);
+            }
+            let text = rco_plugins::burn::generate::generate_text(
+                &model, &device, &prompt, raw, &sampling, seed,
+            )?;
+            println!("{text}");
+            Ok(())
+        }
+        Command::Logprob {
+            model,
+            prompt,
+            completion,
+            top,
+            device,
+            raw,
+        } => {
+            let report = rco_plugins::burn::generate::log_prob_text(
+                &model,
+                &device,
+                &prompt,
+                &completion,
+                raw,
+                top,
+            )?;
+            if !completion.is_empty() {
+                println!(
+                    "log p(completion | prompt) = {:.4} over {} tokens {:?}",
+                    report.total,
+                    report.completion_tokens.len(),
+                    report.completion_tokens
+                );
+            }
+            println!("most likely next tokens:");
+            for (id, text, lp) in report.top_next {
+                println!("  {id:>6} {text:?} {lp:.4}");
+            }
             Ok(())
         }
         Command::Schema => {

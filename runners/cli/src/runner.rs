@@ -132,9 +132,9 @@ impl Run {
                 bail!(
                     "{} was made with a different config (hash {} from {}, now {}); use another --out directory, or delete it to start over",
                     self.store.dir().display(),
-                    &manifest.config_hash[..12],
+                    manifest.config_hash.get(..12).unwrap_or(&manifest.config_hash),
                     manifest.config_file,
-                    &hash[..12]
+                    hash.get(..12).unwrap_or(&hash)
                 );
             }
             return Ok(());
@@ -183,6 +183,8 @@ impl Run {
         let section = &self.loaded.config.critic;
         let mut ctx = self.context("critic");
         ctx.checkpoint = Some(self.critic_dir(variant));
+        // Only the base critic may be created; the trained one must come from training.
+        ctx.create_checkpoint = variant == "base";
         match &self.descriptor(Role::Critic, "critic", section)?.build {
             Builder::Critic(build) => Ok(build(section, &ctx)?),
             _ => bail!("`critic` names a plugin that is not a critic"),
@@ -206,7 +208,10 @@ impl Run {
     pub fn judge(&self) -> anyhow::Result<Arc<dyn Judge>> {
         let section = &self.loaded.config.judge;
         match &self.descriptor(Role::Judge, "judge", section)?.build {
-            Builder::Judge(build) => Ok(build(section, &self.context("judge"))?),
+            Builder::Judge(build) => Ok(Arc::new(rco_core::judge::ReaskInvalid::new(
+                build(section, &self.context("judge"))?,
+                self.loaded.config.reask_invalid,
+            ))),
             _ => bail!("`judge` names a plugin that is not a judge"),
         }
     }
@@ -358,7 +363,22 @@ impl Run {
                 ));
             }
         }
-        let mut judgements = judge.compare(&comparisons).await?.into_iter();
+        let judgements = judge.compare(&comparisons).await?;
+        check_len("critic", "critique lists", critiques.len(), requests.len())?;
+        for (got, request) in critiques.iter().zip(&requests) {
+            check_len("critic", "critiques", got.len(), request.n)?;
+        }
+        check_len(
+            "actor",
+            "refinement lists",
+            refinements.len(),
+            refine_requests.len(),
+        )?;
+        for refined in &refinements {
+            check_len("actor", "refinements", refined.len(), m)?;
+        }
+        check_len("judge", "judgements", judgements.len(), comparisons.len())?;
+        let mut judgements = judgements.into_iter();
         let mut refinements = refinements.into_iter();
         let mut out = Vec::with_capacity(items.len());
         for (item, item_critiques) in items.iter().zip(critiques) {
@@ -368,13 +388,18 @@ impl Run {
             };
             for critique in item_critiques {
                 let refined = refinements.next().unwrap_or_default();
-                let pairs: Vec<BothOrders> = refined
-                    .iter()
-                    .map(|_| BothOrders {
-                        refined_first: judgements.next().unwrap_or_else(missing),
-                        refined_second: judgements.next().unwrap_or_else(missing),
-                    })
-                    .collect();
+                let mut pairs = Vec::with_capacity(refined.len());
+                for _ in &refined {
+                    // The lengths were checked above, so both judgements are there.
+                    if let (Some(refined_first), Some(refined_second)) =
+                        (judgements.next(), judgements.next())
+                    {
+                        pairs.push(BothOrders {
+                            refined_first,
+                            refined_second,
+                        });
+                    }
+                }
                 judged.critiques.push((
                     critique,
                     refined.into_iter().map(|r| r.text).collect(),
@@ -504,6 +529,12 @@ impl Run {
 
     /// Train: the trainer reads the committed groups and writes `critic/rco`.
     pub async fn train(&self) -> anyhow::Result<rco_core::TrainSummary> {
+        // A finished training stage is not run again (its summary is its commit record).
+        let summary_path = self.store.path("train_summary.json");
+        if let Ok(bytes) = std::fs::read(&summary_path) {
+            return serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a training summary", summary_path.display()));
+        }
         let items = self.items("train")?;
         let groups: Vec<TrainingGroup> = self.store.read("groups.jsonl")?;
         let done: HashSet<&str> = groups.iter().map(|g| g.item_id.as_str()).collect();
@@ -685,17 +716,23 @@ impl Run {
                 cu: (!cus.is_empty()).then(|| rco_core::stats::mean(&cus)),
                 rqs: (!rqs.is_empty()).then(|| rco_core::stats::mean(&rqs)),
                 initial_chars: j.item.initial_response.chars().count(),
-                length_change: rco_core::stats::mean(&lengths),
+                length_change: if lengths.is_empty() {
+                    0.0
+                } else {
+                    rco_core::stats::mean(&lengths)
+                },
             });
         }
         Ok(records)
     }
 }
 
-fn missing() -> rco_core::Judgement {
-    rco_core::Judgement::hard(rco_core::Verdict::Invalid {
-        reason: "the judge returned too few judgements".into(),
-    })
+/// A plugin that breaks the "one result per input" contract fails the stage.
+fn check_len(role: &str, what: &str, got: usize, expected: usize) -> anyhow::Result<()> {
+    if got != expected {
+        bail!("the {role} returned {got} {what} for {expected} requests");
+    }
+    Ok(())
 }
 
 /// The critiques of one item with their refinements and judgements.

@@ -1,0 +1,119 @@
+//! Wrappers that give any [`Judge`] a behaviour the method asks for.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{Comparison, Judge, Judgement, PointwiseRequest, PointwiseScore, Result};
+
+/// Asks an unreadable verdict again, up to `attempts` more times with a fresh seed each time,
+/// before it stands as [`crate::Verdict::Invalid`] (method.md: re-asked a bounded number of
+/// times, then recorded; never a silent default).
+pub struct ReaskInvalid {
+    inner: Arc<dyn Judge>,
+    attempts: usize,
+}
+
+impl ReaskInvalid {
+    pub fn new(inner: Arc<dyn Judge>, attempts: usize) -> Self {
+        Self { inner, attempts }
+    }
+}
+
+#[async_trait]
+impl Judge for ReaskInvalid {
+    fn max_batch_size(&self) -> usize {
+        self.inner.max_batch_size()
+    }
+
+    async fn compare(&self, comparisons: &[Comparison]) -> Result<Vec<Judgement>> {
+        let mut judgements = self.inner.compare(comparisons).await?;
+        for attempt in 1..=self.attempts {
+            let again: Vec<usize> = (0..judgements.len())
+                .filter(|&i| !judgements[i].verdict.is_valid())
+                .collect();
+            if again.is_empty() {
+                break;
+            }
+            let retry: Vec<Comparison> = again
+                .iter()
+                .map(|&i| Comparison {
+                    seed: crate::seed::derive_seed(
+                        comparisons[i].seed,
+                        &["reask", &attempt.to_string()],
+                    ),
+                    ..comparisons[i].clone()
+                })
+                .collect();
+            let answers = self.inner.compare(&retry).await?;
+            for (i, answer) in again.into_iter().zip(answers) {
+                judgements[i] = answer;
+            }
+        }
+        Ok(judgements)
+    }
+
+    async fn score(&self, requests: &[PointwiseRequest]) -> Result<Vec<PointwiseScore>> {
+        self.inner.score(requests).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Verdict;
+
+    /// Unreadable whenever the seed is even.
+    struct Flaky;
+
+    #[async_trait]
+    impl Judge for Flaky {
+        async fn compare(&self, comparisons: &[Comparison]) -> Result<Vec<Judgement>> {
+            Ok(comparisons
+                .iter()
+                .map(|c| {
+                    Judgement::hard(if c.seed % 2 == 0 {
+                        Verdict::Invalid {
+                            reason: "garbled".into(),
+                        }
+                    } else {
+                        Verdict::A
+                    })
+                })
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_verdicts_are_asked_again_and_then_recorded() {
+        let comparisons: Vec<Comparison> = (0..200)
+            .map(|seed| Comparison {
+                task: "t".into(),
+                prompt: "p".into(),
+                reference: None,
+                a: "a".into(),
+                b: "b".into(),
+                seed,
+            })
+            .collect();
+        let none = ReaskInvalid::new(Arc::new(Flaky), 0)
+            .compare(&comparisons)
+            .await
+            .unwrap();
+        assert_eq!(none.iter().filter(|j| !j.verdict.is_valid()).count(), 100);
+        let judged = ReaskInvalid::new(Arc::new(Flaky), 3)
+            .compare(&comparisons)
+            .await
+            .unwrap();
+        assert_eq!(judged.len(), 200);
+        let invalid = judged.iter().filter(|j| !j.verdict.is_valid()).count();
+        // Each re-ask draws a new seed, even half of the time: about 100 / 2^3 stay invalid.
+        assert!(invalid > 0 && invalid < 30, "{invalid}");
+        // Order is kept: odd seeds were valid the first time and stay as they were.
+        assert!(judged
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 1)
+            .all(|(_, j)| j.verdict == Verdict::A));
+    }
+}

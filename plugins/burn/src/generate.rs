@@ -1,0 +1,169 @@
+//! Text in, text out with a real language model file: what `rco generate` and `rco logprob`
+//! run.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+
+use crate::device::DeviceSpec;
+use crate::gguf::GgufFile;
+use crate::llama::{load_gguf, Llama};
+use crate::lm::{completion_log_probs, sample, PaddedBatch, SamplingConfig, StopTokens};
+use crate::model::CausalLm;
+use crate::text::TextTokenizer;
+use crate::LmError;
+
+/// A loaded model file on one backend.
+pub struct LoadedLm<B: Backend> {
+    pub model: Llama<B>,
+    pub tokenizer: TextTokenizer,
+    pub device: B::Device,
+}
+
+impl<B: Backend> LoadedLm<B> {
+    /// Loads a GGUF file.
+    pub fn open(path: &Path, device: B::Device) -> Result<Self, LmError> {
+        let file = GgufFile::open(path)?;
+        let tokenizer = TextTokenizer::from_gguf(&file)?;
+        let (_, model) = load_gguf::<B>(&file, &device)?;
+        Ok(Self {
+            model,
+            tokenizer,
+            device,
+        })
+    }
+
+    /// The prompt as the model reads it: the chat template applied unless `raw`.
+    pub fn prompt_ids(&self, prompt: &str, raw: bool) -> Result<Vec<u32>, LmError> {
+        let text = if raw {
+            prompt.to_string()
+        } else {
+            self.tokenizer.chat_prompt(prompt)?
+        };
+        self.tokenizer.encode_prompt(&text)
+    }
+
+    /// Completions of prompts (one seed each), decoded.
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        seeds: &[u64],
+        sampling: &SamplingConfig,
+    ) -> Result<Vec<String>, LmError> {
+        let stop = StopTokens {
+            eos: self.tokenizer.eos,
+            banned: Vec::new(),
+        };
+        sample(&self.model, prompts, seeds, sampling, &stop, &self.device)
+            .iter()
+            .map(|ids| self.tokenizer.decode(ids))
+            .collect()
+    }
+
+    /// Log-probabilities of every vocabulary entry as the next token after `ids`.
+    pub fn next_token_log_probs(&self, ids: &[u32]) -> Result<Vec<f32>, LmError> {
+        let batch = PaddedBatch::<B>::new(&[ids.to_vec()], &self.device);
+        let time = batch.time;
+        let logits = self.model.logits(batch.tokens, batch.positions, batch.mask);
+        let [_, _, vocab] = logits.dims();
+        let last = log_softmax(
+            logits
+                .slice([0..1, time - 1..time, 0..vocab])
+                .reshape([1, vocab]),
+            1,
+        );
+        last.into_data()
+            .convert::<f32>()
+            .into_vec()
+            .map_err(|e| LmError::Tokenize(format!("{e:?}")))
+    }
+
+    /// Summed log-probability of a completion (its tokens only) after a prompt.
+    pub fn completion_log_prob(&self, prompt: &[u32], completion: &[u32]) -> Result<f64, LmError> {
+        if prompt.len() + completion.len() > self.model.max_len() {
+            return Err(LmError::Tokenize(format!(
+                "{} tokens exceed the model's context of {}",
+                prompt.len() + completion.len(),
+                self.model.max_len()
+            )));
+        }
+        let values: Vec<f32> = completion_log_probs(
+            &self.model,
+            &[(prompt.to_vec(), completion.to_vec())],
+            &self.device,
+        )
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .map_err(|e| LmError::Tokenize(format!("{e:?}")))?;
+        Ok(values.first().copied().unwrap_or(f32::NAN) as f64)
+    }
+}
+
+/// What `rco generate` prints.
+pub fn generate_text(
+    path: &Path,
+    device: &str,
+    prompt: &str,
+    raw: bool,
+    sampling: &SamplingConfig,
+    seed: u64,
+) -> Result<String, LmError> {
+    let spec = DeviceSpec::parse(device)?.compiled()?;
+    crate::with_backend!(spec, |B, device| {
+        let lm = LoadedLm::<B>::open(path, device)?;
+        let ids = lm.prompt_ids(prompt, raw)?;
+        lm.generate(&[ids], &[seed], sampling)
+            .map(|mut v| v.pop().unwrap_or_default())
+    })
+}
+
+/// What `rco logprob` prints: the completion's summed log-prob, its tokens, and the `top`
+/// most likely next tokens after the prompt with their log-probs.
+pub struct LogProbReport {
+    pub total: f64,
+    pub completion_tokens: Vec<(u32, String)>,
+    pub top_next: Vec<(u32, String, f32)>,
+}
+
+pub fn log_prob_text(
+    path: &Path,
+    device: &str,
+    prompt: &str,
+    completion: &str,
+    raw: bool,
+    top: usize,
+) -> Result<LogProbReport, LmError> {
+    let spec = DeviceSpec::parse(device)?.compiled()?;
+    crate::with_backend!(spec, |B, device| {
+        let lm = LoadedLm::<B>::open(path, device)?;
+        let prompt_ids = lm.prompt_ids(prompt, raw)?;
+        let completion_ids = lm.tokenizer.encode(completion)?;
+        let total = if completion_ids.is_empty() {
+            0.0
+        } else {
+            lm.completion_log_prob(&prompt_ids, &completion_ids)?
+        };
+        let mut next: Vec<(usize, f32)> = lm
+            .next_token_log_probs(&prompt_ids)?
+            .into_iter()
+            .enumerate()
+            .collect();
+        next.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let top_next = next
+            .into_iter()
+            .take(top)
+            .map(|(id, lp)| Ok((id as u32, lm.tokenizer.decode(&[id as u32])?, lp)))
+            .collect::<Result<Vec<_>, LmError>>()?;
+        let completion_tokens = completion_ids
+            .iter()
+            .map(|&id| Ok((id, lm.tokenizer.decode(&[id])?)))
+            .collect::<Result<Vec<_>, LmError>>()?;
+        Ok(LogProbReport {
+            total,
+            completion_tokens,
+            top_next,
+        })
+    })
+}

@@ -1,0 +1,305 @@
+//! A Llama-family decoder (RMSNorm, rotary position embeddings on interleaved pairs,
+//! grouped-query attention, SwiGLU MLP, tied or untied output head), configured from a
+//! checkpoint's own metadata and loaded from GGUF.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{silu, softmax};
+use serde::{Deserialize, Serialize};
+
+use crate::gguf::GgufFile;
+use crate::model::CausalLm;
+use crate::LmError;
+
+/// The size and conventions of a Llama checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub d_ff: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub rope_theta: f64,
+    pub rms_eps: f64,
+    pub max_len: usize,
+    /// Output head shares the token embedding.
+    pub tied_embeddings: bool,
+}
+
+impl LlamaConfig {
+    /// Reads the config from GGUF metadata (`general.architecture = "llama"`).
+    pub fn from_gguf(file: &GgufFile) -> Result<Self, LmError> {
+        let arch = file
+            .get("general.architecture")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?");
+        if arch != "llama" {
+            return Err(LmError::Checkpoint {
+                path: file.path.clone(),
+                message: format!("architecture `{arch}` is not supported (expected `llama`)"),
+            });
+        }
+        let n = |key: &str| {
+            file.require_u64(&format!("llama.{key}"))
+                .map(|v| v as usize)
+        };
+        let d_model = n("embedding_length")?;
+        let heads = n("attention.head_count")?;
+        let vocab_size = match file.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()) {
+            Some(tokens) => tokens.len(),
+            None => n("vocab_size")?,
+        };
+        Ok(Self {
+            vocab_size,
+            d_model,
+            d_ff: n("feed_forward_length")?,
+            layers: n("block_count")?,
+            heads,
+            kv_heads: n("attention.head_count_kv").unwrap_or(heads),
+            head_dim: d_model / heads.max(1),
+            rope_theta: file.require_f64("llama.rope.freq_base").unwrap_or(10_000.0),
+            rms_eps: file.require_f64("llama.attention.layer_norm_rms_epsilon")?,
+            max_len: n("context_length")?,
+            tied_embeddings: !file.tensors.contains_key("output.weight"),
+        })
+    }
+
+    /// An untrained model of this size.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Llama<B> {
+        let linear = |i: usize, o: usize| LinearConfig::new(i, o).with_bias(false).init(device);
+        let q_dim = self.heads * self.head_dim;
+        let kv_dim = self.kv_heads * self.head_dim;
+        Llama {
+            embedding: EmbeddingConfig::new(self.vocab_size, self.d_model).init(device),
+            blocks: (0..self.layers)
+                .map(|_| LlamaBlock {
+                    attention_norm: RmsNormConfig::new(self.d_model)
+                        .with_epsilon(self.rms_eps)
+                        .init(device),
+                    query: linear(self.d_model, q_dim),
+                    key: linear(self.d_model, kv_dim),
+                    value: linear(self.d_model, kv_dim),
+                    output: linear(q_dim, self.d_model),
+                    mlp_norm: RmsNormConfig::new(self.d_model)
+                        .with_epsilon(self.rms_eps)
+                        .init(device),
+                    gate: linear(self.d_model, self.d_ff),
+                    up: linear(self.d_model, self.d_ff),
+                    down: linear(self.d_ff, self.d_model),
+                })
+                .collect(),
+            norm: RmsNormConfig::new(self.d_model)
+                .with_epsilon(self.rms_eps)
+                .init(device),
+            output: (!self.tied_embeddings).then(|| linear(self.d_model, self.vocab_size)),
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            rope_theta: self.rope_theta,
+            max_len: self.max_len,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct LlamaBlock<B: Backend> {
+    attention_norm: RmsNorm<B>,
+    query: Linear<B>,
+    key: Linear<B>,
+    value: Linear<B>,
+    output: Linear<B>,
+    mlp_norm: RmsNorm<B>,
+    gate: Linear<B>,
+    up: Linear<B>,
+    down: Linear<B>,
+}
+
+/// A Llama decoder.
+#[derive(Module, Debug)]
+pub struct Llama<B: Backend> {
+    embedding: Embedding<B>,
+    blocks: Vec<LlamaBlock<B>>,
+    norm: RmsNorm<B>,
+    output: Option<Linear<B>>,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    rope_theta: f64,
+    max_len: usize,
+}
+
+/// Rotates interleaved pairs `(x[2i], x[2i+1])` of `x [b, h, t, d]` by the angles whose
+/// cosines and sines are `cos`, `sin [b, 1, t, d/2]`.
+fn rotate<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, h, t, d] = x.dims();
+    let pairs = x.reshape([b, h, t, d / 2, 2]);
+    let even = pairs
+        .clone()
+        .slice([0..b, 0..h, 0..t, 0..d / 2, 0..1])
+        .reshape([b, h, t, d / 2]);
+    let odd = pairs
+        .slice([0..b, 0..h, 0..t, 0..d / 2, 1..2])
+        .reshape([b, h, t, d / 2]);
+    let rotated_even = even.clone() * cos.clone() - odd.clone() * sin.clone();
+    let rotated_odd = even * sin.clone() + odd * cos.clone();
+    Tensor::stack::<5>(vec![rotated_even, rotated_odd], 4).reshape([b, h, t, d])
+}
+
+impl<B: Backend> Llama<B> {
+    fn block(
+        &self,
+        block: &LlamaBlock<B>,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
+        mask: Tensor<B, 4>,
+    ) -> Tensor<B, 3> {
+        let [b, t, d_model] = x.dims();
+        let (h, kv, dh) = (self.heads, self.kv_heads, self.head_dim);
+        let normed = block.attention_norm.forward(x.clone());
+        let q = block
+            .query
+            .forward(normed.clone())
+            .reshape([b, t, h, dh])
+            .swap_dims(1, 2);
+        let k = block
+            .key
+            .forward(normed.clone())
+            .reshape([b, t, kv, dh])
+            .swap_dims(1, 2);
+        let v = block
+            .value
+            .forward(normed)
+            .reshape([b, t, kv, dh])
+            .swap_dims(1, 2);
+        let q = rotate(q, cos, sin);
+        let k = rotate(k, cos, sin);
+        // Grouped-query attention: query head i reads key/value head i / (h / kv).
+        let group = h / kv;
+        let expand = |x: Tensor<B, 4>| {
+            x.reshape([b, kv, 1, t, dh])
+                .repeat_dim(2, group)
+                .reshape([b, h, t, dh])
+        };
+        let (k, v) = (expand(k), expand(v));
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f32).sqrt()) + mask;
+        let context = softmax(scores, 3)
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([b, t, h * dh]);
+        let x = x + block.output.forward(context);
+        let normed = block.mlp_norm.forward(x.clone());
+        let hidden = silu(block.gate.forward(normed.clone())) * block.up.forward(normed);
+        let _ = d_model;
+        x + block.down.forward(hidden)
+    }
+
+    /// Cosines and sines of the rotary angles for `positions [b, t]`: `[b, 1, t, head_dim/2]`.
+    fn rotary(&self, positions: Tensor<B, 2, Int>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, t] = positions.dims();
+        let half = self.head_dim / 2;
+        let device = positions.device();
+        let inverse: Vec<f32> = (0..half)
+            .map(|i| (self.rope_theta.powf(-2.0 * i as f64 / self.head_dim as f64)) as f32)
+            .collect();
+        let inverse = Tensor::<B, 1>::from_data(TensorData::new(inverse, [half]), &device)
+            .reshape([1, 1, half]);
+        let angles = positions.float().reshape([b, t, 1]) * inverse;
+        let angles = angles.reshape([b, 1, t, half]);
+        (angles.clone().cos(), angles.sin())
+    }
+}
+
+impl<B: Backend> CausalLm<B> for Llama<B> {
+    fn logits(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 4>,
+    ) -> Tensor<B, 3> {
+        let (cos, sin) = self.rotary(positions);
+        let mut x = self.embedding.forward(tokens);
+        for block in &self.blocks {
+            x = self.block(block, x, &cos, &sin, attention_mask.clone());
+        }
+        let x = self.norm.forward(x);
+        match &self.output {
+            Some(head) => head.forward(x),
+            None => {
+                let [b, t, d] = x.dims();
+                let table = self.embedding.weight.val();
+                let vocab = table.dims()[0];
+                x.reshape([b * t, d])
+                    .matmul(table.transpose())
+                    .reshape([b, t, vocab])
+            }
+        }
+    }
+
+    fn max_len(&self) -> usize {
+        self.max_len
+    }
+}
+
+/// Loads a Llama model from a GGUF file, dequantizing every tensor to f32.
+pub fn load_gguf<B: Backend>(
+    file: &GgufFile,
+    device: &B::Device,
+) -> Result<(LlamaConfig, Llama<B>), LmError> {
+    let config = LlamaConfig::from_gguf(file)?;
+    let mut model = config.init::<B>(device);
+    let err = |name: &str, message: String| LmError::Checkpoint {
+        path: file.path.clone(),
+        message: format!("tensor `{name}`: {message}"),
+    };
+    // GGUF stores a 2-D weight as `out` rows of `in` values; burn's Linear wants `[in, out]`.
+    let matrix = |name: &str, rows: usize, cols: usize| -> Result<Tensor<B, 2>, LmError> {
+        let (values, dims) = file.tensor_f32(name)?;
+        if dims != [cols, rows] {
+            return Err(err(
+                name,
+                format!("has shape {dims:?}, expected [{cols}, {rows}]"),
+            ));
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(values, [rows, cols]),
+            device,
+        ))
+    };
+    let vector = |name: &str, len: usize| -> Result<Tensor<B, 1>, LmError> {
+        let (values, dims) = file.tensor_f32(name)?;
+        if dims != [len] {
+            return Err(err(name, format!("has shape {dims:?}, expected [{len}]")));
+        }
+        Ok(Tensor::from_data(TensorData::new(values, [len]), device))
+    };
+    let linear = |name: &str, d_in: usize, d_out: usize| -> Result<Param<Tensor<B, 2>>, LmError> {
+        Ok(Param::from_tensor(matrix(name, d_out, d_in)?.transpose()))
+    };
+    let (d, q_dim, kv_dim) = (
+        config.d_model,
+        config.heads * config.head_dim,
+        config.kv_heads * config.head_dim,
+    );
+    model.embedding.weight = Param::from_tensor(matrix("token_embd.weight", config.vocab_size, d)?);
+    for (i, block) in model.blocks.iter_mut().enumerate() {
+        let name = |part: &str| format!("blk.{i}.{part}.weight");
+        block.attention_norm.gamma = Param::from_tensor(vector(&name("attn_norm"), d)?);
+        block.query.weight = linear(&name("attn_q"), d, q_dim)?;
+        block.key.weight = linear(&name("attn_k"), d, kv_dim)?;
+        block.value.weight = linear(&name("attn_v"), d, kv_dim)?;
+        block.output.weight = linear(&name("attn_output"), q_dim, d)?;
+        block.mlp_norm.gamma = Param::from_tensor(vector(&name("ffn_norm"), d)?);
+        block.gate.weight = linear(&name("ffn_gate"), d, config.d_ff)?;
+        block.up.weight = linear(&name("ffn_up"), d, config.d_ff)?;
+        block.down.weight = linear(&name("ffn_down"), config.d_ff, d)?;
+    }
+    model.norm.gamma = Param::from_tensor(vector("output_norm.weight", d)?);
+    if let Some(head) = model.output.as_mut() {
+        head.weight = linear("output.weight", d, config.vocab_size)?;
+    }
+    Ok((config, model))
+}
