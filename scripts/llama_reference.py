@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Greedy continuations and first-step top-5 log-probs from a real llama.cpp server.
+
+Starts llama.cpp's OpenAI-compatible server (PyPI package `xllamacpp`) on 127.0.0.1 over a
+GGUF file, sends each prompt (one per line of a JSON list on stdin) to `/completion` with
+temperature 0, and prints one JSON object per prompt: the generated token ids and, for the
+first generated position, the five most likely tokens with their log-probs.
+
+usage: llama_reference.py MODEL.gguf N_PREDICT < prompts.json
+"""
+import json
+import socket
+import sys
+import time
+import urllib.request
+
+import xllamacpp
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main():
+    model, n_predict = sys.argv[1], int(sys.argv[2])
+    prompts = json.load(sys.stdin)
+    port = free_port()
+    params = xllamacpp.CommonParams()
+    params.model.path = model
+    params.n_ctx = 512
+    params.n_parallel = 1
+    params.cpuparams.n_threads = 2
+    params.cpuparams_batch.n_threads = 2
+    params.port = port
+    params.hostnames = ["127.0.0.1"]
+    server = xllamacpp.Server(params)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=5) as r:
+                if r.status == 200:
+                    break
+        except Exception:
+            pass
+        if time.time() > deadline:
+            sys.exit("llama.cpp server did not become healthy in 120 s")
+        time.sleep(0.2)
+    for prompt in prompts:
+        body = json.dumps({
+            "prompt": prompt, "n_predict": n_predict, "temperature": 0.0, "top_k": 1,
+            "n_probs": 5, "return_tokens": True, "cache_prompt": False,
+            "post_sampling_probs": False, "samplers": ["top_k"],
+        }).encode()
+        request = urllib.request.Request(base + "/completion", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=300) as r:
+            answer = json.load(r)
+        tokenize = urllib.request.Request(base + "/tokenize", data=json.dumps({"content": prompt, "add_special": False, "parse_special": True}).encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(tokenize, timeout=60) as r:
+            prompt_tokens = json.load(r).get("tokens", [])
+        probs = answer.get("completion_probabilities") or []
+        first = probs[0].get("top_logprobs") or probs[0].get("probs") if probs else []
+        print(json.dumps({
+            "prompt": prompt,
+            "prompt_tokens": prompt_tokens,
+            "tokens": answer.get("tokens", []),
+            "text": answer.get("content", ""),
+            "top5": [[p.get("id"), p.get("logprob")] for p in (first or [])[:5]],
+        }), flush=True)
+    del server
+
+
+if __name__ == "__main__":
+    main()
