@@ -51,13 +51,25 @@ impl<B: Backend> LoadedLm<B> {
         seeds: &[u64],
         sampling: &SamplingConfig,
     ) -> Result<Vec<String>, LmError> {
+        self.generate_until(prompts, seeds, sampling, &[])
+    }
+
+    /// Completions cut before the first of the stop strings (the stop string itself is not
+    /// included).
+    pub fn generate_until(
+        &self,
+        prompts: &[Vec<u32>],
+        seeds: &[u64],
+        sampling: &SamplingConfig,
+        stop_strings: &[String],
+    ) -> Result<Vec<String>, LmError> {
         let stop = StopTokens {
             eos: self.tokenizer.eos,
             banned: Vec::new(),
         };
         sample(&self.model, prompts, seeds, sampling, &stop, &self.device)
             .iter()
-            .map(|ids| self.tokenizer.decode(ids))
+            .map(|ids| Ok(cut_at_stop(self.tokenizer.decode(ids)?, stop_strings)))
             .collect()
     }
 
@@ -101,6 +113,19 @@ impl<B: Backend> LoadedLm<B> {
     }
 }
 
+/// `text` up to the earliest occurrence of any stop string.
+pub fn cut_at_stop(mut text: String, stop_strings: &[String]) -> String {
+    if let Some(at) = stop_strings
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+    {
+        text.truncate(at);
+    }
+    text
+}
+
 /// What `rco generate` prints.
 pub fn generate_text(
     path: &Path,
@@ -109,12 +134,13 @@ pub fn generate_text(
     raw: bool,
     sampling: &SamplingConfig,
     seed: u64,
+    stop_strings: &[String],
 ) -> Result<String, LmError> {
     let spec = DeviceSpec::parse(device)?.compiled()?;
     crate::with_backend!(spec, |B, device| {
         let lm = LoadedLm::<B>::open(path, device)?;
         let ids = lm.prompt_ids(prompt, raw)?;
-        lm.generate(&[ids], &[seed], sampling)
+        lm.generate_until(&[ids], &[seed], sampling, stop_strings)
             .map(|mut v| v.pop().unwrap_or_default())
     })
 }
@@ -166,4 +192,15 @@ pub fn log_prob_text(
             top_next,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stop_strings_cut_at_the_earliest() {
+        let stops = ["\n\n".to_string(), "END".to_string(), String::new()];
+        assert_eq!(super::cut_at_stop("a b END c\n\nd".into(), &stops), "a b ");
+        assert_eq!(super::cut_at_stop("a\n\nb END".into(), &stops), "a");
+        assert_eq!(super::cut_at_stop("plain".into(), &stops), "plain");
+    }
 }

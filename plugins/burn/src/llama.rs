@@ -9,7 +9,7 @@ use burn::tensor::activation::{silu, softmax};
 use serde::{Deserialize, Serialize};
 
 use crate::gguf::GgufFile;
-use crate::model::CausalLm;
+use crate::model::{CausalLm, KvCache};
 use crate::LmError;
 
 /// The size and conventions of a Llama checkpoint.
@@ -149,6 +149,7 @@ fn rotate<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -
 }
 
 impl<B: Backend> Llama<B> {
+    #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
         block: &LlamaBlock<B>,
@@ -156,6 +157,8 @@ impl<B: Backend> Llama<B> {
         cos: &Tensor<B, 4>,
         sin: &Tensor<B, 4>,
         mask: Tensor<B, 4>,
+        cache: &mut KvCache<B>,
+        layer: usize,
     ) -> Tensor<B, 3> {
         let [b, t, d_model] = x.dims();
         let (h, kv, dh) = (self.heads, self.kv_heads, self.head_dim);
@@ -177,12 +180,14 @@ impl<B: Backend> Llama<B> {
             .swap_dims(1, 2);
         let q = rotate(q, cos, sin);
         let k = rotate(k, cos, sin);
+        let (k, v) = cache.extend(layer, k, v);
+        let total = k.dims()[2];
         // Grouped-query attention: query head i reads key/value head i / (h / kv).
         let group = h / kv;
         let expand = |x: Tensor<B, 4>| {
-            x.reshape([b, kv, 1, t, dh])
+            x.reshape([b, kv, 1, total, dh])
                 .repeat_dim(2, group)
-                .reshape([b, h, t, dh])
+                .reshape([b, h, total, dh])
         };
         let (k, v) = (expand(k), expand(v));
         let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f32).sqrt()) + mask;
@@ -214,16 +219,17 @@ impl<B: Backend> Llama<B> {
 }
 
 impl<B: Backend> CausalLm<B> for Llama<B> {
-    fn logits(
+    fn logits_cached(
         &self,
         tokens: Tensor<B, 2, Int>,
         positions: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 4>,
+        cache: &mut KvCache<B>,
     ) -> Tensor<B, 3> {
         let (cos, sin) = self.rotary(positions);
         let mut x = self.embedding.forward(tokens);
-        for block in &self.blocks {
-            x = self.block(block, x, &cos, &sin, attention_mask.clone());
+        for (layer, block) in self.blocks.iter().enumerate() {
+            x = self.block(block, x, &cos, &sin, attention_mask.clone(), cache, layer);
         }
         let x = self.norm.forward(x);
         match &self.output {

@@ -5,7 +5,7 @@ use burn::tensor::activation::log_softmax;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::model::CausalLm;
+use crate::model::{CausalLm, KvCache};
 use crate::tokenizer::PAD;
 
 /// Large negative number added to masked attention scores.
@@ -228,29 +228,32 @@ pub fn sample<B: Backend, M: CausalLm<B>>(
         .iter()
         .map(|&s| rco_core::seed::rng_for(s, &["sample"]))
         .collect();
-    let mut rows: Vec<Vec<u32>> = prompts.to_vec();
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
     let mut active: Vec<usize> = (0..prompts.len())
         .filter(|&i| fits(prompts[i].len()))
         .collect();
-    for _ in 0..config.max_tokens {
-        if active.is_empty() {
-            break;
-        }
-        let batch_rows: Vec<Vec<u32>> = active.iter().map(|&i| rows[i].clone()).collect();
-        let batch = PaddedBatch::<B>::new(&batch_rows, device);
-        let time = batch.time;
-        let logits = model.logits(batch.tokens, batch.positions, batch.mask);
-        let [n, _, vocab] = logits.dims();
-        let last = logits
-            .slice([0..n, time - 1..time, 0..vocab])
-            .reshape([n, vocab]);
+    if active.is_empty() || config.max_tokens == 0 {
+        return out;
+    }
+    // Prefill the left-padded prompts, then decode one token per row per step, reading the
+    // earlier keys and values from the cache.
+    let mut cache = KvCache::default();
+    let prompt_rows: Vec<Vec<u32>> = active.iter().map(|&i| prompts[i].clone()).collect();
+    let batch = PaddedBatch::<B>::new(&prompt_rows, device);
+    let mut pads = batch.pads.clone();
+    let mut time = batch.time;
+    let mut lengths: Vec<usize> = prompt_rows.iter().map(Vec::len).collect();
+    let mut logits = model.logits_cached(batch.tokens, batch.positions, batch.mask, &mut cache);
+    for step in 0..config.max_tokens {
+        let [n, t, vocab] = logits.dims();
+        let last = logits.slice([0..n, t - 1..t, 0..vocab]).reshape([n, vocab]);
         let values: Vec<f32> = last
             .into_data()
             .convert::<f32>()
             .into_vec()
             .unwrap_or_default();
-        let mut still = Vec::with_capacity(active.len());
+        let mut kept = Vec::with_capacity(active.len());
+        let mut next = Vec::with_capacity(active.len());
         for (k, &i) in active.iter().enumerate() {
             let Some(row_logits) = values.get(k * vocab..(k + 1) * vocab) else {
                 continue;
@@ -260,12 +263,36 @@ pub fn sample<B: Backend, M: CausalLm<B>>(
                 continue;
             }
             out[i].push(token);
-            rows[i].push(token);
-            if fits(rows[i].len()) {
-                still.push(i);
+            lengths[k] += 1;
+            if fits(lengths[k]) {
+                kept.push(k);
+                next.push(token);
             }
         }
-        active = still;
+        if kept.is_empty() || step + 1 == config.max_tokens {
+            break;
+        }
+        if kept.len() < active.len() {
+            cache.retain_rows(&kept, device);
+            pads = kept.iter().map(|&k| pads[k]).collect();
+            lengths = kept.iter().map(|&k| lengths[k]).collect();
+            active = kept.iter().map(|&k| active[k]).collect();
+        }
+        let n = active.len();
+        time += 1;
+        // The new token of each row sits at the end; it sees every real key of its row.
+        let positions: Vec<i32> = pads.iter().map(|&pad| (time - 1 - pad) as i32).collect();
+        let mask: Vec<f32> = pads
+            .iter()
+            .flat_map(|&pad| (0..time).map(move |key| if key >= pad { 0.0 } else { MASKED }))
+            .collect();
+        let tokens = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(next.iter().map(|&t| t as i32).collect::<Vec<_>>(), [n, 1]),
+            device,
+        );
+        let positions = Tensor::<B, 2, Int>::from_data(TensorData::new(positions, [n, 1]), device);
+        let mask = Tensor::<B, 4>::from_data(TensorData::new(mask, [n, 1, 1, time]), device);
+        logits = model.logits_cached(tokens, positions, mask, &mut cache);
     }
     out
 }

@@ -19,10 +19,67 @@ pub trait CausalLm<B: Backend>: Module<B> + Send + 'static {
         tokens: Tensor<B, 2, Int>,
         positions: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 4>,
+    ) -> Tensor<B, 3> {
+        self.logits_cached(tokens, positions, attention_mask, &mut KvCache::default())
+    }
+
+    /// Logits for new tokens after the ones whose keys and values `cache` holds, which it
+    /// then holds too. `attention_mask [batch, 1, new, cached + new]`.
+    fn logits_cached(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 4>,
+        cache: &mut KvCache<B>,
     ) -> Tensor<B, 3>;
 
     /// The longest sequence the model can read.
     fn max_len(&self) -> usize;
+}
+
+/// Keys and values `[batch, kv_heads, time, head_dim]` of every layer, for decoding one
+/// token at a time without recomputing the prefix.
+#[derive(Debug, Default)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// Appends a layer's new keys and values; returns all of them.
+    pub fn extend(
+        &mut self,
+        layer: usize,
+        keys: Tensor<B, 4>,
+        values: Tensor<B, 4>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        if self.layers.len() <= layer {
+            self.layers.resize_with(layer + 1, || None);
+        }
+        let all = match self.layers[layer].take() {
+            Some((k, v)) => (
+                Tensor::cat(vec![k, keys], 2),
+                Tensor::cat(vec![v, values], 2),
+            ),
+            None => (keys, values),
+        };
+        self.layers[layer] = Some(all.clone());
+        all
+    }
+
+    /// Keeps only the given batch rows (rows that finished decoding are dropped).
+    pub fn retain_rows(&mut self, rows: &[usize], device: &B::Device) {
+        let index = Tensor::<B, 1, Int>::from_data(
+            TensorData::new(
+                rows.iter().map(|&r| r as i32).collect::<Vec<_>>(),
+                [rows.len()],
+            ),
+            device,
+        );
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.clone().select(0, index.clone());
+            *v = v.clone().select(0, index.clone());
+        }
+    }
 }
 
 /// Size of a tiny pre-LayerNorm transformer decoder.
@@ -113,7 +170,13 @@ pub struct Block<B: Backend> {
 }
 
 impl<B: Backend> Block<B> {
-    fn forward(&self, x: Tensor<B, 3>, mask: Tensor<B, 4>) -> Tensor<B, 3> {
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        mask: Tensor<B, 4>,
+        cache: &mut KvCache<B>,
+        layer: usize,
+    ) -> Tensor<B, 3> {
         let [batch, time, d_model] = x.dims();
         let head_dim = d_model / self.heads;
         let h = self.attention_norm.forward(x.clone());
@@ -124,6 +187,7 @@ impl<B: Backend> Block<B> {
         let q = split(self.query.forward(h.clone()));
         let k = split(self.key.forward(h.clone()));
         let v = split(self.value.forward(h));
+        let (k, v) = cache.extend(layer, k, v);
         let scores = q
             .matmul(k.swap_dims(2, 3))
             .div_scalar((head_dim as f32).sqrt())
@@ -150,16 +214,17 @@ pub struct TinyLm<B: Backend> {
 }
 
 impl<B: Backend> CausalLm<B> for TinyLm<B> {
-    fn logits(
+    fn logits_cached(
         &self,
         tokens: Tensor<B, 2, Int>,
         positions: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 4>,
+        cache: &mut KvCache<B>,
     ) -> Tensor<B, 3> {
         let mut x =
             self.token_embedding.forward(tokens) + self.position_embedding.forward(positions);
-        for block in &self.blocks {
-            x = block.forward(x, attention_mask.clone());
+        for (layer, block) in self.blocks.iter().enumerate() {
+            x = block.forward(x, attention_mask.clone(), cache, layer);
         }
         self.head.forward(self.final_norm.forward(x))
     }

@@ -316,3 +316,80 @@ async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
     .unwrap();
     assert_eq!(resumed_critic.log_probs(&requests).await.unwrap(), after);
 }
+
+/// Greedy decoding through the KV cache (rows of different lengths, rows stopping early and
+/// leaving the batch) gives what recomputing each row's whole sequence gives.
+#[test]
+fn cached_decoding_matches_full_recompute() {
+    use rco_plugin_burn::lm::PaddedBatch;
+    use rco_plugin_burn::model::CausalLm;
+
+    let spec = spec();
+    let device = Default::default();
+    let model = checkpoint::init_seeded::<Cpu>(&spec, &device, 3);
+    let prompts = vec![
+        ids(&spec, "copy:123|124>", true),
+        ids(&spec, "a>", true),
+        ids(&spec, "rev:98|89>", true),
+        ids(&spec, "inc:1|2>", true),
+    ];
+    let greedy = SamplingConfig {
+        temperature: 0.0,
+        max_tokens: 12,
+        ..Default::default()
+    };
+    // Stop on the token a few rows produce early, so rows leave the batch at different steps.
+    let first: Vec<u32> = sample(
+        &model,
+        &prompts,
+        &[0; 4],
+        &SamplingConfig {
+            max_tokens: 3,
+            ..greedy.clone()
+        },
+        &StopTokens {
+            eos: u32::MAX,
+            banned: vec![0, 1],
+        },
+        &device,
+    )
+    .into_iter()
+    .map(|r| r[2])
+    .collect();
+    for stop in [
+        StopTokens {
+            eos: u32::MAX,
+            banned: vec![0, 1],
+        },
+        StopTokens {
+            eos: first[0],
+            banned: vec![0, 1],
+        },
+    ] {
+        let cached = sample(&model, &prompts, &[0; 4], &greedy, &stop, &device);
+        for (prompt, got) in prompts.iter().zip(&cached) {
+            let mut row = prompt.clone();
+            let mut expected = Vec::new();
+            for _ in 0..greedy.max_tokens {
+                let batch = PaddedBatch::<Cpu>::new(std::slice::from_ref(&row), &device);
+                let logits = model.logits(batch.tokens, batch.positions, batch.mask);
+                let [_, t, vocab] = logits.dims();
+                let last: Vec<f32> = logits
+                    .slice([0..1, t - 1..t, 0..vocab])
+                    .into_data()
+                    .to_vec()
+                    .unwrap();
+                let token = (0..vocab)
+                    .filter(|&i| i > 1)
+                    .max_by(|&a, &b| last[a].total_cmp(&last[b]))
+                    .unwrap() as u32;
+                if token == stop.eos {
+                    break;
+                }
+                expected.push(token);
+                row.push(token);
+            }
+            assert_eq!(got, &expected, "stop token {}", stop.eos);
+        }
+    }
+}

@@ -60,6 +60,9 @@ enum Command {
         /// Use the prompt as it is, without the chat template.
         #[arg(long)]
         raw: bool,
+        /// Cut the completion before this string (repeatable).
+        #[arg(long)]
+        stop: Vec<String>,
     },
     /// Log-probability of a completion after a prompt, and the most likely next tokens.
     Logprob {
@@ -148,6 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             seed,
             device,
             raw,
+            stop,
         } => {
             let sampling = rco_plugins::burn::lm::SamplingConfig {
                 temperature,
@@ -160,7 +164,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("--{}: {}", p.key.replace('_', "-"), p.message);
             }
             let text = rco_plugins::burn::generate::generate_text(
-                &model, &device, &prompt, raw, &sampling, seed,
+                &model, &device, &prompt, raw, &sampling, seed, &stop,
             )?;
             println!("{text}");
             Ok(())
