@@ -4,7 +4,55 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{Comparison, Judge, Judgement, PointwiseRequest, PointwiseScore, Result};
+use crate::{Comparison, Judge, Judgement, PointwiseRequest, PointwiseScore, Result, Verdict};
+
+/// Reads a pairwise verdict from a judge's answer: the last of `[[A]]`, `[[B]]`, `[[C]]` (tie).
+/// An answer with none is [`Verdict::Invalid`] carrying the answer's text.
+pub fn parse_pairwise(answer: &str) -> Verdict {
+    let last = [
+        ("[[A]]", Verdict::A),
+        ("[[B]]", Verdict::B),
+        ("[[C]]", Verdict::Tie),
+    ]
+    .into_iter()
+    .filter_map(|(tag, verdict)| answer.rfind(tag).map(|at| (at, verdict)))
+    .max_by_key(|(at, _)| *at);
+    match last {
+        Some((_, verdict)) => verdict,
+        None => Verdict::Invalid {
+            reason: format!(
+                "no [[A]], [[B]] or [[C]] in the answer: {:?}",
+                answer.chars().take(200).collect::<String>()
+            ),
+        },
+    }
+}
+
+/// Reads a rating `[[N]]` (the last one) from a pointwise judge's answer.
+pub fn parse_rating(answer: &str) -> PointwiseScore {
+    let mut rest = answer;
+    let mut found = None;
+    while let Some(start) = rest.find("[[") {
+        let after = &rest[start + 2..];
+        if let Some(end) = after.find("]]") {
+            if let Ok(value) = after[..end].trim().parse::<f64>() {
+                found = Some(value);
+            }
+            rest = &after[end + 2..];
+        } else {
+            break;
+        }
+    }
+    match found {
+        Some(value) if value.is_finite() => PointwiseScore::Score(value),
+        _ => PointwiseScore::Invalid {
+            reason: format!(
+                "no [[rating]] in the answer: {:?}",
+                answer.chars().take(200).collect::<String>()
+            ),
+        },
+    }
+}
 
 /// Asks an unreadable verdict again, up to `attempts` more times with a fresh seed each time,
 /// before it stands as [`crate::Verdict::Invalid`] (method.md: re-asked a bounded number of
@@ -61,7 +109,6 @@ impl Judge for ReaskInvalid {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Verdict;
 
     /// Unreadable whenever the seed is even.
     struct Flaky;
@@ -82,6 +129,27 @@ mod tests {
                 })
                 .collect())
         }
+    }
+
+    #[test]
+    fn verdicts_and_ratings_are_read_from_answers() {
+        assert_eq!(parse_pairwise("A is terse. Verdict: [[B]]"), Verdict::B);
+        assert_eq!(
+            parse_pairwise("[[A]] at first, but on reflection [[C]]"),
+            Verdict::Tie
+        );
+        assert!(
+            matches!(parse_pairwise("Both are fine."), Verdict::Invalid { reason } if reason.contains("Both are fine."))
+        );
+        assert_eq!(parse_rating("Rating: [[7]]"), PointwiseScore::Score(7.0));
+        assert_eq!(
+            parse_rating("[[x]] then Rating: [[ 8.5 ]]"),
+            PointwiseScore::Score(8.5)
+        );
+        assert!(matches!(
+            parse_rating("Rating: 7"),
+            PointwiseScore::Invalid { .. }
+        ));
     }
 
     #[tokio::test]

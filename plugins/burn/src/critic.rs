@@ -1,7 +1,7 @@
 //! A critic backed by a burn language model checkpoint (`kind = "burn"`).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use burn::prelude::*;
@@ -14,28 +14,40 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
 use crate::device::DeviceSpec;
-use crate::lm::{completion_log_probs, sample, SamplingConfig, StopTokens};
-use crate::model::{CausalLm, TinyLm};
-use crate::tokenizer::Tokenizer;
-use crate::LmError;
+use crate::engine::Engine;
+use crate::lm::SamplingConfig;
 
-/// A critic that samples from a burn checkpoint directory.
+/// A local model in burn: a checkpoint directory (`model.json` + weights) or a Llama GGUF
+/// file, with how it samples. The `burn` critic, actor and judge share this section.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BurnCriticConfig {
-    /// Checkpoint directory (`model.json` + `model.mpk`); in a run, the run's own critic
-    /// checkpoints are used when this is left out.
+pub struct BurnModelConfig {
+    /// A checkpoint directory or a `.gguf` file; in a run, the critic's own checkpoints are
+    /// used when this is left out.
     #[serde(default)]
     pub checkpoint: Option<PathBuf>,
     /// `cpu`, `wgpu` or `cuda:N`.
     #[serde(default = "default_device")]
     pub device: String,
-    /// How critiques are sampled.
+    /// How text is sampled.
     #[serde(default)]
     pub sampling: SamplingConfig,
     /// Most sequences decoded together.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Wrap prompts in the model's chat template (subword models; ignored by character models).
+    #[serde(default = "default_chat")]
+    pub chat: bool,
+    /// Completions are cut before the first of these strings.
+    #[serde(default)]
+    pub stop: Vec<String>,
+}
+
+/// The critic's section.
+pub type BurnCriticConfig = BurnModelConfig;
+
+fn default_chat() -> bool {
+    true
 }
 
 pub fn default_device() -> String {
@@ -46,7 +58,7 @@ pub fn default_batch() -> usize {
     64
 }
 
-impl Validate for BurnCriticConfig {
+impl Validate for BurnModelConfig {
     fn problems(&self) -> Vec<ConfigProblem> {
         let mut p: Vec<ConfigProblem> = self
             .sampling
@@ -67,122 +79,46 @@ impl Validate for BurnCriticConfig {
 /// A critic over a loaded model on backend `B`.
 pub struct LmCritic<B: Backend> {
     name: String,
-    model: Mutex<TinyLm<B>>,
-    tokenizer: Tokenizer,
-    sampling: SamplingConfig,
-    batch_size: usize,
-    device: B::Device,
+    engine: Engine<B>,
 }
 
 impl<B: Backend> LmCritic<B> {
-    pub fn load(
-        name: &str,
-        dir: &std::path::Path,
-        device: B::Device,
-        sampling: SamplingConfig,
-        batch_size: usize,
-    ) -> Result<Self, LmError> {
-        let (spec, model) = checkpoint::load::<B>(dir, &device)?;
-        Ok(Self {
+    pub fn new(name: &str, engine: Engine<B>) -> Self {
+        Self {
             name: name.to_string(),
-            model: Mutex::new(model),
-            tokenizer: spec.tokenizer,
-            sampling,
-            batch_size: batch_size.max(1),
-            device,
-        })
+            engine,
+        }
     }
 
     fn err(&self, e: impl std::fmt::Display) -> rco_core::Error {
         rco_core::Error::plugin(format!("critic `{}` (burn)", self.name), e)
-    }
-
-    fn prompt_ids(&self, prompt: &str) -> Result<Vec<u32>> {
-        let mut ids = vec![self.tokenizer.bos()];
-        ids.extend(self.tokenizer.encode(prompt).map_err(|e| self.err(e))?);
-        Ok(ids)
-    }
-
-    fn scored_rows(&self, requests: &[LogProbRequest]) -> Result<Vec<(Vec<u32>, Vec<u32>)>> {
-        let model_len = self
-            .model
-            .lock()
-            .map_err(|_| self.err("model lock poisoned"))?
-            .max_len();
-        requests
-            .iter()
-            .map(|r| {
-                let prompt = self.prompt_ids(&r.prompt)?;
-                let mut completion = self
-                    .tokenizer
-                    .encode(&r.completion)
-                    .map_err(|e| self.err(e))?;
-                completion.push(self.tokenizer.eos());
-                if prompt.len() + completion.len() > model_len {
-                    return Err(self.err(format!(
-                        "prompt and completion take {} tokens; the model reads at most {model_len}",
-                        prompt.len() + completion.len()
-                    )));
-                }
-                Ok((prompt, completion))
-            })
-            .collect()
     }
 }
 
 #[async_trait]
 impl<B: Backend> Critic for LmCritic<B> {
     fn max_batch_size(&self) -> usize {
-        self.batch_size
+        self.engine.batch_size
     }
 
     async fn critique(&self, requests: &[CritiqueRequest]) -> Result<Vec<Vec<Critique>>> {
         let mut prompts = Vec::new();
         let mut seeds = Vec::new();
         for request in requests {
-            let ids = self.prompt_ids(&request.prompt)?;
             for j in 0..request.n {
-                prompts.push(ids.clone());
+                prompts.push(request.prompt.clone());
                 seeds.push(rco_core::seed::derive_seed(
                     request.seed,
                     &["critique", &j.to_string()],
                 ));
             }
         }
-        let mut completions = Vec::with_capacity(prompts.len());
-        {
-            let model = self
-                .model
-                .lock()
-                .map_err(|_| self.err("model lock poisoned"))?;
-            for (chunk, chunk_seeds) in prompts
-                .chunks(self.batch_size)
-                .zip(seeds.chunks(self.batch_size))
-            {
-                completions.extend(sample(
-                    &*model,
-                    chunk,
-                    chunk_seeds,
-                    &self.sampling,
-                    &StopTokens::of(&self.tokenizer),
-                    &self.device,
-                ));
-            }
-        }
-        let texts: Vec<String> = completions
-            .iter()
-            .map(|c| self.tokenizer.decode(c))
-            .collect();
-        let scoring: Vec<LogProbRequest> = requests
-            .iter()
-            .flat_map(|r| std::iter::repeat_n(r.prompt.clone(), r.n))
-            .zip(&texts)
-            .map(|(prompt, text)| LogProbRequest {
-                prompt,
-                completion: text.clone(),
-            })
-            .collect();
-        let log_probs = self.log_probs(&scoring).await?;
+        let texts = self
+            .engine
+            .generate(&prompts, &seeds)
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(String, String)> = prompts.into_iter().zip(texts.iter().cloned()).collect();
+        let log_probs = self.engine.log_probs(&rows).map_err(|e| self.err(e))?;
         let mut flat = texts.into_iter().zip(log_probs).map(|(text, lp)| Critique {
             text,
             ref_logprob: Some(lp),
@@ -194,21 +130,11 @@ impl<B: Backend> Critic for LmCritic<B> {
     }
 
     async fn log_probs(&self, requests: &[LogProbRequest]) -> Result<Vec<f64>> {
-        let rows = self.scored_rows(requests)?;
-        let model = self
-            .model
-            .lock()
-            .map_err(|_| self.err("model lock poisoned"))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(self.batch_size) {
-            let values = completion_log_probs(&*model, chunk, &self.device)
-                .into_data()
-                .convert::<f64>()
-                .into_vec::<f64>()
-                .map_err(|e| self.err(format!("{e:?}")))?;
-            out.extend(values);
-        }
-        Ok(out)
+        let rows: Vec<(String, String)> = requests
+            .iter()
+            .map(|r| (r.prompt.clone(), r.completion.clone()))
+            .collect();
+        self.engine.log_probs(&rows).map_err(|e| self.err(e))
     }
 }
 
@@ -220,21 +146,46 @@ pub fn open_critic(
     sampling: SamplingConfig,
     batch_size: usize,
 ) -> Result<Arc<dyn Critic>> {
-    let spec = DeviceSpec::parse(device)
+    let model = BurnModelConfig {
+        checkpoint: Some(dir.to_path_buf()),
+        device: device.to_string(),
+        sampling,
+        batch_size,
+        chat: true,
+        stop: Vec::new(),
+    };
+    open_critic_with(name, dir, &model)
+}
+
+/// Opens a model (checkpoint directory or GGUF file) as a critic with a section's settings.
+pub fn open_critic_with(
+    name: &str,
+    path: &std::path::Path,
+    config: &BurnModelConfig,
+) -> Result<Arc<dyn Critic>> {
+    let spec = DeviceSpec::parse(&config.device)
         .and_then(DeviceSpec::compiled)
         .map_err(|e| rco_core::Error::plugin(format!("critic `{name}`"), e))?;
-    let critic: Result<Arc<dyn Critic>> = crate::with_backend!(spec, |B, device| {
-        LmCritic::<B>::load(name, dir, device, sampling, batch_size)
-            .map(|c| Arc::new(c) as Arc<dyn Critic>)
-            .map_err(|e| rco_core::Error::plugin(format!("critic `{name}`"), e))
-    });
-    critic
+    crate::with_backend!(spec, |B, device| {
+        Engine::<B>::open(
+            path,
+            device,
+            config.sampling.clone(),
+            config.batch_size,
+            config.chat,
+            config.stop.clone(),
+        )
+        .map(|engine| Arc::new(LmCritic::new(name, engine)) as Arc<dyn Critic>)
+        .map_err(|e| rco_core::Error::plugin(format!("critic `{name}` (burn)"), e))
+    })
 }
 
 fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Critic>> {
     let config: BurnCriticConfig = parse_section(value)?;
     let dir = match (&ctx.checkpoint, &config.checkpoint) {
         (Some(run_checkpoint), _) if checkpoint::exists(run_checkpoint) => run_checkpoint.clone(),
+        // A model file (GGUF) is read where it is.
+        (_, Some(source)) if ctx.resolve(source).is_file() => ctx.resolve(source),
         (Some(run_checkpoint), Some(source)) if ctx.create_checkpoint => {
             // A run keeps its own copy of the base critic, so that it stays reproducible.
             checkpoint::copy(&ctx.resolve(source), run_checkpoint)
@@ -259,13 +210,7 @@ fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Critic
             )]))
         }
     };
-    open_critic(
-        &ctx.name,
-        &dir,
-        &config.device,
-        config.sampling,
-        config.batch_size,
-    )
+    open_critic_with(&ctx.name, &dir, &config)
 }
 
 rco_core::register_plugin! {

@@ -8,11 +8,14 @@
 //! ([`device`]). Checkpoints are self-describing directories ([`checkpoint`]). Real
 //! pretrained models come from GGUF files ([`gguf`], [`llama`], [`text`]).
 
+pub mod actor;
 pub mod checkpoint;
 pub mod critic;
 pub mod device;
+pub mod engine;
 pub mod generate;
 pub mod gguf;
+pub mod judge;
 pub mod llama;
 pub mod lm;
 pub mod model;

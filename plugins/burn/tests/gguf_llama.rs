@@ -384,3 +384,145 @@ fn greedy_decoding_matches_f32_reference_and_llama_cpp() {
         "only {agreeing} of 5 greedy continuations agree with llama.cpp"
     );
 }
+
+/// SmolLM2 as the `burn` critic, actor and self-rewarding judge, built from config sections
+/// through the registry.
+#[tokio::test]
+async fn smollm2_plays_critic_actor_and_judge() {
+    use rco_core::registry::{find, Builder, Role};
+    use rco_core::{
+        BuildContext, Comparison, CritiqueRequest, LogProbRequest, PointwiseRequest, RefineRequest,
+        TaskItem,
+    };
+
+    let path = gguf();
+    let section = |temperature: f64, max_tokens: usize| serde_json::json!({"kind": "burn", "checkpoint": path, "sampling": {"temperature": temperature, "top_p": 0.9, "max_tokens": max_tokens}, "batch_size": 8});
+    let ctx = BuildContext::new("smollm2", 1);
+    let item = |id: &str, prompt: &str, answer: &str| TaskItem {
+        id: id.into(),
+        task: "qa".into(),
+        prompt: prompt.into(),
+        initial_response: answer.into(),
+        reference: None,
+    };
+    let items = [
+        item("a", "What is 2 + 2?", "2 + 2 = 5."),
+        item(
+            "b",
+            "Name the largest planet.",
+            "The largest planet is Mars.",
+        ),
+    ];
+
+    let critic_section = section(0.8, 24);
+    let Builder::Critic(build_critic) = &find(Role::Critic, &critic_section)
+        .expect("critic kind")
+        .build
+    else {
+        panic!("not a critic")
+    };
+    let critic = build_critic(&critic_section, &ctx).expect("critic");
+    let templates = rco_core::PromptTemplates::default();
+    let requests: Vec<CritiqueRequest> = items
+        .iter()
+        .map(|i| CritiqueRequest {
+            prompt: rco_core::template::render(
+                &templates.default.critique,
+                &[("prompt", &i.prompt), ("response", &i.initial_response)],
+            ),
+            item: i.clone(),
+            n: 2,
+            seed: 9,
+        })
+        .collect();
+    let critiques = critic.critique(&requests).await.expect("critique");
+    assert_eq!(
+        critiques.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![2, 2]
+    );
+    for (request, group) in requests.iter().zip(&critiques) {
+        for c in group {
+            assert!(!c.text.trim().is_empty());
+            let lp = c.ref_logprob.expect("ref log-prob");
+            assert!(lp.is_finite() && lp < 0.0, "{lp}");
+            let again = critic
+                .log_probs(&[LogProbRequest {
+                    prompt: request.prompt.clone(),
+                    completion: c.text.clone(),
+                }])
+                .await
+                .expect("log_probs");
+            assert!((again[0] - lp).abs() < 1e-3, "{} vs {lp}", again[0]);
+        }
+    }
+
+    let actor_section = section(0.7, 24);
+    let Builder::Actor(build_actor) = &find(Role::Actor, &actor_section).expect("actor kind").build
+    else {
+        panic!("not an actor")
+    };
+    let actor = build_actor(&actor_section, &ctx).expect("actor");
+    let refine: Vec<RefineRequest> = items
+        .iter()
+        .zip(&critiques)
+        .map(|(i, c)| RefineRequest {
+            item: i.clone(),
+            critique: c[0].text.clone(),
+            prompt: rco_core::template::render(
+                &templates.default.refinement,
+                &[
+                    ("prompt", &i.prompt),
+                    ("response", &i.initial_response),
+                    ("critique", &c[0].text),
+                ],
+            ),
+            m: 2,
+            seed: 4,
+        })
+        .collect();
+    let refined = actor.refine(&refine).await.expect("refine");
+    assert_eq!(refined.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2]);
+
+    let judge_section = section(0.0, 48);
+    let Builder::Judge(build_judge) = &find(Role::Judge, &judge_section).expect("judge kind").build
+    else {
+        panic!("not a judge")
+    };
+    let judge = build_judge(&judge_section, &ctx).expect("judge");
+    let comparisons: Vec<Comparison> = items
+        .iter()
+        .zip(&refined)
+        .flat_map(|(i, r)| {
+            let pair = |a: &str, b: &str, seed| Comparison {
+                task: i.task.clone(),
+                prompt: i.prompt.clone(),
+                reference: None,
+                a: a.into(),
+                b: b.into(),
+                seed,
+            };
+            vec![
+                pair(&r[0].text, &i.initial_response, 1),
+                pair(&i.initial_response, &r[0].text, 2),
+            ]
+        })
+        .collect();
+    let verdicts = judge.compare(&comparisons).await.expect("compare");
+    assert_eq!(verdicts.len(), 4);
+    for v in &verdicts {
+        if let rco_core::Verdict::Invalid { reason } = &v.verdict {
+            assert!(reason.contains("[[A]]"), "{reason}");
+        }
+    }
+    let scores = judge
+        .score(&[PointwiseRequest {
+            task: "qa".into(),
+            prompt: items[0].prompt.clone(),
+            response: "2 + 2 = 4.".into(),
+            reference: None,
+            seed: 3,
+        }])
+        .await
+        .expect("score");
+    assert_eq!(scores.len(), 1);
+}

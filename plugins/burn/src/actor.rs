@@ -1,0 +1,107 @@
+//! An actor backed by a local burn model (`kind = "burn"`): initial answers from the task
+//! prompt, refinements from the refinement prompt the runner renders.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use burn::prelude::*;
+use rco_core::registry::parse_section;
+use rco_core::seed::derive_seed;
+use rco_core::{Actor, BuildContext, RefineRequest, Refinement, RespondRequest, Result};
+
+use crate::critic::BurnModelConfig;
+use crate::device::DeviceSpec;
+use crate::engine::Engine;
+
+pub struct LmActor<B: Backend> {
+    name: String,
+    engine: Engine<B>,
+}
+
+impl<B: Backend> LmActor<B> {
+    fn err(&self, e: impl std::fmt::Display) -> rco_core::Error {
+        rco_core::Error::plugin(format!("actor `{}` (burn)", self.name), e)
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Actor for LmActor<B> {
+    fn max_batch_size(&self) -> usize {
+        self.engine.batch_size
+    }
+
+    async fn respond(&self, requests: &[RespondRequest]) -> Result<Vec<String>> {
+        let prompts: Vec<String> = requests.iter().map(|r| r.item.prompt.clone()).collect();
+        let seeds: Vec<u64> = requests
+            .iter()
+            .map(|r| derive_seed(r.seed, &["respond"]))
+            .collect();
+        self.engine
+            .generate(&prompts, &seeds)
+            .map_err(|e| self.err(e))
+    }
+
+    async fn refine(&self, requests: &[RefineRequest]) -> Result<Vec<Vec<Refinement>>> {
+        let mut prompts = Vec::new();
+        let mut seeds = Vec::new();
+        for r in requests {
+            for j in 0..r.m {
+                prompts.push(r.prompt.clone());
+                seeds.push(derive_seed(r.seed, &["refine", &j.to_string()]));
+            }
+        }
+        let texts = self
+            .engine
+            .generate(&prompts, &seeds)
+            .map_err(|e| self.err(e))?;
+        let mut flat = texts.into_iter().map(|text| Refinement { text });
+        Ok(requests
+            .iter()
+            .map(|r| flat.by_ref().take(r.m).collect())
+            .collect())
+    }
+}
+
+fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Actor>> {
+    let config: BurnModelConfig = parse_section(value)?;
+    let name = ctx.name.clone();
+    let path = config
+        .checkpoint
+        .as_ref()
+        .map(|p| ctx.resolve(p))
+        .ok_or_else(|| {
+            rco_core::Error::Config(vec![rco_core::ConfigProblem::new(
+                format!("{name}.checkpoint"),
+                "a burn actor needs a model: a checkpoint directory or a .gguf file",
+            )])
+        })?;
+    let spec = DeviceSpec::parse(&config.device)
+        .and_then(DeviceSpec::compiled)
+        .map_err(|e| rco_core::Error::plugin(format!("actor `{name}`"), e))?;
+    crate::with_backend!(spec, |B, device| {
+        Engine::<B>::open(
+            &path,
+            device,
+            config.sampling.clone(),
+            config.batch_size,
+            config.chat,
+            config.stop.clone(),
+        )
+        .map(|engine| {
+            Arc::new(LmActor {
+                name: name.clone(),
+                engine,
+            }) as Arc<dyn Actor>
+        })
+        .map_err(|e| rco_core::Error::plugin(format!("actor `{name}` (burn)"), e))
+    })
+}
+
+rco_core::register_plugin! {
+    role: Actor,
+    kind: "burn",
+    summary: "An actor sampled from a local burn model (checkpoint directory or Llama GGUF file)",
+    example: "kind = \"burn\"\ncheckpoint = \"models/SmolLM2-135M-Instruct.Q4_1.gguf\"\ndevice = \"cpu\"\nsampling = { temperature = 0.7, top_p = 0.9, max_tokens = 128 }\n",
+    config: BurnModelConfig,
+    build: build,
+}

@@ -1,0 +1,213 @@
+//! One loaded local model — a tiny checkpoint directory or a Llama GGUF file — with its
+//! tokenizer, ready for batched generation and scoring. The `burn` critic, actor and judge
+//! are thin roles over it.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use burn::module::Module;
+use burn::prelude::*;
+
+use crate::checkpoint;
+use crate::generate::cut_at_stop;
+use crate::llama::{load_gguf, Llama};
+use crate::lm::{completion_log_probs, sample, SamplingConfig, StopTokens};
+use crate::model::{CausalLm, KvCache, TinyLm};
+use crate::text::TextTokenizer;
+use crate::tokenizer::Tokenizer;
+use crate::LmError;
+
+/// The architectures a local model can have.
+#[derive(Module, Debug)]
+pub enum LocalLm<B: Backend> {
+    Tiny(TinyLm<B>),
+    Llama(Llama<B>),
+}
+
+impl<B: Backend> CausalLm<B> for LocalLm<B> {
+    fn logits_cached(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 4>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 3> {
+        match self {
+            LocalLm::Tiny(m) => m.logits_cached(tokens, positions, attention_mask, cache),
+            LocalLm::Llama(m) => m.logits_cached(tokens, positions, attention_mask, cache),
+        }
+    }
+
+    fn max_len(&self) -> usize {
+        match self {
+            LocalLm::Tiny(m) => m.max_len(),
+            LocalLm::Llama(m) => m.max_len(),
+        }
+    }
+}
+
+/// The tokenizer of a local model.
+pub enum LmTokenizer {
+    Chars(Tokenizer),
+    Text(Box<TextTokenizer>),
+}
+
+impl LmTokenizer {
+    /// Prompt ids; `chat` applies the model's chat template (subword models only).
+    pub fn prompt_ids(&self, text: &str, chat: bool) -> Result<Vec<u32>, LmError> {
+        match self {
+            LmTokenizer::Chars(t) => {
+                let mut ids = vec![t.bos()];
+                ids.extend(t.encode(text)?);
+                Ok(ids)
+            }
+            LmTokenizer::Text(t) if chat => t.encode_prompt(&t.chat_prompt(text)?),
+            LmTokenizer::Text(t) => t.encode_prompt(text),
+        }
+    }
+
+    /// Completion ids, ending with the end-of-sequence token.
+    pub fn completion_ids(&self, text: &str) -> Result<Vec<u32>, LmError> {
+        let (mut ids, eos) = match self {
+            LmTokenizer::Chars(t) => (t.encode(text)?, t.eos()),
+            LmTokenizer::Text(t) => (t.encode(text)?, t.eos),
+        };
+        ids.push(eos);
+        Ok(ids)
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String, LmError> {
+        match self {
+            LmTokenizer::Chars(t) => Ok(t.decode(ids)),
+            LmTokenizer::Text(t) => t.decode(ids),
+        }
+    }
+
+    pub fn stop(&self) -> StopTokens {
+        match self {
+            LmTokenizer::Chars(t) => StopTokens::of(t),
+            LmTokenizer::Text(t) => StopTokens {
+                eos: t.eos,
+                banned: t.bos.into_iter().collect(),
+            },
+        }
+    }
+}
+
+/// Loads a model: a `.gguf` file (Llama) or a checkpoint directory (`model.json`).
+pub fn load_local<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(LocalLm<B>, LmTokenizer), LmError> {
+    if path.is_file() {
+        let file = crate::gguf::GgufFile::open(path)?;
+        let tokenizer = TextTokenizer::from_gguf(&file)?;
+        let (_, model) = load_gguf::<B>(&file, device)?;
+        return Ok((
+            LocalLm::Llama(model),
+            LmTokenizer::Text(Box::new(tokenizer)),
+        ));
+    }
+    let (spec, model) = checkpoint::load::<B>(path, device)?;
+    Ok((LocalLm::Tiny(model), LmTokenizer::Chars(spec.tokenizer)))
+}
+
+/// A loaded model with its sampling settings.
+pub struct Engine<B: Backend> {
+    model: Mutex<LocalLm<B>>,
+    pub tokenizer: LmTokenizer,
+    pub sampling: SamplingConfig,
+    pub batch_size: usize,
+    /// Apply the chat template to prompts.
+    pub chat: bool,
+    pub stop_strings: Vec<String>,
+    device: B::Device,
+}
+
+impl<B: Backend> Engine<B> {
+    pub fn open(
+        path: &Path,
+        device: B::Device,
+        sampling: SamplingConfig,
+        batch_size: usize,
+        chat: bool,
+        stop_strings: Vec<String>,
+    ) -> Result<Self, LmError> {
+        let (model, tokenizer) = load_local::<B>(path, &device)?;
+        Ok(Self {
+            model: Mutex::new(model),
+            tokenizer,
+            sampling,
+            batch_size: batch_size.max(1),
+            chat,
+            stop_strings,
+            device,
+        })
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, LocalLm<B>>, LmError> {
+        self.model
+            .lock()
+            .map_err(|_| LmError::Device("the model lock is poisoned".into()))
+    }
+
+    /// One completion per (prompt, seed), decoded and cut at the stop strings.
+    pub fn generate(&self, prompts: &[String], seeds: &[u64]) -> Result<Vec<String>, LmError> {
+        let ids = prompts
+            .iter()
+            .map(|p| self.tokenizer.prompt_ids(p, self.chat))
+            .collect::<Result<Vec<_>, _>>()?;
+        let model = self.lock()?;
+        let stop = self.tokenizer.stop();
+        let mut out = Vec::with_capacity(ids.len());
+        for (chunk, chunk_seeds) in ids
+            .chunks(self.batch_size)
+            .zip(seeds.chunks(self.batch_size))
+        {
+            for completion in sample(
+                &*model,
+                chunk,
+                chunk_seeds,
+                &self.sampling,
+                &stop,
+                &self.device,
+            ) {
+                out.push(cut_at_stop(
+                    self.tokenizer.decode(&completion)?,
+                    &self.stop_strings,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Summed log-probs of completions (with their EOS) after prompts.
+    pub fn log_probs(&self, rows: &[(String, String)]) -> Result<Vec<f64>, LmError> {
+        let model = self.lock()?;
+        let max_len = model.max_len();
+        let encoded = rows
+            .iter()
+            .map(|(p, c)| {
+                let prompt = self.tokenizer.prompt_ids(p, self.chat)?;
+                let completion = self.tokenizer.completion_ids(c)?;
+                if prompt.len() + completion.len() > max_len {
+                    return Err(LmError::Tokenize(format!(
+                        "prompt and completion take {} tokens; the model reads at most {max_len}",
+                        prompt.len() + completion.len()
+                    )));
+                }
+                Ok((prompt, completion))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(encoded.len());
+        for chunk in encoded.chunks(self.batch_size) {
+            let values = completion_log_probs(&*model, chunk, &self.device)
+                .into_data()
+                .convert::<f64>()
+                .into_vec::<f64>()
+                .map_err(|e| LmError::Tokenize(format!("{e:?}")))?;
+            out.extend(values);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,135 @@
+//! A self-rewarding judge (`kind = "burn"`): a local burn model, often the critic's own,
+//! prompted with the task's pairwise and pointwise templates. Verdicts are read from its
+//! answer (`[[A]]`, `[[B]]`, `[[C]]` for a tie; `[[N]]` for a rating); an answer without one
+//! is an invalid verdict that keeps the text.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use burn::prelude::*;
+use rco_core::judge::{parse_pairwise, parse_rating};
+use rco_core::registry::parse_section;
+use rco_core::template::render;
+use rco_core::{
+    BuildContext, Comparison, Judge, Judgement, PointwiseRequest, PointwiseScore, PromptTemplates,
+    Result,
+};
+
+use crate::critic::BurnModelConfig;
+use crate::device::DeviceSpec;
+use crate::engine::Engine;
+
+pub struct LmJudge<B: Backend> {
+    name: String,
+    engine: Engine<B>,
+    templates: PromptTemplates,
+}
+
+impl<B: Backend> LmJudge<B> {
+    fn err(&self, e: impl std::fmt::Display) -> rco_core::Error {
+        rco_core::Error::plugin(format!("judge `{}` (burn)", self.name), e)
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Judge for LmJudge<B> {
+    fn max_batch_size(&self) -> usize {
+        self.engine.batch_size
+    }
+
+    async fn compare(&self, comparisons: &[Comparison]) -> Result<Vec<Judgement>> {
+        let prompts: Vec<String> = comparisons
+            .iter()
+            .map(|c| {
+                let reference = c.reference.clone().unwrap_or_default();
+                render(
+                    &self.templates.for_task(&c.task).pairwise,
+                    &[
+                        ("prompt", &c.prompt),
+                        ("a", &c.a),
+                        ("b", &c.b),
+                        ("reference", &reference),
+                    ],
+                )
+            })
+            .collect();
+        let seeds: Vec<u64> = comparisons.iter().map(|c| c.seed).collect();
+        let answers = self
+            .engine
+            .generate(&prompts, &seeds)
+            .map_err(|e| self.err(e))?;
+        Ok(answers
+            .iter()
+            .map(|a| Judgement::hard(parse_pairwise(a)))
+            .collect())
+    }
+
+    async fn score(&self, requests: &[PointwiseRequest]) -> Result<Vec<PointwiseScore>> {
+        let prompts: Vec<String> = requests
+            .iter()
+            .map(|r| {
+                let reference = r.reference.clone().unwrap_or_default();
+                render(
+                    &self.templates.for_task(&r.task).pointwise,
+                    &[
+                        ("prompt", &r.prompt),
+                        ("response", &r.response),
+                        ("reference", &reference),
+                    ],
+                )
+            })
+            .collect();
+        let seeds: Vec<u64> = requests.iter().map(|r| r.seed).collect();
+        let answers = self
+            .engine
+            .generate(&prompts, &seeds)
+            .map_err(|e| self.err(e))?;
+        Ok(answers.iter().map(|a| parse_rating(a)).collect())
+    }
+}
+
+fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Judge>> {
+    let config: BurnModelConfig = parse_section(value)?;
+    let name = ctx.name.clone();
+    let path = config
+        .checkpoint
+        .as_ref()
+        .map(|p| ctx.resolve(p))
+        .ok_or_else(|| {
+            rco_core::Error::Config(vec![rco_core::ConfigProblem::new(
+                format!("{name}.checkpoint"),
+                "a burn judge needs a model: a checkpoint directory or a .gguf file",
+            )])
+        })?;
+    let spec = DeviceSpec::parse(&config.device)
+        .and_then(DeviceSpec::compiled)
+        .map_err(|e| rco_core::Error::plugin(format!("judge `{name}`"), e))?;
+    let templates = ctx.templates.clone();
+    crate::with_backend!(spec, |B, device| {
+        Engine::<B>::open(
+            &path,
+            device,
+            config.sampling.clone(),
+            config.batch_size,
+            config.chat,
+            config.stop.clone(),
+        )
+        .map(|engine| {
+            Arc::new(LmJudge {
+                name: name.clone(),
+                engine,
+                templates: templates.clone(),
+            }) as Arc<dyn Judge>
+        })
+        .map_err(|e| rco_core::Error::plugin(format!("judge `{name}` (burn)"), e))
+    })
+}
+
+rco_core::register_plugin! {
+    role: Judge,
+    kind: "burn",
+    summary: "Self-rewarding judge: a local burn model prompted with the pairwise/pointwise templates",
+    example: "kind = \"burn\"\ncheckpoint = \"models/SmolLM2-135M-Instruct.Q4_1.gguf\"\nsampling = { temperature = 0.0, max_tokens = 256 }\n",
+    config: BurnModelConfig,
+    build: build,
+}
