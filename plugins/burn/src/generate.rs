@@ -22,11 +22,9 @@ pub struct LoadedLm<B: Backend> {
 }
 
 impl<B: Backend> LoadedLm<B> {
-    /// Loads a GGUF file.
+    /// Loads a GGUF file or a Hugging Face Llama directory.
     pub fn open(path: &Path, device: B::Device) -> Result<Self, LmError> {
-        let file = GgufFile::open(path)?;
-        let tokenizer = TextTokenizer::from_gguf(&file)?;
-        let (_, model) = load_gguf::<B>(&file, &device)?;
+        let (_, model, tokenizer) = open_llama::<B>(path, &device)?;
         Ok(Self {
             model,
             tokenizer,
@@ -111,6 +109,27 @@ impl<B: Backend> LoadedLm<B> {
         .map_err(|e| LmError::Tokenize(format!("{e:?}")))?;
         Ok(values.first().copied().unwrap_or(f32::NAN) as f64)
     }
+}
+
+/// A Llama model from a GGUF file or a Hugging Face directory.
+pub fn open_llama<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(crate::llama::LlamaConfig, Llama<B>, TextTokenizer), LmError> {
+    if path.is_dir() {
+        return crate::hf::load::<B>(path, device);
+    }
+    let file = GgufFile::open(path)?;
+    let tokenizer = TextTokenizer::from_gguf(&file)?;
+    let (config, model) = load_gguf::<B>(&file, device)?;
+    Ok((config, model, tokenizer))
+}
+
+/// What `rco export` does: writes a model as a Hugging Face Llama directory.
+pub fn export_hf(path: &Path, out: &Path) -> Result<(), LmError> {
+    let device = Default::default();
+    let (config, model, tokenizer) = open_llama::<crate::device::Cpu>(path, &device)?;
+    crate::hf::save(&model, &config, &tokenizer, out)
 }
 
 /// `text` up to the earliest occurrence of any stop string.

@@ -15,6 +15,7 @@ pub mod device;
 pub mod engine;
 pub mod generate;
 pub mod gguf;
+pub mod hf;
 pub mod judge;
 pub mod llama;
 pub mod lm;

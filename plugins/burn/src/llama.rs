@@ -106,15 +106,15 @@ impl LlamaConfig {
 
 #[derive(Module, Debug)]
 pub struct LlamaBlock<B: Backend> {
-    attention_norm: RmsNorm<B>,
-    query: Linear<B>,
-    key: Linear<B>,
-    value: Linear<B>,
-    output: Linear<B>,
-    mlp_norm: RmsNorm<B>,
-    gate: Linear<B>,
-    up: Linear<B>,
-    down: Linear<B>,
+    pub attention_norm: RmsNorm<B>,
+    pub query: Linear<B>,
+    pub key: Linear<B>,
+    pub value: Linear<B>,
+    pub output: Linear<B>,
+    pub mlp_norm: RmsNorm<B>,
+    pub gate: Linear<B>,
+    pub up: Linear<B>,
+    pub down: Linear<B>,
 }
 
 /// A Llama decoder.
@@ -247,6 +247,34 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
 
     fn max_len(&self) -> usize {
         self.max_len
+    }
+}
+
+impl<B: Backend> Llama<B> {
+    pub fn embedding(&self) -> &Embedding<B> {
+        &self.embedding
+    }
+    pub fn embedding_mut(&mut self) -> &mut Embedding<B> {
+        &mut self.embedding
+    }
+    pub fn blocks(&self) -> &[LlamaBlock<B>] {
+        &self.blocks
+    }
+    pub fn blocks_mut(&mut self) -> &mut [LlamaBlock<B>] {
+        &mut self.blocks
+    }
+    pub fn final_norm(&self) -> &RmsNorm<B> {
+        &self.norm
+    }
+    pub fn final_norm_mut(&mut self) -> &mut RmsNorm<B> {
+        &mut self.norm
+    }
+    /// The untied output head, if the model has one.
+    pub fn output_head(&self) -> Option<&Linear<B>> {
+        self.output.as_ref()
+    }
+    pub fn output_head_mut(&mut self) -> Option<&mut Linear<B>> {
+        self.output.as_mut()
     }
 }
 

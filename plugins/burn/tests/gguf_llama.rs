@@ -526,3 +526,54 @@ async fn smollm2_plays_critic_actor_and_judge() {
         .expect("score");
     assert_eq!(scores.len(), 1);
 }
+
+/// A model written as a Hugging Face directory reads back with identical logits and tokens.
+#[test]
+fn hugging_face_export_round_trips() {
+    let path = gguf();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("smollm2-hf");
+    rco_plugin_burn::generate::export_hf(&path, &out).expect("export");
+    for name in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        assert!(out.join(name).is_file(), "{name} missing");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).expect("config"))
+            .expect("json");
+    assert_eq!(
+        (
+            config["num_hidden_layers"].as_u64(),
+            config["num_key_value_heads"].as_u64(),
+            config["tie_word_embeddings"].as_bool()
+        ),
+        (Some(30), Some(3), Some(true))
+    );
+    let original = LoadedLm::<Cpu>::open(&path, Default::default()).expect("gguf");
+    let exported = LoadedLm::<Cpu>::open(&out, Default::default()).expect("hf directory");
+    for prompt in ["The capital of France is", "def fibonacci(n):"] {
+        let a = original.prompt_ids(prompt, true).expect("ids");
+        let b = exported.prompt_ids(prompt, true).expect("ids");
+        assert_eq!(a, b);
+        assert_eq!(
+            original.next_token_log_probs(&a).expect("forward"),
+            exported.next_token_log_probs(&b).expect("forward")
+        );
+    }
+    assert_eq!(
+        original.tokenizer.chat_prompt("hi").expect("chat"),
+        exported.tokenizer.chat_prompt("hi").expect("chat")
+    );
+    // A damaged directory names the file and the tensor.
+    let bytes = std::fs::read(out.join("model.safetensors")).expect("read");
+    std::fs::write(out.join("model.safetensors"), &bytes[..bytes.len() / 2]).expect("write");
+    let err = LoadedLm::<Cpu>::open(&out, Default::default())
+        .err()
+        .expect("damaged loads")
+        .to_string();
+    assert!(err.contains("model.safetensors"), "{err}");
+}

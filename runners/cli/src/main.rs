@@ -79,6 +79,14 @@ enum Command {
         #[arg(long)]
         raw: bool,
     },
+    /// Write a model (GGUF file or Hugging Face directory) as a Hugging Face Llama directory
+    /// (safetensors, config.json, tokenizer.json) for vLLM, transformers or llama.cpp.
+    Export {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Validate a config and report every problem.
     Check { config: PathBuf },
     /// Print the JSON Schema of config files.
@@ -197,6 +205,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for (id, text, lp) in report.top_next {
                 println!("  {id:>6} {text:?} {lp:.4}");
             }
+            Ok(())
+        }
+        Command::Export { model, out } => {
+            rco_plugins::burn::generate::export_hf(&model, &out)?;
+            println!("wrote {}", out.display());
             Ok(())
         }
         Command::Schema => {

@@ -1,0 +1,357 @@
+//! Hugging Face Llama directories (`config.json`, `model.safetensors`, `tokenizer.json`):
+//! loading them, and writing any Llama model as one, so that vLLM, llama.cpp's converter or
+//! transformers can serve what rco trained.
+//!
+//! Hugging Face checkpoints apply rotary embeddings to the two halves of each head
+//! ("rotate_half"); this decoder (like GGUF) rotates interleaved pairs. Query and key rows are
+//! permuted between the two layouts on the way in and out, exactly as llama.cpp's converter
+//! does.
+
+use std::path::Path;
+
+use burn::module::Param;
+use burn::prelude::*;
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use serde_json::{json, Value};
+
+use crate::llama::{Llama, LlamaConfig};
+use crate::text::TextTokenizer;
+use crate::LmError;
+
+fn err(path: &Path, message: impl std::fmt::Display) -> LmError {
+    LmError::Checkpoint {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// Reorders the rows of a `[heads * head_dim, cols]` matrix between layouts.
+/// `to_interleaved`: half-split (Hugging Face) → interleaved pairs (GGUF, this decoder).
+fn permute_rows(
+    values: &[f32],
+    heads: usize,
+    head_dim: usize,
+    cols: usize,
+    to_interleaved: bool,
+) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    let half = head_dim / 2;
+    for h in 0..heads {
+        for i in 0..half {
+            for part in 0..2 {
+                let split = h * head_dim + part * half + i;
+                let interleaved = h * head_dim + 2 * i + part;
+                let (from, to) = if to_interleaved {
+                    (split, interleaved)
+                } else {
+                    (interleaved, split)
+                };
+                out[to * cols..(to + 1) * cols]
+                    .copy_from_slice(&values[from * cols..(from + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// Row-major `[out, in]` values of a Linear weight (burn stores `[in, out]`).
+fn rows_of<B: Backend>(weight: &Param<Tensor<B, 2>>) -> Result<(Vec<f32>, [usize; 2]), LmError> {
+    let t = weight.val().transpose();
+    let dims = t.dims();
+    let values = t
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| LmError::Tokenize(format!("{e:?}")))?;
+    Ok((values, dims))
+}
+
+fn vector_of<B: Backend>(param: &Param<Tensor<B, 1>>) -> Result<Vec<f32>, LmError> {
+    param
+        .val()
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| LmError::Tokenize(format!("{e:?}")))
+}
+
+/// Writes `model` as a Hugging Face Llama directory.
+pub fn save<B: Backend>(
+    model: &Llama<B>,
+    config: &LlamaConfig,
+    tokenizer: &TextTokenizer,
+    dir: &Path,
+) -> Result<(), LmError> {
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    let mut tensors: Vec<(String, Vec<f32>, Vec<usize>)> = Vec::new();
+    let (embed, embed_dims) = rows_of(&Param::from_tensor(
+        model.embedding().weight.val().transpose(),
+    ))?;
+    tensors.push((
+        "model.embed_tokens.weight".into(),
+        embed,
+        embed_dims.to_vec(),
+    ));
+    for (i, block) in model.blocks().iter().enumerate() {
+        let p = |name: &str| format!("model.layers.{i}.{name}.weight");
+        let (q, q_dims) = rows_of(&block.query.weight)?;
+        tensors.push((
+            p("self_attn.q_proj"),
+            permute_rows(&q, config.heads, config.head_dim, q_dims[1], false),
+            q_dims.to_vec(),
+        ));
+        let (k, k_dims) = rows_of(&block.key.weight)?;
+        tensors.push((
+            p("self_attn.k_proj"),
+            permute_rows(&k, config.kv_heads, config.head_dim, k_dims[1], false),
+            k_dims.to_vec(),
+        ));
+        for (name, weight) in [
+            ("self_attn.v_proj", &block.value.weight),
+            ("self_attn.o_proj", &block.output.weight),
+            ("mlp.gate_proj", &block.gate.weight),
+            ("mlp.up_proj", &block.up.weight),
+            ("mlp.down_proj", &block.down.weight),
+        ] {
+            let (values, dims) = rows_of(weight)?;
+            tensors.push((p(name), values, dims.to_vec()));
+        }
+        tensors.push((
+            p("input_layernorm"),
+            vector_of(&block.attention_norm.gamma)?,
+            vec![config.d_model],
+        ));
+        tensors.push((
+            p("post_attention_layernorm"),
+            vector_of(&block.mlp_norm.gamma)?,
+            vec![config.d_model],
+        ));
+    }
+    tensors.push((
+        "model.norm.weight".into(),
+        vector_of(&model.final_norm().gamma)?,
+        vec![config.d_model],
+    ));
+    if let Some(head) = model.output_head() {
+        let (values, dims) = rows_of(&head.weight)?;
+        tensors.push(("lm_head.weight".into(), values, dims.to_vec()));
+    }
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .into_iter()
+        .map(|(n, v, d)| (n, v.iter().flat_map(|x| x.to_le_bytes()).collect(), d))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, b, d)| TensorView::new(Dtype::F32, d.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(dir, e))?;
+    let serialized = safetensors::serialize(views, None).map_err(|e| err(dir, e))?;
+    rco_core::store::write_atomic(&dir.join("model.safetensors"), &serialized)
+        .map_err(|e| err(dir, e))?;
+    let hf_config = json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": config.d_model,
+        "intermediate_size": config.d_ff,
+        "num_hidden_layers": config.layers,
+        "num_attention_heads": config.heads,
+        "num_key_value_heads": config.kv_heads,
+        "head_dim": config.head_dim,
+        "rms_norm_eps": config.rms_eps,
+        "rope_theta": config.rope_theta,
+        "max_position_embeddings": config.max_len,
+        "vocab_size": config.vocab_size,
+        "tie_word_embeddings": config.tied_embeddings,
+        "hidden_act": "silu",
+        "torch_dtype": "float32",
+        "bos_token_id": tokenizer.bos,
+        "eos_token_id": tokenizer.eos,
+    });
+    let write_json = |name: &str, value: &Value| {
+        let text = serde_json::to_vec_pretty(value).map_err(|e| err(dir, e))?;
+        rco_core::store::write_atomic(&dir.join(name), &text).map_err(|e| err(dir, e))
+    };
+    write_json("config.json", &hf_config)?;
+    let mut tokenizer_config =
+        json!({"add_bos_token": tokenizer.add_bos, "model_max_length": config.max_len});
+    if let Some(template) = &tokenizer.chat_template {
+        tokenizer_config["chat_template"] = json!(template);
+    }
+    write_json("tokenizer_config.json", &tokenizer_config)?;
+    rco_core::store::write_atomic(&dir.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())
+        .map_err(|e| err(dir, e))
+}
+
+fn read_json(path: &Path) -> Result<Value, LmError> {
+    let text = std::fs::read_to_string(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| err(path, format!("not JSON: {e}")))
+}
+
+/// Loads a Hugging Face Llama directory.
+pub fn load<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(LlamaConfig, Llama<B>, TextTokenizer), LmError> {
+    let config_path = dir.join("config.json");
+    let hf = read_json(&config_path)?;
+    let arch = hf["model_type"].as_str().unwrap_or("?");
+    if arch != "llama" {
+        return Err(err(
+            &config_path,
+            format!("model_type `{arch}` is not supported (expected `llama`)"),
+        ));
+    }
+    let n = |key: &str| {
+        hf[key].as_u64().map(|v| v as usize).ok_or_else(|| {
+            err(
+                &config_path,
+                format!("`{key}` is missing or not an integer"),
+            )
+        })
+    };
+    let d_model = n("hidden_size")?;
+    let heads = n("num_attention_heads")?;
+    let config = LlamaConfig {
+        vocab_size: n("vocab_size")?,
+        d_model,
+        d_ff: n("intermediate_size")?,
+        layers: n("num_hidden_layers")?,
+        heads,
+        kv_heads: n("num_key_value_heads").unwrap_or(heads),
+        head_dim: n("head_dim").unwrap_or(d_model / heads.max(1)),
+        rope_theta: hf["rope_theta"].as_f64().unwrap_or(10_000.0),
+        rms_eps: hf["rms_norm_eps"].as_f64().unwrap_or(1e-6),
+        max_len: n("max_position_embeddings")?,
+        tied_embeddings: hf["tie_word_embeddings"].as_bool().unwrap_or(false),
+    };
+    let weights_path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&weights_path)
+        .map_err(|e| err(&weights_path, format!("cannot read: {e}")))?;
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| err(&weights_path, format!("not a safetensors file: {e}")))?;
+    let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>, LmError> {
+        let view = file
+            .tensor(name)
+            .map_err(|_| err(&weights_path, format!("tensor `{name}` is missing")))?;
+        if view.shape() != shape {
+            return Err(err(
+                &weights_path,
+                format!(
+                    "tensor `{name}` has shape {:?}, expected {shape:?}",
+                    view.shape()
+                ),
+            ));
+        }
+        let data = view.data();
+        Ok(match view.dtype() {
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|b| crate::gguf::f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+            Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16))
+                .collect(),
+            other => {
+                return Err(err(
+                    &weights_path,
+                    format!("tensor `{name}` has unsupported dtype {other:?}"),
+                ))
+            }
+        })
+    };
+    let (d, q_dim, kv_dim, ff) = (
+        config.d_model,
+        config.heads * config.head_dim,
+        config.kv_heads * config.head_dim,
+        config.d_ff,
+    );
+    let mut model = config.init::<B>(device);
+    let linear = |values: Vec<f32>, d_out: usize, d_in: usize| {
+        Param::from_tensor(
+            Tensor::<B, 2>::from_data(TensorData::new(values, [d_out, d_in]), device).transpose(),
+        )
+    };
+    let vector = |values: Vec<f32>| {
+        Param::from_tensor(Tensor::<B, 1>::from_data(
+            TensorData::new(values.clone(), [values.len()]),
+            device,
+        ))
+    };
+    model.embedding_mut().weight = Param::from_tensor(Tensor::from_data(
+        TensorData::new(
+            tensor("model.embed_tokens.weight", &[config.vocab_size, d])?,
+            [config.vocab_size, d],
+        ),
+        device,
+    ));
+    for (i, block) in model.blocks_mut().iter_mut().enumerate() {
+        let p = |name: &str| format!("model.layers.{i}.{name}.weight");
+        let q = permute_rows(
+            &tensor(&p("self_attn.q_proj"), &[q_dim, d])?,
+            config.heads,
+            config.head_dim,
+            d,
+            true,
+        );
+        block.query.weight = linear(q, q_dim, d);
+        let k = permute_rows(
+            &tensor(&p("self_attn.k_proj"), &[kv_dim, d])?,
+            config.kv_heads,
+            config.head_dim,
+            d,
+            true,
+        );
+        block.key.weight = linear(k, kv_dim, d);
+        block.value.weight = linear(tensor(&p("self_attn.v_proj"), &[kv_dim, d])?, kv_dim, d);
+        block.output.weight = linear(tensor(&p("self_attn.o_proj"), &[d, q_dim])?, d, q_dim);
+        block.gate.weight = linear(tensor(&p("mlp.gate_proj"), &[ff, d])?, ff, d);
+        block.up.weight = linear(tensor(&p("mlp.up_proj"), &[ff, d])?, ff, d);
+        block.down.weight = linear(tensor(&p("mlp.down_proj"), &[d, ff])?, d, ff);
+        block.attention_norm.gamma = vector(tensor(&p("input_layernorm"), &[d])?);
+        block.mlp_norm.gamma = vector(tensor(&p("post_attention_layernorm"), &[d])?);
+    }
+    model.final_norm_mut().gamma = vector(tensor("model.norm.weight", &[d])?);
+    if let Some(head) = model.output_head_mut() {
+        head.weight = linear(
+            tensor("lm_head.weight", &[config.vocab_size, d])?,
+            config.vocab_size,
+            d,
+        );
+    }
+    let tokenizer_path = dir.join("tokenizer.json");
+    let inner =
+        tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| err(&tokenizer_path, e))?;
+    let tokenizer_config = read_json(&dir.join("tokenizer_config.json")).unwrap_or(Value::Null);
+    let id = |key: &str| hf[key].as_u64().map(|v| v as u32);
+    let tokenizer = TextTokenizer {
+        inner,
+        bos: id("bos_token_id"),
+        eos: id("eos_token_id").ok_or_else(|| err(&config_path, "`eos_token_id` is missing"))?,
+        add_bos: tokenizer_config["add_bos_token"].as_bool().unwrap_or(false),
+        chat_template: tokenizer_config["chat_template"]
+            .as_str()
+            .map(str::to_string),
+    };
+    Ok((config, model, tokenizer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::permute_rows;
+
+    #[test]
+    fn rotary_layouts_permute_both_ways() {
+        // Two heads of dim 4, one column: rows are labelled by their value.
+        let split: Vec<f32> = (0..8).map(|v| v as f32).collect();
+        let interleaved = permute_rows(&split, 2, 4, 1, true);
+        // Head 0 half-split [x0, x1 | y0, y1] becomes pairs [x0, y0, x1, y1].
+        assert_eq!(interleaved, vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
+        assert_eq!(permute_rows(&interleaved, 2, 4, 1, false), split);
+    }
+}
