@@ -10,8 +10,7 @@ use rco_core::seed::derive_seed;
 use rco_core::{Actor, BuildContext, RefineRequest, Refinement, RespondRequest, Result};
 
 use crate::critic::BurnModelConfig;
-use crate::device::DeviceSpec;
-use crate::engine::Engine;
+use crate::engine::{placement, Engine};
 
 pub struct LmActor<B: Backend> {
     name: String,
@@ -64,36 +63,17 @@ impl<B: Backend> Actor for LmActor<B> {
 
 fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Actor>> {
     let config: BurnModelConfig = parse_section(value)?;
+    let at = placement(&config, ctx, "actor")?;
     let name = ctx.name.clone();
-    let path = config
-        .checkpoint
-        .as_ref()
-        .map(|p| ctx.resolve(p))
-        .ok_or_else(|| {
-            rco_core::Error::Config(vec![rco_core::ConfigProblem::new(
-                format!("{name}.checkpoint"),
-                "a burn actor needs a model: a checkpoint directory or a .gguf file",
-            )])
-        })?;
-    let spec = DeviceSpec::parse(&config.device)
-        .and_then(DeviceSpec::compiled)
-        .map_err(|e| rco_core::Error::plugin(format!("actor `{name}`"), e))?;
-    crate::with_backend!(spec, |B, device| {
-        Engine::<B>::open(
-            &path,
-            device,
-            config.sampling.clone(),
-            config.batch_size,
-            config.chat,
-            config.stop.clone(),
-        )
-        .map(|engine| {
-            Arc::new(LmActor {
-                name: name.clone(),
-                engine,
-            }) as Arc<dyn Actor>
-        })
-        .map_err(|e| rco_core::Error::plugin(format!("actor `{name}` (burn)"), e))
+    crate::with_backend!(at.device, |B, device| {
+        Engine::<B>::from_config(&at.path, device, &config)
+            .map(|engine| {
+                Arc::new(LmActor {
+                    name: name.clone(),
+                    engine,
+                }) as Arc<dyn Actor>
+            })
+            .map_err(|e| rco_core::Error::plugin(format!("actor `{name}` (burn)"), e))
     })
 }
 

@@ -112,6 +112,30 @@ pub fn load_local<B: Backend>(
     Ok((LocalLm::Tiny(model), LmTokenizer::Chars(spec.tokenizer)))
 }
 
+/// Where a role's model is and which device it runs on, from its config section.
+pub struct Placement {
+    pub path: std::path::PathBuf,
+    pub device: crate::device::DeviceSpec,
+}
+
+/// The model file or directory and the compiled device a `burn` actor or judge section names.
+pub fn placement(
+    config: &crate::critic::BurnModelConfig,
+    ctx: &rco_core::BuildContext,
+    role: &str,
+) -> rco_core::Result<Placement> {
+    let path = config.checkpoint.as_ref().map(|p| ctx.resolve(p)).ok_or_else(|| {
+        rco_core::Error::Config(vec![rco_core::ConfigProblem::new(
+            format!("{}.checkpoint", ctx.name),
+            format!("a burn {role} needs a model: a checkpoint directory, a Hugging Face directory or a .gguf file"),
+        )])
+    })?;
+    let device = crate::device::DeviceSpec::parse(&config.device)
+        .and_then(crate::device::DeviceSpec::compiled)
+        .map_err(|e| rco_core::Error::plugin(format!("{role} `{}`", ctx.name), e))?;
+    Ok(Placement { path, device })
+}
+
 /// A loaded model with its sampling settings.
 pub struct Engine<B: Backend> {
     model: Mutex<LocalLm<B>>,
@@ -143,6 +167,22 @@ impl<B: Backend> Engine<B> {
             stop_strings,
             device,
         })
+    }
+
+    /// Opens the model a section names, with the section's sampling settings.
+    pub fn from_config(
+        path: &Path,
+        device: B::Device,
+        config: &crate::critic::BurnModelConfig,
+    ) -> Result<Self, LmError> {
+        Self::open(
+            path,
+            device,
+            config.sampling.clone(),
+            config.batch_size,
+            config.chat,
+            config.stop.clone(),
+        )
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, LocalLm<B>>, LmError> {

@@ -16,8 +16,7 @@ use rco_core::{
 };
 
 use crate::critic::BurnModelConfig;
-use crate::device::DeviceSpec;
-use crate::engine::Engine;
+use crate::engine::{placement, Engine};
 
 pub struct LmJudge<B: Backend> {
     name: String,
@@ -90,38 +89,19 @@ impl<B: Backend> Judge for LmJudge<B> {
 
 fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Judge>> {
     let config: BurnModelConfig = parse_section(value)?;
+    let at = placement(&config, ctx, "judge")?;
     let name = ctx.name.clone();
-    let path = config
-        .checkpoint
-        .as_ref()
-        .map(|p| ctx.resolve(p))
-        .ok_or_else(|| {
-            rco_core::Error::Config(vec![rco_core::ConfigProblem::new(
-                format!("{name}.checkpoint"),
-                "a burn judge needs a model: a checkpoint directory or a .gguf file",
-            )])
-        })?;
-    let spec = DeviceSpec::parse(&config.device)
-        .and_then(DeviceSpec::compiled)
-        .map_err(|e| rco_core::Error::plugin(format!("judge `{name}`"), e))?;
     let templates = ctx.templates.clone();
-    crate::with_backend!(spec, |B, device| {
-        Engine::<B>::open(
-            &path,
-            device,
-            config.sampling.clone(),
-            config.batch_size,
-            config.chat,
-            config.stop.clone(),
-        )
-        .map(|engine| {
-            Arc::new(LmJudge {
-                name: name.clone(),
-                engine,
-                templates: templates.clone(),
-            }) as Arc<dyn Judge>
-        })
-        .map_err(|e| rco_core::Error::plugin(format!("judge `{name}` (burn)"), e))
+    crate::with_backend!(at.device, |B, device| {
+        Engine::<B>::from_config(&at.path, device, &config)
+            .map(|engine| {
+                Arc::new(LmJudge {
+                    name: name.clone(),
+                    engine,
+                    templates: templates.clone(),
+                }) as Arc<dyn Judge>
+            })
+            .map_err(|e| rco_core::Error::plugin(format!("judge `{name}` (burn)"), e))
     })
 }
 
