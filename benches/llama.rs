@@ -72,7 +72,7 @@ fn main() {
     let file = GgufFile::open(&path).expect("gguf");
     let (_, model) = rco_plugin_burn::llama::load_gguf::<Autodiff<Cpu>>(&file, &device).expect("load");
     drop(file);
-    let rows: Vec<(Vec<u32>, Vec<u32>)> = (0..4).map(|i| (prompt[..32].to_vec(), prompt[i..i + 128].to_vec())).collect();
+    let rows: Vec<(Vec<u32>, Vec<u32>)> = (0..4).map(|i| (prompt[..32].to_vec(), prompt.iter().cycle().skip(i).take(128).copied().collect())).collect();
     let group = RcoGroup { offsets: residual_offsets(&[-300.0; 4], &[1.0, 0.5, 0.0, 0.5], 0.1), rows };
     let mut optimizer = AdamWConfig::new().init::<Autodiff<Cpu>, _>();
     let micro = vec![vec![&group]];
