@@ -20,22 +20,54 @@ use rco_plugin_burn::train::{rco_step, RcoGroup};
 const PROMPT: &str = "The history of the printing press begins in the fifteenth century, when a goldsmith in Mainz combined movable metal type, oil-based ink and a wooden screw press into a system that could produce books faster and cheaper than any scribe. Within fifty years presses were running in more than two hundred cities across Europe, and the number of books in circulation grew from thousands to millions. Scholars argue about the";
 
 fn main() {
-    let path = PathBuf::from(std::env::var("SMOLLM2_GGUF").expect("set SMOLLM2_GGUF (scripts/fetch-models.sh prints the path)"));
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let path = PathBuf::from(
+        std::env::var("SMOLLM2_GGUF")
+            .expect("set SMOLLM2_GGUF (scripts/fetch-models.sh prints the path)"),
+    );
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let new_tokens = 32;
     let lm = LoadedLm::<Cpu>::open(&path, Default::default()).expect("load");
     let prompt = lm.tokenizer.encode(PROMPT).expect("encode");
-    let no_eos = StopTokens { eos: u32::MAX, banned: Vec::new() };
+    let no_eos = StopTokens {
+        eos: u32::MAX,
+        banned: Vec::new(),
+    };
     println!("SmolLM2-135M-Instruct Q4_1 (f32 compute), flex CPU backend, {threads} threads, prompt {} tokens, {new_tokens} new tokens", prompt.len());
-    println!("{:<34} {:>14} {:>14}", "case", "rco tok/s", "llama.cpp tok/s");
+    println!(
+        "{:<34} {:>14} {:>14}",
+        "case", "rco tok/s", "llama.cpp tok/s"
+    );
 
     let mut ours = Vec::new();
     for batch in [1usize, 8] {
-        let prompts: Vec<Vec<u32>> = (0..batch).map(|i| { let mut p = prompt.clone(); p.push(lm.tokenizer.encode(&format!(" {i}")).expect("encode")[0]); p }).collect();
+        let prompts: Vec<Vec<u32>> = (0..batch)
+            .map(|i| {
+                let mut p = prompt.clone();
+                p.push(lm.tokenizer.encode(&format!(" {i}")).expect("encode")[0]);
+                p
+            })
+            .collect();
         let seeds = vec![0; batch];
-        let one = SamplingConfig { temperature: 0.0, max_tokens: 1, ..Default::default() };
-        let many = SamplingConfig { temperature: 0.0, max_tokens: new_tokens + 1, ..Default::default() };
-        let _ = sample(&lm.model, &prompts[..1], &seeds[..1], &one, &no_eos, &lm.device);
+        let one = SamplingConfig {
+            temperature: 0.0,
+            max_tokens: 1,
+            ..Default::default()
+        };
+        let many = SamplingConfig {
+            temperature: 0.0,
+            max_tokens: new_tokens + 1,
+            ..Default::default()
+        };
+        let _ = sample(
+            &lm.model,
+            &prompts[..1],
+            &seeds[..1],
+            &one,
+            &no_eos,
+            &lm.device,
+        );
         let start = Instant::now();
         let _ = sample(&lm.model, &prompts, &seeds, &one, &no_eos, &lm.device);
         let prefill = start.elapsed().as_secs_f64();
@@ -43,26 +75,52 @@ fn main() {
         let _ = sample(&lm.model, &prompts, &seeds, &many, &no_eos, &lm.device);
         let total = start.elapsed().as_secs_f64();
         let prompt_tokens = prompts.iter().map(Vec::len).sum::<usize>() as f64;
-        ours.push((batch, prompt_tokens / prefill, (batch * new_tokens) as f64 / (total - prefill)));
+        ours.push((
+            batch,
+            prompt_tokens / prefill,
+            (batch * new_tokens) as f64 / (total - prefill),
+        ));
     }
 
-    let reference = std::process::Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/llama_bench.py"))
-        .arg(&path)
-        .arg(threads.to_string())
-        .arg(new_tokens.to_string())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()
-        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
-    let theirs = |key: String| reference.as_ref().and_then(|r| r[&key].as_f64()).map_or("-".to_string(), |v| format!("{v:.1}"));
+    let reference =
+        std::process::Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../scripts/llama_bench.py"
+            ))
+            .arg(&path)
+            .arg(threads.to_string())
+            .arg(new_tokens.to_string())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
+    let theirs = |key: String| {
+        reference
+            .as_ref()
+            .and_then(|r| r[&key].as_f64())
+            .map_or("-".to_string(), |v| format!("{v:.1}"))
+    };
     for (batch, prefill, decode) in &ours {
-        println!("{:<34} {:>14.1} {:>14}", format!("prefill, batch {batch}"), prefill, theirs(format!("prefill_tok_s_batch{batch}")));
-        println!("{:<34} {:>14.1} {:>14}", format!("decode, batch {batch}"), decode, theirs(format!("decode_tok_s_batch{batch}")));
+        println!(
+            "{:<34} {:>14.1} {:>14}",
+            format!("prefill, batch {batch}"),
+            prefill,
+            theirs(format!("prefill_tok_s_batch{batch}"))
+        );
+        println!(
+            "{:<34} {:>14.1} {:>14}",
+            format!("decode, batch {batch}"),
+            decode,
+            theirs(format!("decode_tok_s_batch{batch}"))
+        );
     }
     if let (Some((_, _, ours8)), Some(r)) = (ours.last(), reference.as_ref()) {
         if let Some(theirs8) = r["decode_tok_s_batch8"].as_f64() {
-            println!("batch-8 decode throughput, rco / llama.cpp: {:.2}", ours8 / theirs8);
+            println!(
+                "batch-8 decode throughput, rco / llama.cpp: {:.2}",
+                ours8 / theirs8
+            );
         }
     }
     drop(lm);
@@ -70,10 +128,21 @@ fn main() {
     // One RCO optimizer step on one group: N = 4 critiques of 128 tokens after a 32-token prompt.
     let device = Default::default();
     let file = GgufFile::open(&path).expect("gguf");
-    let (_, model) = rco_plugin_burn::llama::load_gguf::<Autodiff<Cpu>>(&file, &device).expect("load");
+    let (_, model) =
+        rco_plugin_burn::llama::load_gguf::<Autodiff<Cpu>>(&file, &device).expect("load");
     drop(file);
-    let rows: Vec<(Vec<u32>, Vec<u32>)> = (0..4).map(|i| (prompt[..32].to_vec(), prompt.iter().cycle().skip(i).take(128).copied().collect())).collect();
-    let group = RcoGroup { offsets: residual_offsets(&[-300.0; 4], &[1.0, 0.5, 0.0, 0.5], 0.1), rows };
+    let rows: Vec<(Vec<u32>, Vec<u32>)> = (0..4)
+        .map(|i| {
+            (
+                prompt[..32].to_vec(),
+                prompt.iter().cycle().skip(i).take(128).copied().collect(),
+            )
+        })
+        .collect();
+    let group = RcoGroup {
+        offsets: residual_offsets(&[-300.0; 4], &[1.0, 0.5, 0.0, 0.5], 0.1),
+        rows,
+    };
     let mut optimizer = AdamWConfig::new().init::<Autodiff<Cpu>, _>();
     let micro = vec![vec![&group]];
     let start = Instant::now();
