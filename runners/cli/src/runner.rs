@@ -426,10 +426,7 @@ impl Run {
             "item_id",
         )?;
         let cfg = &self.loaded.config.collect;
-        let pending: Vec<&[TaskItem]> = items
-            .chunks(cfg.items_per_batch)
-            .filter(|batch| batch.iter().any(|i| !committed.contains(&i.id)))
-            .collect();
+        let pending = pending_batches(&items, cfg.items_per_batch, |i| committed.contains(&i.id));
         if pending.is_empty() {
             return Ok(());
         }
@@ -440,12 +437,7 @@ impl Run {
         let reward = self.reward()?;
         let bar = self.progress.start("collect", items.len() as u64);
         bar.inc(committed.len() as u64);
-        for batch in pending {
-            let todo: Vec<TaskItem> = batch
-                .iter()
-                .filter(|i| !committed.contains(&i.id))
-                .cloned()
-                .collect();
+        for todo in pending {
             let judged = self
                 .critique_refine_judge(
                     &todo,
@@ -593,14 +585,9 @@ impl Run {
         for variant in CRITICS {
             let mut critic = None;
             for actor_name in &actors {
-                let pending: Vec<&[TaskItem]> = items
-                    .chunks(cfg.items_per_batch)
-                    .filter(|b| {
-                        b.iter().any(|i| {
-                            !done.contains(&(variant.to_string(), actor_name.clone(), i.id.clone()))
-                        })
-                    })
-                    .collect();
+                let pending = pending_batches(&items, cfg.items_per_batch, |i| {
+                    done.contains(&(variant.to_string(), actor_name.clone(), i.id.clone()))
+                });
                 if pending.is_empty() {
                     continue;
                 }
@@ -611,14 +598,7 @@ impl Run {
                     .as_ref()
                     .ok_or_else(|| anyhow!("critic `{variant}` could not be built"))?;
                 let actor = self.actor(actor_name)?;
-                for batch in pending {
-                    let todo: Vec<TaskItem> = batch
-                        .iter()
-                        .filter(|i| {
-                            !done.contains(&(variant.to_string(), actor_name.clone(), i.id.clone()))
-                        })
-                        .cloned()
-                        .collect();
+                for todo in pending {
                     // Seeds do not depend on the critic variant: both critics meet the same
                     // sampling noise, which narrows the comparison.
                     let judged = self
@@ -725,6 +705,26 @@ impl Run {
         }
         Ok(records)
     }
+}
+
+/// The unfinished items of each fixed batch that has any. Batches are cut from the whole
+/// item list, so a resumed run processes the same batches as an uninterrupted one.
+fn pending_batches(
+    items: &[TaskItem],
+    size: usize,
+    done: impl Fn(&TaskItem) -> bool,
+) -> Vec<Vec<TaskItem>> {
+    items
+        .chunks(size)
+        .map(|batch| {
+            batch
+                .iter()
+                .filter(|i| !done(i))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .filter(|todo| !todo.is_empty())
+        .collect()
 }
 
 /// A plugin that breaks the "one result per input" contract fails the stage.
