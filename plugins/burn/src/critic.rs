@@ -183,9 +183,24 @@ pub fn open_critic_with(
 fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Critic>> {
     let config: BurnCriticConfig = parse_section(value)?;
     let dir = match (&ctx.checkpoint, &config.checkpoint) {
-        (Some(run_checkpoint), _) if checkpoint::exists(run_checkpoint) => run_checkpoint.clone(),
-        // A model file (GGUF) is read where it is.
-        (_, Some(source)) if ctx.resolve(source).is_file() => ctx.resolve(source),
+        (Some(run_checkpoint), _) if crate::engine::model_exists(run_checkpoint) => {
+            run_checkpoint.clone()
+        }
+        // A run keeps its own copy of a base model file (GGUF) too.
+        (Some(run_checkpoint), Some(source))
+            if ctx.create_checkpoint && ctx.resolve(source).is_file() =>
+        {
+            let target = run_checkpoint.join("model.gguf");
+            std::fs::create_dir_all(run_checkpoint)
+                .map_err(|e| rco_core::Error::io(run_checkpoint, e))?;
+            let partial = run_checkpoint.join("model.gguf.partial");
+            std::fs::copy(ctx.resolve(source), &partial)
+                .map_err(|e| rco_core::Error::io(ctx.resolve(source), e))?;
+            std::fs::rename(&partial, &target).map_err(|e| rco_core::Error::io(&target, e))?;
+            run_checkpoint.clone()
+        }
+        // Outside a run, a model file is read where it is.
+        (None, Some(source)) if ctx.resolve(source).is_file() => ctx.resolve(source),
         (Some(run_checkpoint), Some(source)) if ctx.create_checkpoint => {
             // A run keeps its own copy of the base critic, so that it stays reproducible.
             checkpoint::copy(&ctx.resolve(source), run_checkpoint)

@@ -94,22 +94,83 @@ impl LmTokenizer {
     }
 }
 
-/// Loads a model: a `.gguf` file (Llama) or a checkpoint directory (`model.json`).
+/// What a loaded local model is, for writing it back out.
+pub enum LocalSpec {
+    Tiny(checkpoint::ModelSpec),
+    Llama(crate::llama::LlamaConfig),
+}
+
+/// Whether `path` holds a model [`load_local`] can read.
+pub fn model_exists(path: &Path) -> bool {
+    path.is_file()
+        || ["model.json", "config.json", "model.gguf"]
+            .iter()
+            .any(|f| path.join(f).is_file())
+}
+
+/// Loads a model: a `.gguf` file (Llama) or a directory holding `model.gguf`, a Hugging Face
+/// Llama directory (`config.json`), or a checkpoint directory (`model.json`).
 pub fn load_local<B: Backend>(
     path: &Path,
     device: &B::Device,
 ) -> Result<(LocalLm<B>, LmTokenizer), LmError> {
-    if path.is_file() {
-        let file = crate::gguf::GgufFile::open(path)?;
-        let tokenizer = TextTokenizer::from_gguf(&file)?;
-        let (_, model) = load_gguf::<B>(&file, device)?;
+    load_local_with_spec(path, device).map(|(model, tokenizer, _)| (model, tokenizer))
+}
+
+/// [`load_local`], with the model's description.
+pub fn load_local_with_spec<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(LocalLm<B>, LmTokenizer, LocalSpec), LmError> {
+    if path.join("config.json").is_file() {
+        let (config, model, tokenizer) = crate::hf::load::<B>(path, device)?;
         return Ok((
             LocalLm::Llama(model),
             LmTokenizer::Text(Box::new(tokenizer)),
+            LocalSpec::Llama(config),
+        ));
+    }
+    let gguf = if path.is_file() {
+        Some(path.to_path_buf())
+    } else {
+        Some(path.join("model.gguf")).filter(|p| p.is_file())
+    };
+    if let Some(gguf) = gguf {
+        let file = crate::gguf::GgufFile::open(&gguf)?;
+        let tokenizer = TextTokenizer::from_gguf(&file)?;
+        let (config, model) = load_gguf::<B>(&file, device)?;
+        return Ok((
+            LocalLm::Llama(model),
+            LmTokenizer::Text(Box::new(tokenizer)),
+            LocalSpec::Llama(config),
         ));
     }
     let (spec, model) = checkpoint::load::<B>(path, device)?;
-    Ok((LocalLm::Tiny(model), LmTokenizer::Chars(spec.tokenizer)))
+    Ok((
+        LocalLm::Tiny(model),
+        LmTokenizer::Chars(spec.tokenizer.clone()),
+        LocalSpec::Tiny(spec),
+    ))
+}
+
+/// Writes a model where [`load_local`] reads it back: a checkpoint directory for the tiny
+/// transformer, a Hugging Face directory for Llama.
+pub fn save_local<B: Backend>(
+    model: LocalLm<B>,
+    tokenizer: &LmTokenizer,
+    spec: &LocalSpec,
+    dir: &Path,
+) -> Result<(), LmError> {
+    match (model, tokenizer, spec) {
+        (LocalLm::Tiny(m), _, LocalSpec::Tiny(spec)) => checkpoint::save(dir, spec, m),
+        (LocalLm::Llama(m), LmTokenizer::Text(t), LocalSpec::Llama(config)) => {
+            crate::hf::save(&m, config, t, dir)
+        }
+        _ => Err(LmError::Checkpoint {
+            path: dir.to_path_buf(),
+            message: "the model, its tokenizer and its description do not belong together".into(),
+        }),
+    }
 }
 
 /// Where a role's model is and which device it runs on, from its config section.

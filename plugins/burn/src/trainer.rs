@@ -19,8 +19,9 @@ use rco_core::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{self, ModelSpec};
+use crate::checkpoint;
 use crate::device::DeviceSpec;
+use crate::engine::{load_local_with_spec, save_local, LmTokenizer};
 use crate::train::{rco_step, RcoGroup};
 use crate::LmError;
 
@@ -123,6 +124,8 @@ pub struct RcoTrainer {
     seed: u64,
     base: PathBuf,
     output: PathBuf,
+    /// Whether the critic wraps prompts in its chat template (its `chat` key).
+    chat: bool,
 }
 
 impl RcoTrainer {
@@ -159,8 +162,8 @@ impl RcoTrainer {
     ) -> Result<TrainSummary, LmError> {
         let state_dir = self.output.join("train");
         let state_path = state_dir.join("state.json");
-        let (spec, base_model) = checkpoint::load::<B>(&self.base, &device)?;
-        let encoded = encode_groups(&spec, groups, self.config.beta)?;
+        let (base_model, tokenizer, spec) = load_local_with_spec::<B>(&self.base, &device)?;
+        let encoded = encode_groups(&tokenizer, self.chat, groups, self.config.beta)?;
         let flat_groups = groups
             .iter()
             .filter(|g| objective::is_flat(&g.critiques.iter().map(|c| c.cu).collect::<Vec<_>>()))
@@ -228,7 +231,7 @@ impl RcoTrainer {
                 progress.inc(1);
             }
             state.done = true;
-            checkpoint::save(&self.output, &spec, model.valid())?;
+            save_local(model.valid(), &tokenizer, &spec, &self.output)?;
             self.write_state(&state_dir, &state)?;
         }
         Ok(TrainSummary {
@@ -276,25 +279,22 @@ impl RcoTrainer {
     }
 }
 
-/// Tokenizes each group and computes its residual offsets.
+/// Tokenizes each group as the critic did when it scored the critiques (same prompt format),
+/// and computes its residual offsets.
 pub fn encode_groups(
-    spec: &ModelSpec,
+    tokenizer: &LmTokenizer,
+    chat: bool,
     groups: &[TrainingGroup],
     beta: f64,
 ) -> Result<Vec<RcoGroup>, LmError> {
     groups
         .iter()
         .map(|g| {
-            let mut prompt = vec![spec.tokenizer.bos()];
-            prompt.extend(spec.tokenizer.encode(&g.prompt)?);
+            let prompt = tokenizer.prompt_ids(&g.prompt, chat)?;
             let rows = g
                 .critiques
                 .iter()
-                .map(|c| {
-                    let mut completion = spec.tokenizer.encode(&c.text)?;
-                    completion.push(spec.tokenizer.eos());
-                    Ok((prompt.clone(), completion))
-                })
+                .map(|c| Ok((prompt.clone(), tokenizer.completion_ids(&c.text)?)))
                 .collect::<Result<Vec<_>, LmError>>()?;
             let ref_logprobs: Vec<f64> = g.critiques.iter().map(|c| c.ref_logprob).collect();
             let cus: Vec<f64> = g.critiques.iter().map(|c| c.cu).collect();
@@ -348,6 +348,12 @@ fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Box<dyn Traine
             .output
             .clone()
             .ok_or_else(|| missing("output directory"))?,
+        chat: ctx
+            .critic_section
+            .as_ref()
+            .and_then(|c| c.get("chat"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(true),
     }))
 }
 

@@ -577,3 +577,81 @@ fn hugging_face_export_round_trips() {
         .to_string();
     assert!(err.contains("model.safetensors"), "{err}");
 }
+
+/// The RCO trainer fine-tunes SmolLM2 itself: the critique with the highest utility gains
+/// probability, the lowest loses it, and the trained critic is written as a Hugging Face
+/// directory that the `burn` critic reads back.
+#[tokio::test]
+async fn rco_trains_smollm2_and_writes_a_hugging_face_critic() {
+    use rco_core::registry::{find, Builder, Role};
+    use rco_core::{BuildContext, LogProbRequest, NoProgress, ScoredCritique, TrainingGroup};
+
+    let path = gguf();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let critic =
+        rco_plugin_burn::critic::open_critic("critic", &path, "cpu", SamplingConfig::default(), 8)
+            .expect("critic");
+    let prompt = "Critique this answer to 'What is 2 + 2?': 2 + 2 = 5.".to_string();
+    let texts = ["The answer is wrong: 2 + 2 = 4.", "Looks good."];
+    let requests: Vec<LogProbRequest> = texts
+        .iter()
+        .map(|t| LogProbRequest {
+            prompt: prompt.clone(),
+            completion: t.to_string(),
+        })
+        .collect();
+    let before = critic.log_probs(&requests).await.expect("log_probs");
+    let group = TrainingGroup {
+        item_id: "a".into(),
+        prompt: prompt.clone(),
+        critiques: texts
+            .iter()
+            .zip([1.0, 0.0])
+            .zip(&before)
+            .map(|((t, cu), lp)| ScoredCritique {
+                text: t.to_string(),
+                cu,
+                ref_logprob: *lp,
+            })
+            .collect(),
+    };
+    let section = serde_json::json!({"kind": "rco", "beta": 0.5, "learning_rate": 0.000001, "epochs": 2, "groups_per_batch": 1, "checkpoint_every": 100});
+    let mut ctx = BuildContext::new("trainer", 1);
+    ctx.checkpoint = Some(path.clone());
+    ctx.output = Some(dir.path().join("rco"));
+    let Builder::Trainer(build) = &find(Role::Trainer, &section).expect("kind").build else {
+        panic!("not a trainer")
+    };
+    let summary = build(&section, &ctx)
+        .expect("trainer")
+        .train(&[group], std::sync::Arc::new(NoProgress))
+        .await
+        .expect("train");
+    assert_eq!(summary.steps, 2);
+    assert!(summary.last_loss < summary.first_loss, "{summary:?}");
+    assert!(
+        dir.path().join("rco/config.json").is_file()
+            && dir.path().join("rco/model.safetensors").is_file()
+    );
+    let trained = rco_plugin_burn::critic::open_critic(
+        "critic",
+        &dir.path().join("rco"),
+        "cpu",
+        SamplingConfig::default(),
+        8,
+    )
+    .expect("trained critic");
+    let after = trained.log_probs(&requests).await.expect("log_probs");
+    assert!(
+        after[0] > before[0],
+        "useful critique {} -> {}",
+        before[0],
+        after[0]
+    );
+    assert!(
+        after[1] < before[1],
+        "useless critique {} -> {}",
+        before[1],
+        after[1]
+    );
+}
