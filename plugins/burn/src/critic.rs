@@ -167,16 +167,9 @@ pub fn open_critic_with(
         .and_then(DeviceSpec::compiled)
         .map_err(|e| rco_core::Error::plugin(format!("critic `{name}`"), e))?;
     crate::with_backend!(spec, |B, device| {
-        Engine::<B>::open(
-            path,
-            device,
-            config.sampling.clone(),
-            config.batch_size,
-            config.chat,
-            config.stop.clone(),
-        )
-        .map(|engine| Arc::new(LmCritic::new(name, engine)) as Arc<dyn Critic>)
-        .map_err(|e| rco_core::Error::plugin(format!("critic `{name}` (burn)"), e))
+        Engine::<B>::from_config(path, device, config)
+            .map(|engine| Arc::new(LmCritic::new(name, engine)) as Arc<dyn Critic>)
+            .map_err(|e| rco_core::Error::plugin(format!("critic `{name}` (burn)"), e))
     })
 }
 
