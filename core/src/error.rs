@@ -56,6 +56,13 @@ pub enum Error {
     File { path: PathBuf, message: String },
     #[error("{plugin}: {message}")]
     Plugin { plugin: String, message: String },
+    /// The run's budget is spent; everything committed so far is kept.
+    #[error("budget reached: {0}")]
+    Budget(String),
+    /// A remote endpoint refused a request in a way retrying cannot fix (401, 403, 404,
+    /// exhausted quota, ...), or kept failing past the retry limit.
+    #[error("{endpoint}: {message}")]
+    Remote { endpoint: String, message: String },
     #[error("{0} is not supported by this plugin")]
     Unsupported(&'static str),
     #[error("{0}")]

@@ -21,6 +21,7 @@ pub mod store;
 pub mod template;
 pub mod traits;
 pub mod types;
+pub mod usage;
 
 pub use error::{ConfigProblem, Error, Result};
 pub use registry::{BuildContext, Builder, PluginDescriptor, Role};

@@ -98,6 +98,8 @@ pub struct BuildContext {
     /// The prompt templates of the run.
     pub templates: crate::PromptTemplates,
     pub progress: Arc<dyn ProgressFactory>,
+    /// The run's call ledger (remote plugins record their calls, tokens and cost in it).
+    pub usage: Arc<crate::usage::UsageLedger>,
 }
 
 impl BuildContext {
@@ -113,6 +115,7 @@ impl BuildContext {
             critic_section: None,
             templates: Default::default(),
             progress: Arc::new(NoProgress),
+            usage: Arc::new(crate::usage::UsageLedger::default()),
         }
     }
 

@@ -6,6 +6,7 @@
 //! are referenced whatever the linker decides.
 
 pub use rco_plugin_burn as burn;
+pub use rco_plugin_openai as openai;
 pub use rco_plugin_quickstart as quickstart;
 
 /// Keeps every plugin crate linked; call it once before reading the registry.
@@ -13,5 +14,6 @@ pub fn link() {
     std::hint::black_box((
         rco_plugin_burn::device::DeviceSpec::parse as fn(&str) -> _,
         rco_plugin_quickstart::tasks::solve as fn(&str, &str) -> _,
+        rco_plugin_openai::config::parse_retry_after as fn(&str) -> _,
     ));
 }

@@ -66,6 +66,14 @@ impl LmTokenizer {
         }
     }
 
+    /// Ids of text that continues a prompt (no BOS, no EOS).
+    pub fn text_ids(&self, text: &str) -> Result<Vec<u32>, LmError> {
+        match self {
+            LmTokenizer::Chars(t) => t.encode(text),
+            LmTokenizer::Text(t) => t.encode(text),
+        }
+    }
+
     /// Completion ids, ending with the end-of-sequence token.
     pub fn completion_ids(&self, text: &str) -> Result<Vec<u32>, LmError> {
         let (mut ids, eos) = match self {
@@ -254,10 +262,30 @@ impl<B: Backend> Engine<B> {
 
     /// One completion per (prompt, seed), decoded and cut at the stop strings.
     pub fn generate(&self, prompts: &[String], seeds: &[u64]) -> Result<Vec<String>, LmError> {
+        self.generate_after(prompts, "", seeds)
+    }
+
+    /// [`Engine::generate`] with the model's answer started by `answer_prefix` (written into
+    /// its turn after the chat template); the returned texts begin with the prefix.
+    pub fn generate_after(
+        &self,
+        prompts: &[String],
+        answer_prefix: &str,
+        seeds: &[u64],
+    ) -> Result<Vec<String>, LmError> {
+        let prefix = if answer_prefix.is_empty() {
+            Vec::new()
+        } else {
+            self.tokenizer.text_ids(answer_prefix)?
+        };
         let ids = prompts
             .iter()
-            .map(|p| self.tokenizer.prompt_ids(p, self.chat))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|p| {
+                let mut ids = self.tokenizer.prompt_ids(p, self.chat)?;
+                ids.extend_from_slice(&prefix);
+                Ok(ids)
+            })
+            .collect::<Result<Vec<_>, LmError>>()?;
         let model = self.lock()?;
         let stop = self.tokenizer.stop();
         let mut out = Vec::with_capacity(ids.len());
@@ -273,10 +301,8 @@ impl<B: Backend> Engine<B> {
                 &stop,
                 &self.device,
             ) {
-                out.push(cut_at_stop(
-                    self.tokenizer.decode(&completion)?,
-                    &self.stop_strings,
-                ));
+                let text = cut_at_stop(self.tokenizer.decode(&completion)?, &self.stop_strings);
+                out.push(format!("{answer_prefix}{text}"));
             }
         }
         Ok(out)

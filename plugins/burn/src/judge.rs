@@ -53,14 +53,21 @@ impl<B: Backend> Judge for LmJudge<B> {
             })
             .collect();
         let seeds: Vec<u64> = comparisons.iter().map(|c| c.seed).collect();
-        let answers = self
-            .engine
-            .generate(&prompts, &seeds)
-            .map_err(|e| self.err(e))?;
-        Ok(answers
-            .iter()
-            .map(|a| Judgement::hard(parse_pairwise(a)))
-            .collect())
+        let mut out = Vec::with_capacity(comparisons.len());
+        // Comparisons of one task share the answer prefix; runs of them generate together.
+        for (prefix, range) in runs(comparisons.iter().map(|c| {
+            self.templates
+                .for_task(&c.task)
+                .pairwise_answer_prefix
+                .as_str()
+        })) {
+            let answers = self
+                .engine
+                .generate_after(&prompts[range.clone()], prefix, &seeds[range])
+                .map_err(|e| self.err(e))?;
+            out.extend(answers.iter().map(|a| Judgement::hard(parse_pairwise(a))));
+        }
+        Ok(out)
     }
 
     async fn score(&self, requests: &[PointwiseRequest]) -> Result<Vec<PointwiseScore>> {
@@ -79,12 +86,33 @@ impl<B: Backend> Judge for LmJudge<B> {
             })
             .collect();
         let seeds: Vec<u64> = requests.iter().map(|r| r.seed).collect();
-        let answers = self
-            .engine
-            .generate(&prompts, &seeds)
-            .map_err(|e| self.err(e))?;
-        Ok(answers.iter().map(|a| parse_rating(a)).collect())
+        let mut out = Vec::with_capacity(requests.len());
+        for (prefix, range) in runs(requests.iter().map(|r| {
+            self.templates
+                .for_task(&r.task)
+                .pointwise_answer_prefix
+                .as_str()
+        })) {
+            let answers = self
+                .engine
+                .generate_after(&prompts[range.clone()], prefix, &seeds[range])
+                .map_err(|e| self.err(e))?;
+            out.extend(answers.iter().map(|a| parse_rating(a)));
+        }
+        Ok(out)
     }
+}
+
+/// Consecutive runs of equal values, as (value, index range).
+fn runs<'a>(values: impl Iterator<Item = &'a str>) -> Vec<(&'a str, std::ops::Range<usize>)> {
+    let mut out: Vec<(&str, std::ops::Range<usize>)> = Vec::new();
+    for (i, v) in values.enumerate() {
+        match out.last_mut() {
+            Some((last, range)) if *last == v => range.end = i + 1,
+            _ => out.push((v, i..i + 1)),
+        }
+    }
+    out
 }
 
 fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Judge>> {

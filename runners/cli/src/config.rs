@@ -51,6 +51,13 @@ pub struct RunConfig {
     /// recorded as invalid.
     #[serde(default = "default_reask")]
     pub reask_invalid: usize,
+    /// Prices per model name (the `model` of remote sections), for the cost in the ledger.
+    #[serde(default)]
+    pub prices: BTreeMap<String, rco_core::usage::Price>,
+    /// A hard limit on tokens or cost over the run; reaching it stops the run with
+    /// everything so far saved (rerun with a larger budget to continue).
+    #[serde(default)]
+    pub budget: rco_core::usage::Budget,
 }
 
 fn default_reask() -> usize {
@@ -77,6 +84,12 @@ pub struct CollectConfig {
     pub refinements_per_critique: usize,
     /// Items processed (and committed to the run store) together.
     pub items_per_batch: usize,
+    /// Let each item of a batch go from critique to refinement to judgement on its own,
+    /// instead of every item waiting at each stage: for remote plugins, whose calls run
+    /// concurrently. Local models batch better with it off.
+    pub pipelined: bool,
+    /// Batches processed at the same time (each is committed as it finishes).
+    pub batches_in_flight: usize,
 }
 
 impl Default for CollectConfig {
@@ -86,6 +99,8 @@ impl Default for CollectConfig {
             critiques_per_item: 4,
             refinements_per_critique: 2,
             items_per_batch: 32,
+            pipelined: false,
+            batches_in_flight: 1,
         }
     }
 }
@@ -102,6 +117,10 @@ pub struct EvalConfig {
     pub refinements_per_critique: usize,
     /// Items processed (and committed) together.
     pub items_per_batch: usize,
+    /// As `collect.pipelined`.
+    pub pipelined: bool,
+    /// As `collect.batches_in_flight`.
+    pub batches_in_flight: usize,
     /// Bootstrap resamples of the 95% intervals.
     pub bootstrap_resamples: usize,
 }
@@ -113,6 +132,8 @@ impl Default for EvalConfig {
             critiques_per_item: 1,
             refinements_per_critique: 1,
             items_per_batch: 100,
+            pipelined: false,
+            batches_in_flight: 1,
             bootstrap_resamples: 1000,
         }
     }
@@ -315,6 +336,7 @@ pub fn validate(resolved: &Value) -> Vec<ConfigProblem> {
                 collect.refinements_per_critique,
             ),
             ("collect.items_per_batch", collect.items_per_batch),
+            ("collect.batches_in_flight", collect.batches_in_flight),
         ] {
             if value == 0 {
                 problems.push(ConfigProblem::new(key, "must be at least 1"));
@@ -344,6 +366,7 @@ pub fn validate(resolved: &Value) -> Vec<ConfigProblem> {
                 eval.refinements_per_critique,
             ),
             ("eval.items_per_batch", eval.items_per_batch),
+            ("eval.batches_in_flight", eval.batches_in_flight),
             ("eval.bootstrap_resamples", eval.bootstrap_resamples),
         ] {
             if value == 0 {
@@ -357,6 +380,12 @@ pub fn validate(resolved: &Value) -> Vec<ConfigProblem> {
         .unwrap_or_default()
     {
         problems.extend(templates.problems());
+    }
+    if let Some(prices) = top.get("prices") {
+        typed::<BTreeMap<String, rco_core::usage::Price>>(prices, "prices", &mut problems);
+    }
+    if let Some(budget) = top.get("budget") {
+        typed::<rco_core::usage::Budget>(budget, "budget", &mut problems);
     }
     problems
 }

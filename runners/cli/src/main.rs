@@ -249,8 +249,43 @@ fn stages(args: &StageArgs, stages: &[Stage]) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let started = std::time::Instant::now();
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let run = runner::Run::open(loaded, &out, Arc::new(progress::Bars))?;
+        let outcome = run_stages(&run, stages).await;
+        let total = run.usage.total();
+        if total.calls > 0 {
+            eprintln!(
+                "remote calls: {} ({} from the cache), {} requests, {} retries, {} tokens, cost {:.4}; per stage in {}",
+                total.calls,
+                total.cache_hits,
+                total.requests,
+                total.retry_count(),
+                total.tokens(),
+                total.cost,
+                run.store.path(runner::USAGE_FILE).display()
+            );
+        }
+        outcome
+    });
+    if let Err(e) = &result {
+        if let Some(rco_core::Error::Budget(_)) = e.downcast_ref::<rco_core::Error>() {
+            anyhow::bail!(
+                "{e:#}\neverything finished before the budget ran out is saved in {}; raise `budget` in the config (or RCO_BUDGET__MAX_TOKENS / RCO_BUDGET__MAX_COST) and rerun the same command to continue",
+                out.display()
+            );
+        }
+    }
+    result?;
+    eprintln!(
+        "done in {:.1}s; run directory {}",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
+}
+
+async fn run_stages(run: &runner::Run, stages: &[Stage]) -> anyhow::Result<()> {
+    {
         for stage in stages {
             match stage {
                 Stage::Collect => run.collect().await?,
@@ -266,17 +301,11 @@ fn stages(args: &StageArgs, stages: &[Stage]) -> anyhow::Result<()> {
                     );
                 }
                 Stage::Eval => run.eval().await?,
-                Stage::Report => write_report(&run)?,
+                Stage::Report => write_report(run)?,
             }
         }
         anyhow::Ok(())
-    })?;
-    eprintln!(
-        "done in {:.1}s; run directory {}",
-        started.elapsed().as_secs_f64(),
-        out.display()
-    );
-    Ok(())
+    }
 }
 
 fn write_report(run: &runner::Run) -> anyhow::Result<()> {
@@ -291,13 +320,15 @@ fn write_report(run: &runner::Run) -> anyhow::Result<()> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let cfg = &run.loaded.config;
-    let report = report::build(
+    let mut report = report::build(
         &records,
         &run.loaded.eval_actors(),
         cfg.eval.bootstrap_resamples,
         cfg.seed,
         train,
     );
+    report.usage = run.usage.table();
+    report.usage_total = run.usage.total();
     let items = run.items("test")?.len();
     run.store
         .write_file("report.json", &serde_json::to_vec_pretty(&report)?)?;

@@ -55,6 +55,12 @@ pub struct Report {
     /// RCO minus base CU ×100, overall, per actor.
     pub improvement: BTreeMap<String, f64>,
     pub train: Option<rco_core::TrainSummary>,
+    /// Calls of remote plugins per stage and section (calls, cache hits, requests, retries
+    /// by reason, tokens, cost), and their total; empty for runs without remote plugins.
+    #[serde(default)]
+    pub usage: rco_core::usage::UsageTable,
+    #[serde(default)]
+    pub usage_total: rco_core::usage::Usage,
 }
 
 fn cell(
@@ -207,6 +213,8 @@ pub fn build(
         cells,
         improvement,
         train,
+        usage: Default::default(),
+        usage_total: Default::default(),
     }
 }
 
@@ -287,6 +295,26 @@ pub fn markdown(report: &Report, items: usize) -> String {
         "\n## Judge health\n\n| position consistency | first-slot win rate | tie rate | invalid rate | mean length change | CU when longer | CU when not longer | judgements |\n|---|---|---|---|---|---|---|---|\n| {:.3} | {:.3} | {:.3} | {:.3} | {:+.2} | {} | {} | {} |\n",
         h.position_consistency, h.first_slot_win_rate, h.tie_rate, h.invalid_rate, h.mean_length_change, opt(h.cu_longer), opt(h.cu_not_longer), h.judgements
     ));
+    if !report.usage.is_empty() {
+        md.push_str("\n## Calls to remote plugins\n\n| stage | section | calls | from cache | requests | retries | prompt tokens | completion tokens | cost |\n|---|---|---|---|---|---|---|---|---|\n");
+        for (stage, sections) in &report.usage {
+            for (section, u) in sections {
+                let retries = if u.retries.is_empty() {
+                    "0".to_string()
+                } else {
+                    u.retries
+                        .iter()
+                        .map(|(k, v)| format!("{k}: {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                md.push_str(&format!(
+                    "| {stage} | {section} | {} | {} | {} | {retries} | {} | {} | {:.4} |\n",
+                    u.calls, u.cache_hits, u.requests, u.prompt_tokens, u.completion_tokens, u.cost
+                ));
+            }
+        }
+    }
     if let Some(t) = &report.train {
         md.push_str(&format!(
             "\n## Training\n\n{} steps over {} groups ({} with all critiques at equal CU, which carry no signal at initialisation); loss {:.4} → {:.4}.\n",

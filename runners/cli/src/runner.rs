@@ -20,6 +20,9 @@ use rco_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use futures::StreamExt;
+use rco_core::usage::{UsageLedger, UsageTable};
+
 use crate::config::Loaded;
 
 /// The critic variants a run evaluates: the base critic and the RCO-trained one.
@@ -29,7 +32,12 @@ pub struct Run {
     pub loaded: Loaded,
     pub store: RunStore,
     pub progress: Arc<dyn ProgressFactory>,
+    /// Calls, tokens and cost of remote plugins, saved in `usage.json`.
+    pub usage: Arc<UsageLedger>,
 }
+
+/// The ledger's file in the run directory.
+pub const USAGE_FILE: &str = "usage.json";
 
 /// One item of a split, as stored in `items.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,17 +118,56 @@ impl Run {
         progress: Arc<dyn ProgressFactory>,
     ) -> anyhow::Result<Self> {
         let store = RunStore::open(out)?;
+        let usage = Arc::new(UsageLedger::new(
+            loaded.config.prices.clone(),
+            loaded.config.budget,
+        ));
         let run = Self {
             loaded,
             store,
             progress,
+            usage,
         };
         run.check_manifest()?;
+        let saved = run.store.path(USAGE_FILE);
+        if let Ok(bytes) = std::fs::read(&saved) {
+            let table: UsageTable = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a usage ledger", saved.display()))?;
+            run.usage.restore(table);
+        }
         Ok(run)
     }
 
+    /// Writes the ledger (atomically) to `usage.json`.
+    pub fn save_usage(&self) -> anyhow::Result<()> {
+        self.store
+            .write_file(USAGE_FILE, &serde_json::to_vec_pretty(&self.usage.table())?)?;
+        Ok(())
+    }
+
+    /// Runs a stage with the ledger charging it, and saves the ledger however it ends.
+    async fn charged<T>(
+        &self,
+        stage: &str,
+        work: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        self.usage.set_stage(stage);
+        let result = work.await;
+        let saved = self.save_usage();
+        let value = result?;
+        saved?;
+        Ok(value)
+    }
+
     fn check_manifest(&self) -> anyhow::Result<()> {
-        let canonical = serde_json::to_vec(&self.loaded.resolved)?;
+        // What a run spends does not change its results: a budget raised to continue a
+        // stopped run, or new prices, keep the run directory valid.
+        let mut hashed = self.loaded.resolved.clone();
+        if let Value::Object(map) = &mut hashed {
+            map.remove("budget");
+            map.remove("prices");
+        }
+        let canonical = serde_json::to_vec(&hashed)?;
         let hash = rco_core::seed::sha256_hex(&canonical);
         let path = self.store.path("manifest.json");
         if path.exists() {
@@ -161,6 +208,7 @@ impl Run {
         ctx.run_dir = Some(self.store.dir().to_path_buf());
         ctx.templates = self.loaded.config.templates.clone();
         ctx.progress = self.progress.clone();
+        ctx.usage = self.usage.clone();
         ctx.critic_section = Some(self.loaded.config.critic.clone());
         ctx
     }
@@ -289,8 +337,48 @@ impl Run {
         )
     }
 
+    /// [`Run::critique_refine_judge`] over a batch: the whole batch stage by stage, or, when
+    /// `pipelined`, every item on its own and all items at once.
+    #[allow(clippy::too_many_arguments)]
+    async fn process_batch(
+        &self,
+        items: &[TaskItem],
+        critic: &dyn Critic,
+        actor: &dyn Actor,
+        judge: &dyn Judge,
+        n: usize,
+        m: usize,
+        label: &str,
+        actor_name: &str,
+        pipelined: bool,
+    ) -> anyhow::Result<Vec<Judged>> {
+        if !pipelined {
+            return self
+                .critique_refine_judge(items, critic, actor, judge, n, m, label, actor_name)
+                .await;
+        }
+        let each = items.iter().map(|item| {
+            self.critique_refine_judge(
+                std::slice::from_ref(item),
+                critic,
+                actor,
+                judge,
+                n,
+                m,
+                label,
+                actor_name,
+            )
+        });
+        Ok(futures::future::try_join_all(each)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
     /// Critiques → refinements → both-order judgements for a batch of items.
     /// `labels` keep the seeds of the collection and of evaluation apart.
+    #[allow(clippy::too_many_arguments)]
     async fn critique_refine_judge(
         &self,
         items: &[TaskItem],
@@ -414,6 +502,10 @@ impl Run {
     /// Collect: N critiques per training item from the base critic, M refinements each from
     /// the collection actor, both-order judgements, and CU. Committed one batch at a time.
     pub async fn collect(&self) -> anyhow::Result<()> {
+        self.charged("collect", self.collect_stage()).await
+    }
+
+    async fn collect_stage(&self) -> anyhow::Result<()> {
         let items = self.items("train")?;
         let committed = self.store.recover(
             &[
@@ -437,19 +529,29 @@ impl Run {
         let reward = self.reward()?;
         let bar = self.progress.start("collect", items.len() as u64);
         bar.inc(committed.len() as u64);
-        for todo in pending {
-            let judged = self
-                .critique_refine_judge(
-                    &todo,
-                    critic.as_ref(),
-                    actor.as_ref(),
-                    judge.as_ref(),
-                    cfg.critiques_per_item,
-                    cfg.refinements_per_critique,
-                    "collect",
-                    &actor_name,
-                )
-                .await?;
+        let mut batches = futures::stream::iter(pending.into_iter().map(|todo| {
+            let (critic, actor, judge) = (critic.as_ref(), actor.as_ref(), judge.as_ref());
+            let actor_name = &actor_name;
+            async move {
+                let judged = self
+                    .process_batch(
+                        &todo,
+                        critic,
+                        actor,
+                        judge,
+                        cfg.critiques_per_item,
+                        cfg.refinements_per_critique,
+                        "collect",
+                        actor_name,
+                        cfg.pipelined,
+                    )
+                    .await;
+                (todo, judged)
+            }
+        }))
+        .buffer_unordered(cfg.batches_in_flight.max(1));
+        while let Some((todo, judged)) = batches.next().await {
+            let judged = judged?;
             let all_pairs: Vec<Vec<BothOrders>> = judged
                 .iter()
                 .flat_map(|j| j.critiques.iter().map(|(_, _, p)| p.clone()))
@@ -513,6 +615,7 @@ impl Run {
             self.store.append("cu.jsonl", &cus)?;
             // The commit record of the batch: one write.
             self.store.append("groups.jsonl", &groups)?;
+            self.save_usage()?;
             bar.inc(todo.len() as u64);
         }
         bar.finish();
@@ -560,6 +663,10 @@ impl Run {
 
     /// Eval: each critic variant with each evaluation actor on the test items.
     pub async fn eval(&self) -> anyhow::Result<()> {
+        self.charged("eval", self.eval_stage()).await
+    }
+
+    async fn eval_stage(&self) -> anyhow::Result<()> {
         let items = self.items("test")?;
         if !self.store.path("train_summary.json").is_file() {
             bail!(
@@ -598,26 +705,41 @@ impl Run {
                     .as_ref()
                     .ok_or_else(|| anyhow!("critic `{variant}` could not be built"))?;
                 let actor = self.actor(actor_name)?;
-                for todo in pending {
-                    // Seeds do not depend on the critic variant: both critics meet the same
-                    // sampling noise, which narrows the comparison.
-                    let judged = self
-                        .critique_refine_judge(
-                            &todo,
-                            critic.as_ref(),
-                            actor.as_ref(),
-                            judge.as_ref(),
-                            cfg.critiques_per_item,
-                            cfg.refinements_per_critique,
-                            "eval",
-                            actor_name,
-                        )
-                        .await?;
-                    let records = self
-                        .score(judged, judge.as_ref(), reward.as_ref(), variant, actor_name)
-                        .await?;
+                // Seeds do not depend on the critic variant: both critics meet the same
+                // sampling noise, which narrows the comparison.
+                let mut batches = futures::stream::iter(pending.into_iter().map(|todo| {
+                    let (critic, actor, judge, reward) = (
+                        critic.as_ref(),
+                        actor.as_ref(),
+                        judge.as_ref(),
+                        reward.as_ref(),
+                    );
+                    async move {
+                        let judged = self
+                            .process_batch(
+                                &todo,
+                                critic,
+                                actor,
+                                judge,
+                                cfg.critiques_per_item,
+                                cfg.refinements_per_critique,
+                                "eval",
+                                actor_name,
+                                cfg.pipelined,
+                            )
+                            .await?;
+                        let records = self
+                            .score(judged, judge, reward, variant, actor_name)
+                            .await?;
+                        anyhow::Ok((todo.len(), records))
+                    }
+                }))
+                .buffer_unordered(cfg.batches_in_flight.max(1));
+                while let Some(done) = batches.next().await {
+                    let (count, records) = done?;
                     self.store.append("eval.jsonl", &records)?;
-                    bar.inc(todo.len() as u64);
+                    self.save_usage()?;
+                    bar.inc(count as u64);
                 }
             }
         }

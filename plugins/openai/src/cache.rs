@@ -1,0 +1,194 @@
+//! The persistent call cache: content-addressed answers in an append-only JSONL file.
+//!
+//! A key is the SHA-256 of the request body (model, sampling parameters, messages, seed)
+//! and the sample index, never of the endpoint or the API key. Each answer is appended with
+//! one write as soon as it arrives, so a run killed with `kill -9` loses only the calls in
+//! flight; on open, a torn last line is cut off and every complete line is read back.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rco_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What a call returned, as the cache keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub text: String,
+    /// Summed log-probability of the answer's tokens, when asked for and given.
+    #[serde(default)]
+    pub logprob: Option<f64>,
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Line {
+    key: String,
+    answer: Answer,
+}
+
+pub struct CallCache {
+    path: PathBuf,
+    entries: Mutex<HashMap<String, Answer>>,
+    file: Mutex<File>,
+}
+
+/// The key of a call: the request body and the sample index.
+pub fn key(body: &serde_json::Value, sample: usize) -> String {
+    let canonical = serde_json::json!({ "body": body, "sample": sample });
+    let mut hasher = Sha256::new();
+    hasher.update(canonical.to_string().as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl CallCache {
+    /// The cache at `path`, shared by every plugin of the process that names the same file.
+    pub fn shared(path: &Path) -> Result<Arc<CallCache>> {
+        static OPEN: OnceLock<Mutex<HashMap<PathBuf, Arc<CallCache>>>> = OnceLock::new();
+        let mut open = OPEN
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let canonical = path
+            .parent()
+            .and_then(|d| std::fs::create_dir_all(d).ok().and(d.canonicalize().ok()))
+            .map(|d| d.join(path.file_name().unwrap_or_default()))
+            .unwrap_or_else(|| path.to_path_buf());
+        if let Some(cache) = open.get(&canonical) {
+            return Ok(cache.clone());
+        }
+        let cache = Arc::new(CallCache::open(&canonical)?);
+        open.insert(canonical, cache.clone());
+        Ok(cache)
+    }
+
+    /// Reads the file (cutting a torn last line) and opens it for appending.
+    pub fn open(path: &Path) -> Result<CallCache> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let mut entries = HashMap::new();
+        if path.exists() {
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            for line in bytes[..complete].split(|&b| b == b'\n') {
+                if line.is_empty() {
+                    continue;
+                }
+                // A line that does not parse was torn by a crash in an older version of the
+                // file's writer; it is skipped, and its call is made again.
+                if let Ok(line) = serde_json::from_slice::<Line>(line) {
+                    entries.insert(line.key, line.answer);
+                }
+            }
+            if complete < bytes.len() {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| Error::io(path, e))?;
+                file.set_len(complete as u64)
+                    .map_err(|e| Error::io(path, e))?;
+            }
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        Ok(CallCache {
+            path: path.to_path_buf(),
+            entries: Mutex::new(entries),
+            file: Mutex::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().map_or(0, |e| e.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, key: &str) -> Option<Answer> {
+        self.entries.lock().ok()?.get(key).cloned()
+    }
+
+    /// Appends an answer with one write and remembers it.
+    pub fn put(&self, key: &str, answer: &Answer) -> Result<()> {
+        let mut line = serde_json::to_string(&Line {
+            key: key.to_string(),
+            answer: answer.clone(),
+        })
+        .map_err(|e| Error::Other(e.to_string()))?;
+        line.push('\n');
+        {
+            let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            file.write_all(line.as_bytes())
+                .map_err(|e| Error::io(&self.path, e))?;
+        }
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), answer.clone());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(text: &str) -> Answer {
+        Answer {
+            text: text.into(),
+            logprob: None,
+            prompt_tokens: 3,
+            completion_tokens: 2,
+            finish_reason: Some("stop".into()),
+        }
+    }
+
+    #[test]
+    fn keeps_answers_across_opens_and_cuts_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("calls.jsonl");
+        let body =
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        let (k0, k1) = (key(&body, 0), key(&body, 1));
+        assert_ne!(k0, k1);
+        {
+            let cache = CallCache::open(&path).unwrap();
+            cache.put(&k0, &answer("zero")).unwrap();
+            cache.put(&k1, &answer("one")).unwrap();
+        }
+        // A crash in the middle of a third append.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"{\"key\":\"abc\",\"ans");
+        std::fs::write(&path, &bytes).unwrap();
+        let cache = CallCache::open(&path).unwrap();
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get(&k1).unwrap().text, "one");
+        cache.put("k2", &answer("two")).unwrap();
+        let again = CallCache::open(&path).unwrap();
+        assert_eq!(again.len(), 3);
+        assert_eq!(again.get("k2").unwrap().text, "two");
+    }
+}

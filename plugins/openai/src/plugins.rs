@@ -1,0 +1,257 @@
+//! The `openai` critic, actor and judge.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rco_core::judge::{parse_pairwise, parse_rating};
+use rco_core::registry::parse_section;
+use rco_core::seed::derive_seed;
+use rco_core::template::render;
+use rco_core::{
+    Actor, BuildContext, Comparison, Critic, Critique, CritiqueRequest, Judge, Judgement,
+    PointwiseRequest, PointwiseScore, PromptTemplates, RefineRequest, Refinement, RespondRequest,
+    Result,
+};
+
+use crate::client::{Call, Client, Message};
+use crate::config::OpenAiConfig;
+
+fn user(content: &str) -> Vec<Message> {
+    vec![Message {
+        role: "user",
+        content: content.to_string(),
+    }]
+}
+
+/// `n` calls of the same messages: sample `j` draws seed `derive(seed, j)`.
+fn samples(messages: &[Message], n: usize, seed: u64) -> Vec<Call> {
+    (0..n)
+        .map(|j| Call {
+            messages: messages.to_vec(),
+            sample: j,
+            seed: derive_seed(seed, &["sample", &j.to_string()]),
+        })
+        .collect()
+}
+
+fn client(value: &serde_json::Value, ctx: &BuildContext) -> Result<Client> {
+    let config: OpenAiConfig = parse_section(value)?;
+    Client::new(&ctx.name, config, ctx)
+}
+
+/// Batches are split only by the pool's limits, so a plugin takes everything at once.
+const BATCH: usize = 1 << 16;
+
+pub struct OpenAiActor {
+    client: Client,
+}
+
+#[async_trait]
+impl Actor for OpenAiActor {
+    fn max_batch_size(&self) -> usize {
+        BATCH
+    }
+
+    async fn respond(&self, requests: &[RespondRequest]) -> Result<Vec<String>> {
+        let calls = requests
+            .iter()
+            .map(|r| Call {
+                messages: user(&r.item.prompt),
+                sample: 0,
+                seed: r.seed,
+            })
+            .collect();
+        Ok(self
+            .client
+            .chat_all(calls)
+            .await?
+            .into_iter()
+            .map(|a| a.text)
+            .collect())
+    }
+
+    async fn refine(&self, requests: &[RefineRequest]) -> Result<Vec<Vec<Refinement>>> {
+        let calls: Vec<Call> = requests
+            .iter()
+            .flat_map(|r| samples(&user(&r.prompt), r.m, r.seed))
+            .collect();
+        let mut answers = self.client.chat_all(calls).await?.into_iter();
+        Ok(requests
+            .iter()
+            .map(|r| {
+                answers
+                    .by_ref()
+                    .take(r.m)
+                    .map(|a| Refinement { text: a.text })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+pub struct OpenAiCritic {
+    client: Client,
+}
+
+#[async_trait]
+impl Critic for OpenAiCritic {
+    fn max_batch_size(&self) -> usize {
+        BATCH
+    }
+
+    async fn critique(&self, requests: &[CritiqueRequest]) -> Result<Vec<Vec<Critique>>> {
+        let calls: Vec<Call> = requests
+            .iter()
+            .flat_map(|r| samples(&user(&r.prompt), r.n, r.seed))
+            .collect();
+        let mut answers = self.client.chat_all(calls).await?.into_iter();
+        Ok(requests
+            .iter()
+            .map(|r| {
+                answers
+                    .by_ref()
+                    .take(r.n)
+                    .map(|a| Critique {
+                        text: a.text,
+                        ref_logprob: a.logprob,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+pub struct OpenAiJudge {
+    client: Client,
+    templates: PromptTemplates,
+}
+
+/// The prompt, and the start of the answer written into the model's turn (if any).
+fn judge_messages(prompt: String, prefix: &str) -> Vec<Message> {
+    let mut messages = user(&prompt);
+    if !prefix.is_empty() {
+        messages.push(Message {
+            role: "assistant",
+            content: prefix.to_string(),
+        });
+    }
+    messages
+}
+
+#[async_trait]
+impl Judge for OpenAiJudge {
+    fn max_batch_size(&self) -> usize {
+        BATCH
+    }
+
+    async fn compare(&self, comparisons: &[Comparison]) -> Result<Vec<Judgement>> {
+        let mut prefixes = Vec::with_capacity(comparisons.len());
+        let calls = comparisons
+            .iter()
+            .map(|c| {
+                let t = self.templates.for_task(&c.task);
+                let reference = c.reference.clone().unwrap_or_default();
+                let prompt = render(
+                    &t.pairwise,
+                    &[
+                        ("prompt", &c.prompt),
+                        ("a", &c.a),
+                        ("b", &c.b),
+                        ("reference", &reference),
+                    ],
+                );
+                prefixes.push(t.pairwise_answer_prefix.clone());
+                Call {
+                    messages: judge_messages(prompt, &t.pairwise_answer_prefix),
+                    sample: 0,
+                    seed: c.seed,
+                }
+            })
+            .collect();
+        let answers = self.client.chat_all(calls).await?;
+        Ok(answers
+            .iter()
+            .zip(&prefixes)
+            .map(|(a, prefix)| Judgement::hard(parse_pairwise(&format!("{prefix}{}", a.text))))
+            .collect())
+    }
+
+    async fn score(&self, requests: &[PointwiseRequest]) -> Result<Vec<PointwiseScore>> {
+        let mut prefixes = Vec::with_capacity(requests.len());
+        let calls = requests
+            .iter()
+            .map(|r| {
+                let t = self.templates.for_task(&r.task);
+                let reference = r.reference.clone().unwrap_or_default();
+                let prompt = render(
+                    &t.pointwise,
+                    &[
+                        ("prompt", &r.prompt),
+                        ("response", &r.response),
+                        ("reference", &reference),
+                    ],
+                );
+                prefixes.push(t.pointwise_answer_prefix.clone());
+                Call {
+                    messages: judge_messages(prompt, &t.pointwise_answer_prefix),
+                    sample: 0,
+                    seed: r.seed,
+                }
+            })
+            .collect();
+        let answers = self.client.chat_all(calls).await?;
+        Ok(answers
+            .iter()
+            .zip(&prefixes)
+            .map(|(a, prefix)| parse_rating(&format!("{prefix}{}", a.text)))
+            .collect())
+    }
+}
+
+fn build_actor(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Actor>> {
+    Ok(Arc::new(OpenAiActor {
+        client: client(value, ctx)?,
+    }))
+}
+
+fn build_critic(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Critic>> {
+    Ok(Arc::new(OpenAiCritic {
+        client: client(value, ctx)?,
+    }))
+}
+
+fn build_judge(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Judge>> {
+    Ok(Arc::new(OpenAiJudge {
+        client: client(value, ctx)?,
+        templates: ctx.templates.clone(),
+    }))
+}
+
+const EXAMPLE: &str = "kind = \"openai\"\nbase_urls = [\"http://127.0.0.1:8080/v1\"]\nmodel = \"served-model-name\"\napi_key_env = \"OPENAI_API_KEY\"\nconcurrency = 16\nsampling = { temperature = 0.7, max_tokens = 512 }\n";
+
+rco_core::register_plugin! {
+    role: Actor,
+    kind: "openai",
+    summary: "Actor on an OpenAI-compatible chat-completions server (vLLM, SGLang, llama.cpp, rco serve, hosted APIs)",
+    example: EXAMPLE,
+    config: OpenAiConfig,
+    build: build_actor,
+}
+
+rco_core::register_plugin! {
+    role: Critic,
+    kind: "openai",
+    summary: "Critic on an OpenAI-compatible chat-completions server (with `logprobs = true`, critiques carry their log-prob)",
+    example: EXAMPLE,
+    config: OpenAiConfig,
+    build: build_critic,
+}
+
+rco_core::register_plugin! {
+    role: Judge,
+    kind: "openai",
+    summary: "Pairwise ([[A]]/[[B]]/[[C]]) and pointwise (1-10) judge on an OpenAI-compatible chat-completions server",
+    example: EXAMPLE,
+    config: OpenAiConfig,
+    build: build_judge,
+}
