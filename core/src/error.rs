@@ -63,6 +63,9 @@ pub enum Error {
     /// exhausted quota, ...), or kept failing past the retry limit.
     #[error("{endpoint}: {message}")]
     Remote { endpoint: String, message: String },
+    /// Not attempted: the run is stopping after an earlier error (which is the one to report).
+    #[error("not attempted: the run is stopping after an earlier error")]
+    Halted,
     #[error("{0} is not supported by this plugin")]
     Unsupported(&'static str),
     #[error("{0}")]
@@ -86,3 +89,24 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The error to report from a set of concurrent results: the first that is not
+/// [`Error::Halted`] (the failure that stopped the others), else the first.
+pub fn first_cause<T>(results: Vec<Result<T>>) -> Result<Vec<T>> {
+    let mut values = Vec::with_capacity(results.len());
+    let mut error: Option<Error> = None;
+    for result in results {
+        match result {
+            Ok(v) => values.push(v),
+            Err(e) => match &error {
+                None => error = Some(e),
+                Some(Error::Halted) if !matches!(e, Error::Halted) => error = Some(e),
+                Some(_) => {}
+            },
+        }
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(values),
+    }
+}

@@ -4,6 +4,7 @@
 //! it in the report.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use schemars::JsonSchema;
@@ -78,6 +79,7 @@ pub struct UsageLedger {
     state: Mutex<LedgerState>,
     prices: BTreeMap<String, Price>,
     budget: Budget,
+    halted: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -98,7 +100,18 @@ impl UsageLedger {
             }),
             prices,
             budget,
+            halted: AtomicBool::new(false),
         }
+    }
+
+    /// Stops new work: calls not yet sent fail with [`Error::Halted`], while calls in flight
+    /// finish and are saved. Set on the first error that stops a run.
+    pub fn halt(&self) {
+        self.halted.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_halted(&self) -> bool {
+        self.halted.load(Ordering::SeqCst)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LedgerState> {

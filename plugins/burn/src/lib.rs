@@ -9,6 +9,7 @@
 //! pretrained models come from GGUF files ([`gguf`], [`llama`], [`text`]).
 
 pub mod actor;
+pub mod batcher;
 pub mod checkpoint;
 pub mod critic;
 pub mod device;

@@ -222,6 +222,20 @@ pub fn sample<B: Backend, M: CausalLm<B>>(
     stop: &StopTokens,
     device: &B::Device,
 ) -> Vec<Vec<u32>> {
+    sample_streaming(model, prompts, seeds, config, stop, device, &mut |_, _| {})
+}
+
+/// [`sample`], calling `on_token(row, token)` for each token as soon as it is drawn (what a
+/// streaming server sends).
+pub fn sample_streaming<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    prompts: &[Vec<u32>],
+    seeds: &[u64],
+    config: &SamplingConfig,
+    stop: &StopTokens,
+    device: &B::Device,
+    on_token: &mut dyn FnMut(usize, u32),
+) -> Vec<Vec<u32>> {
     // A row keeps one slot free for the EOS that scoring appends to every completion.
     let fits = |len: usize| len + 1 < model.max_len();
     let mut rngs: Vec<_> = seeds
@@ -263,6 +277,7 @@ pub fn sample<B: Backend, M: CausalLm<B>>(
                 continue;
             }
             out[i].push(token);
+            on_token(i, token);
             lengths[k] += 1;
             if fits(lengths[k]) {
                 kept.push(k);

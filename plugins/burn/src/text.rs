@@ -140,6 +140,13 @@ impl TextTokenizer {
     /// ChatML templates (`<|im_start|>`) are rendered, including a default system turn the
     /// template adds when the conversation has none; other templates are not supported.
     pub fn chat_prompt(&self, user: &str) -> Result<String, LmError> {
+        self.chat_messages(&[("user", user)])
+    }
+
+    /// A conversation in the model's chat format. It ends ready for the assistant's answer;
+    /// when the last message is the assistant's, its text is left open for the model to
+    /// continue (a prefilled answer).
+    pub fn chat_messages(&self, messages: &[(&str, &str)]) -> Result<String, LmError> {
         let template = self.chat_template.as_deref().unwrap_or("");
         if !template.contains("<|im_start|>") {
             return Err(LmError::Tokenize(
@@ -148,16 +155,26 @@ impl TextTokenizer {
         }
         let mut out = String::new();
         // A template that injects a system turn when the first message is not one.
-        if let Some(start) = template.find("'<|im_start|>system\n") {
-            let rest = &template[start + 1..];
-            if let Some(end) = rest.find("<|im_end|>") {
-                out.push_str(&rest[..end]);
-                out.push_str("<|im_end|>\n");
+        if messages.first().is_none_or(|(role, _)| *role != "system") {
+            if let Some(start) = template.find("'<|im_start|>system\n") {
+                let rest = &template[start + 1..];
+                if let Some(end) = rest.find("<|im_end|>") {
+                    out.push_str(&rest[..end]);
+                    out.push_str("<|im_end|>\n");
+                }
             }
         }
-        out.push_str(&format!(
-            "<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
-        ));
+        let (last, earlier) = match messages.split_last() {
+            Some((last, earlier)) if last.0 == "assistant" => (Some(last), earlier),
+            _ => (None, messages),
+        };
+        for (role, content) in earlier {
+            out.push_str(&format!("<|im_start|>{role}\n{content}<|im_end|>\n"));
+        }
+        out.push_str("<|im_start|>assistant\n");
+        if let Some((_, prefill)) = last {
+            out.push_str(prefill);
+        }
         Ok(out)
     }
 }

@@ -269,10 +269,14 @@ impl Client {
         Value::Object(body)
     }
 
-    /// Every call, concurrently within the pool's limits; answers in call order. The first
-    /// call that fails for good fails them all (and cancels the rest).
+    /// Every call, concurrently within the pool's limits; answers in call order.
+    ///
+    /// When one call fails for good, the run halts: calls not yet sent fail at once, calls in
+    /// flight finish and are cached, and the first real failure is returned.
     pub async fn chat_all(&self, calls: Vec<Call>) -> Result<Vec<Answer>> {
-        futures::future::try_join_all(calls.into_iter().map(|c| self.chat(c))).await
+        rco_core::error::first_cause(
+            futures::future::join_all(calls.into_iter().map(|c| self.chat(c))).await,
+        )
     }
 
     /// One call: from the cache, or over the network with retries.
@@ -287,9 +291,20 @@ impl Client {
             });
             return Ok(answer);
         }
-        self.ledger.check_budget()?;
+        if self.ledger.is_halted() {
+            return Err(Error::Halted);
+        }
+        if let Err(e) = self.ledger.check_budget() {
+            self.ledger.halt();
+            return Err(e);
+        }
         let mut usage = Usage::default();
         let result = self.send_with_retries(&body, &mut usage).await;
+        if let Err(e) = &result {
+            if !matches!(e, Error::Halted) {
+                self.ledger.halt();
+            }
+        }
         if let Ok(answer) = &result {
             usage.calls = 1;
             usage.prompt_tokens = answer.prompt_tokens;
@@ -312,6 +327,9 @@ impl Client {
         let mut avoid = None;
         let mut attempt = 0u32;
         loop {
+            if self.ledger.is_halted() {
+                return Err(Error::Halted);
+            }
             if let Some(bucket) = &self.pool.requests {
                 bucket.take(1.0).await;
             }
@@ -319,6 +337,10 @@ impl Client {
                 bucket.take(estimate).await;
             }
             let lease = self.pool.lease(avoid).await?;
+            // The run may have stopped while this call waited for a slot.
+            if self.ledger.is_halted() {
+                return Err(Error::Halted);
+            }
             let index = lease.index;
             let url = &self.pool.endpoints[index].url;
             usage.requests += 1;

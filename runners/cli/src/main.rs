@@ -5,6 +5,7 @@ mod config;
 mod progress;
 mod report;
 mod runner;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -87,6 +88,9 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions,
+    /// /v1/completions, /v1/models), batching concurrent requests.
+    Serve(serve::ServeArgs),
     /// Validate a config and report every problem.
     Check { config: PathBuf },
     /// Print the JSON Schema of config files.
@@ -212,6 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {}", out.display());
             Ok(())
         }
+        Command::Serve(args) => serve::serve(args),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&config::schema())?);
             Ok(())

@@ -369,11 +369,19 @@ impl Run {
                 actor_name,
             )
         });
-        Ok(futures::future::try_join_all(each)
-            .await?
-            .into_iter()
-            .flatten()
-            .collect())
+        let results = futures::future::join_all(each).await;
+        let mut out = Vec::with_capacity(items.len());
+        let mut failure: Option<anyhow::Error> = None;
+        for result in results {
+            match result {
+                Ok(judged) => out.extend(judged),
+                Err(e) => keep_cause(&mut failure, e),
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     /// Critiques → refinements → both-order judgements for a batch of items.
@@ -533,6 +541,9 @@ impl Run {
             let (critic, actor, judge) = (critic.as_ref(), actor.as_ref(), judge.as_ref());
             let actor_name = &actor_name;
             async move {
+                if self.usage.is_halted() {
+                    return (todo, Err(rco_core::Error::Halted.into()));
+                }
                 let judged = self
                     .process_batch(
                         &todo,
@@ -550,8 +561,17 @@ impl Run {
             }
         }))
         .buffer_unordered(cfg.batches_in_flight.max(1));
+        // After a failure, batches in flight still finish and are committed; no new one starts.
+        let mut failure: Option<anyhow::Error> = None;
         while let Some((todo, judged)) = batches.next().await {
-            let judged = judged?;
+            let judged = match judged {
+                Ok(judged) => judged,
+                Err(e) => {
+                    self.usage.halt();
+                    keep_cause(&mut failure, e);
+                    continue;
+                }
+            };
             let all_pairs: Vec<Vec<BothOrders>> = judged
                 .iter()
                 .flat_map(|j| j.critiques.iter().map(|(_, _, p)| p.clone()))
@@ -617,6 +637,9 @@ impl Run {
             self.store.append("groups.jsonl", &groups)?;
             self.save_usage()?;
             bar.inc(todo.len() as u64);
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
         bar.finish();
         Ok(())
@@ -715,6 +738,9 @@ impl Run {
                         reward.as_ref(),
                     );
                     async move {
+                        if self.usage.is_halted() {
+                            return Err(rco_core::Error::Halted.into());
+                        }
                         let judged = self
                             .process_batch(
                                 &todo,
@@ -735,11 +761,22 @@ impl Run {
                     }
                 }))
                 .buffer_unordered(cfg.batches_in_flight.max(1));
+                let mut failure: Option<anyhow::Error> = None;
                 while let Some(done) = batches.next().await {
-                    let (count, records) = done?;
+                    let (count, records) = match done {
+                        Ok(done) => done,
+                        Err(e) => {
+                            self.usage.halt();
+                            keep_cause(&mut failure, e);
+                            continue;
+                        }
+                    };
                     self.store.append("eval.jsonl", &records)?;
                     self.save_usage()?;
                     bar.inc(count as u64);
+                }
+                if let Some(e) = failure {
+                    return Err(e);
                 }
             }
         }
@@ -847,6 +884,22 @@ fn pending_batches(
         })
         .filter(|todo| !todo.is_empty())
         .collect()
+}
+
+/// Keeps the error that stopped the run rather than the [`rco_core::Error::Halted`] of the
+/// work it stopped.
+fn keep_cause(kept: &mut Option<anyhow::Error>, e: anyhow::Error) {
+    let halted = |e: &anyhow::Error| {
+        matches!(
+            e.downcast_ref::<rco_core::Error>(),
+            Some(rco_core::Error::Halted)
+        )
+    };
+    match kept {
+        None => *kept = Some(e),
+        Some(k) if halted(k) && !halted(&e) => *kept = Some(e),
+        Some(_) => {}
+    }
 }
 
 /// A plugin that breaks the "one result per input" contract fails the stage.

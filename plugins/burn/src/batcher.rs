@@ -1,0 +1,253 @@
+//! Continuous service of one local model: requests from many threads queue up, and a worker
+//! thread that owns the model takes whatever is waiting (up to a batch size) and decodes it
+//! in one batched forward pass per step, streaming each row's text as it grows. `rco serve`
+//! puts HTTP in front of it.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use burn::prelude::*;
+
+use crate::device::DeviceSpec;
+use crate::engine::{load_local, LmTokenizer, LocalLm};
+use crate::generate::cut_at_stop;
+use crate::lm::{sample_streaming, SamplingConfig};
+use crate::model::CausalLm;
+use crate::LmError;
+
+/// What the model reads.
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    /// Chat messages (role, content), rendered with the model's chat template; a last
+    /// assistant message is continued.
+    Chat(Vec<(String, String)>),
+    /// Text as it is.
+    Raw(String),
+}
+
+/// What the model wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// `stop` (end of sequence or a stop string) or `length` (max tokens).
+    pub finish_reason: &'static str,
+}
+
+/// One request to the worker.
+pub struct Job {
+    pub prompt: Prompt,
+    pub sampling: SamplingConfig,
+    pub seed: u64,
+    pub stop: Vec<String>,
+    /// Called with each new piece of text as it is decoded (for streaming).
+    pub on_text: Option<Box<dyn FnMut(&str) + Send>>,
+    /// Called once with the whole result.
+    pub done: Box<dyn FnOnce(Result<Generated, LmError>) + Send>,
+}
+
+/// What the worker says about its model once it is loaded.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub context: usize,
+    pub architecture: &'static str,
+}
+
+/// The queue in front of the worker thread.
+pub struct Batcher {
+    jobs: mpsc::Sender<Job>,
+    pub info: ModelInfo,
+}
+
+impl Batcher {
+    /// Loads the model at `path` on `device` in a new worker thread.
+    pub fn start(path: &Path, device: &str, batch_size: usize) -> Result<Batcher, LmError> {
+        let spec = DeviceSpec::parse(device)?.compiled()?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (ready, loaded) = mpsc::channel::<Result<ModelInfo, LmError>>();
+        let path = path.to_path_buf();
+        let batch_size = batch_size.max(1);
+        std::thread::Builder::new()
+            .name("rco-model".into())
+            .spawn(move || {
+                let outcome: Result<(), LmError> = crate::with_backend!(spec, |B, device| {
+                    match load_local::<B>(&path, &device) {
+                        Ok((model, tokenizer)) => {
+                            let info = ModelInfo {
+                                context: model.max_len(),
+                                architecture: match model {
+                                    LocalLm::Tiny(_) => "tiny",
+                                    LocalLm::Llama(_) => "llama",
+                                },
+                            };
+                            let _ = ready.send(Ok(info));
+                            serve::<B>(&model, &tokenizer, &device, &queue, batch_size);
+                            Ok(())
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            Ok(())
+                        }
+                    }
+                });
+                if let Err(e) = outcome {
+                    let _ = ready.send(Err(e));
+                }
+            })
+            .map_err(|e| LmError::Device(format!("starting the model thread: {e}")))?;
+        let info = loaded
+            .recv()
+            .map_err(|_| LmError::Device("the model thread ended while loading".into()))??;
+        Ok(Batcher { jobs, info })
+    }
+
+    pub fn submit(&self, job: Job) -> Result<(), LmError> {
+        self.jobs
+            .send(job)
+            .map_err(|_| LmError::Device("the model thread has stopped".into()))
+    }
+}
+
+fn prompt_ids(tokenizer: &LmTokenizer, prompt: &Prompt) -> Result<Vec<u32>, LmError> {
+    match (tokenizer, prompt) {
+        (LmTokenizer::Text(t), Prompt::Chat(messages)) => {
+            let pairs: Vec<(&str, &str)> = messages
+                .iter()
+                .map(|(r, c)| (r.as_str(), c.as_str()))
+                .collect();
+            t.encode_prompt(&t.chat_messages(&pairs)?)
+        }
+        (LmTokenizer::Text(t), Prompt::Raw(text)) => t.encode_prompt(text),
+        // A character-level model has no chat format: it reads the messages' text.
+        (LmTokenizer::Chars(_), Prompt::Chat(messages)) => {
+            let text: String = messages.iter().map(|(_, c)| c.as_str()).collect();
+            tokenizer.prompt_ids(&text, false)
+        }
+        (LmTokenizer::Chars(_), Prompt::Raw(text)) => tokenizer.prompt_ids(text, false),
+    }
+}
+
+/// The text of a row so far, cut at its stop strings; whether a stop string was met.
+struct Row {
+    ids: Vec<u32>,
+    sent: usize,
+    stopped: bool,
+}
+
+fn serve<B: Backend>(
+    model: &LocalLm<B>,
+    tokenizer: &LmTokenizer,
+    device: &B::Device,
+    queue: &mpsc::Receiver<Job>,
+    batch_size: usize,
+) {
+    let stop_tokens = tokenizer.stop();
+    while let Ok(first) = queue.recv() {
+        // Whatever arrives within a few milliseconds joins the batch.
+        let mut jobs = vec![first];
+        let deadline = Instant::now() + Duration::from_millis(3);
+        while jobs.len() < batch_size {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match queue.recv_timeout(left) {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut ready: Vec<(Job, Vec<u32>)> = Vec::new();
+        for job in jobs {
+            match prompt_ids(tokenizer, &job.prompt).and_then(|ids| {
+                if ids.len() + 2 > model.max_len() {
+                    Err(LmError::Tokenize(format!(
+                        "the prompt takes {} tokens; the model reads at most {}",
+                        ids.len(),
+                        model.max_len()
+                    )))
+                } else {
+                    Ok(ids)
+                }
+            }) {
+                Ok(ids) => ready.push((job, ids)),
+                Err(e) => (job.done)(Err(e)),
+            }
+        }
+        // Rows with the same sampling settings decode together.
+        while !ready.is_empty() {
+            let sampling = ready[0].0.sampling.clone();
+            let (mut group, rest): (Vec<_>, Vec<_>) =
+                ready.into_iter().partition(|(j, _)| j.sampling == sampling);
+            ready = rest;
+            let prompts: Vec<Vec<u32>> = group.iter().map(|(_, ids)| ids.clone()).collect();
+            let seeds: Vec<u64> = group.iter().map(|(j, _)| j.seed).collect();
+            let mut rows: Vec<Row> = group
+                .iter()
+                .map(|_| Row {
+                    ids: Vec::new(),
+                    sent: 0,
+                    stopped: false,
+                })
+                .collect();
+            let completions = sample_streaming(
+                model,
+                &prompts,
+                &seeds,
+                &sampling,
+                &stop_tokens,
+                device,
+                &mut |row, token| {
+                    let (job, _) = &mut group[row];
+                    let state = &mut rows[row];
+                    state.ids.push(token);
+                    if state.stopped {
+                        return;
+                    }
+                    let Some(on_text) = job.on_text.as_mut() else {
+                        return;
+                    };
+                    let Ok(text) = tokenizer.decode(&state.ids) else {
+                        return;
+                    };
+                    let cut = cut_at_stop(text.clone(), &job.stop);
+                    let hold = if cut.len() < text.len() {
+                        state.stopped = true;
+                        0
+                    } else {
+                        // A stop string may be starting: hold back as much as it could span.
+                        job.stop.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(0)
+                    };
+                    // Never split a character that more tokens will complete.
+                    let mut end = cut.len().saturating_sub(hold);
+                    while end > state.sent && !cut.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    if cut[..end].ends_with('\u{FFFD}') {
+                        return;
+                    }
+                    if end > state.sent {
+                        on_text(&cut[state.sent..end]);
+                        state.sent = end;
+                    }
+                },
+            );
+            for (((mut job, ids), ids_out), state) in group.into_iter().zip(completions).zip(rows) {
+                let result = tokenizer.decode(&ids_out).map(|text| {
+                    let cut = cut_at_stop(text.clone(), &job.stop);
+                    let stopped = cut.len() < text.len() || ids_out.len() < sampling.max_tokens;
+                    if let Some(on_text) = job.on_text.as_mut() {
+                        if cut.len() > state.sent && cut.is_char_boundary(state.sent) {
+                            on_text(&cut[state.sent..]);
+                        }
+                    }
+                    Generated {
+                        text: cut,
+                        prompt_tokens: ids.len(),
+                        completion_tokens: ids_out.len(),
+                        finish_reason: if stopped { "stop" } else { "length" },
+                    }
+                });
+                (job.done)(result);
+            }
+        }
+    }
+}

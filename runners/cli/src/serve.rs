@@ -1,0 +1,481 @@
+//! `rco serve`: an OpenAI-compatible HTTP server over a local model (a GGUF file, a Hugging
+//! Face directory or a quickstart critic checkpoint). `/v1/chat/completions` and
+//! `/v1/completions`, streaming (server-sent events) or not, and `/v1/models`. Concurrent
+//! requests are batched into one forward pass per decoding step by the model's
+//! [`Batcher`]. Errors are JSON in OpenAI's shape, and a bad request never takes the
+//! server down.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rco_plugins::burn::batcher::{Batcher, Generated, Job, Prompt};
+use rco_plugins::burn::lm::SamplingConfig;
+use serde_json::{json, Value};
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The model: a .gguf file, a Hugging Face Llama directory, or a critic checkpoint
+    /// directory (for example RUN/critic/base of the quickstart).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Address to bind; 127.0.0.1 unless told otherwise.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// cpu | wgpu | cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// The model name reported by /v1/models (default: the file or directory name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Most requests decoded together.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Environment variable holding a bearer token that every request must carry.
+    #[arg(long)]
+    pub api_key_env: Option<String>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Largest `max_tokens` a request may ask for.
+    #[arg(long, default_value_t = 1024)]
+    pub max_tokens_limit: usize,
+}
+
+struct Server {
+    batcher: Batcher,
+    name: String,
+    api_key: Option<String>,
+    max_body_bytes: usize,
+    max_tokens_limit: usize,
+    requests: AtomicU64,
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let api_key = match &args.api_key_env {
+        Some(var) => Some(
+            std::env::var(var)
+                .with_context(|| format!("--api-key-env: the environment variable `{var}` is not set"))?,
+        ),
+        None => None,
+    };
+    let name = args.name.clone().unwrap_or_else(|| {
+        args.model
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "model".into())
+    });
+    eprintln!("loading {} on {}", args.model.display(), args.device);
+    let batcher = Batcher::start(&args.model, &args.device, args.batch_size)?;
+    let server = Arc::new(Server {
+        batcher,
+        name,
+        api_key,
+        max_body_bytes: args.max_body_bytes,
+        max_tokens_limit: args.max_tokens_limit,
+        requests: AtomicU64::new(0),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+            .parse()
+            .with_context(|| format!("--host {} --port {} is not an address", args.host, args.port))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let bound = listener.local_addr()?;
+        eprintln!(
+            "serving `{}` ({}, context {} tokens) at http://{bound}/v1{}",
+            server.name,
+            server.batcher.info.architecture,
+            server.batcher.info.context,
+            if server.api_key.is_some() { " (bearer token required)" } else { "" }
+        );
+        // The line scripts wait for.
+        println!("listening on http://{bound}/v1");
+        let app = Router::new()
+            .route("/v1/models", get(models))
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/completions", post(completions))
+            .fallback(not_found)
+            .with_state(server);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("serving")
+    })
+}
+
+fn error(status: StatusCode, message: impl Into<String>, kind: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"message": message.into(), "type": kind, "code": status.as_u16()}})),
+    )
+        .into_response()
+}
+
+fn authorized(server: &Server, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(key) = &server.api_key else {
+        return Ok(());
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given == Some(key.as_str()) {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+            "authentication_error",
+        ))
+    }
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "no such route; this server has /v1/models, /v1/chat/completions and /v1/completions",
+        "invalid_request_error",
+    )
+}
+
+async fn models(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&server, &headers) {
+        return r;
+    }
+    Json(json!({
+        "object": "list",
+        "data": [{"id": server.name, "object": "model", "created": 0, "owned_by": "rco",
+                  "context_length": server.batcher.info.context}]
+    }))
+    .into_response()
+}
+
+/// The body as JSON, within the size limit.
+async fn read_json(server: &Server, request: Request) -> Result<Value, Response> {
+    let bytes: Bytes = axum::body::to_bytes(request.into_body(), server.max_body_bytes)
+        .await
+        .map_err(|_| {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is over {} bytes", server.max_body_bytes),
+                "invalid_request_error",
+            )
+        })?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not JSON: {e}"),
+            "invalid_request_error",
+        )
+    })?;
+    if !value.is_object() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object",
+            "invalid_request_error",
+        ));
+    }
+    Ok(value)
+}
+
+fn bad(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, message, "invalid_request_error")
+}
+
+/// Sampling settings, seed and stop strings of a request.
+fn options(server: &Server, body: &Value) -> Result<(SamplingConfig, u64, Vec<String>, bool), Response> {
+    let number = |key: &str| body.get(key).filter(|v| !v.is_null());
+    let f = |key: &str, default: f64| -> Result<f64, Response> {
+        match number(key) {
+            None => Ok(default),
+            Some(v) => v.as_f64().ok_or_else(|| bad(format!("`{key}` must be a number"))),
+        }
+    };
+    let temperature = f("temperature", 1.0)?;
+    let top_p = f("top_p", 1.0)?;
+    if !(temperature >= 0.0 && temperature <= 100.0) {
+        return Err(bad("`temperature` must be between 0 and 100"));
+    }
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(bad("`top_p` must be in (0, 1]"));
+    }
+    let top_k = match number("top_k") {
+        None => 0,
+        Some(v) => v.as_u64().ok_or_else(|| bad("`top_k` must be a whole number"))? as usize,
+    };
+    let max_tokens = match number("max_completion_tokens").or(number("max_tokens")) {
+        None => 256,
+        Some(v) => v
+            .as_u64()
+            .filter(|&n| n >= 1)
+            .ok_or_else(|| bad("`max_tokens` must be a whole number >= 1"))? as usize,
+    };
+    if max_tokens > server.max_tokens_limit {
+        return Err(bad(format!(
+            "`max_tokens` {max_tokens} is over this server's limit of {}",
+            server.max_tokens_limit
+        )));
+    }
+    if let Some(n) = number("n") {
+        if n.as_u64() != Some(1) {
+            return Err(bad("only `n` = 1 is served; send one request per sample"));
+        }
+    }
+    let seed = match number("seed") {
+        None => server.requests.fetch_add(1, Ordering::Relaxed) ^ 0x9e37_79b9_7f4a_7c15,
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_i64().map(|i| i as u64))
+            .ok_or_else(|| bad("`seed` must be an integer"))?,
+    };
+    let stop = match body.get("stop") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|s| s.as_str().map(str::to_string).ok_or_else(|| bad("`stop` must be strings")))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad("`stop` must be a string or a list of strings")),
+    };
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    Ok((
+        SamplingConfig {
+            temperature,
+            top_k,
+            top_p,
+            max_tokens,
+        },
+        seed,
+        stop,
+        stream,
+    ))
+}
+
+fn messages(body: &Value) -> Result<Vec<(String, String)>, Response> {
+    let list = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| bad("`messages` must be a non-empty list"))?;
+    list.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = m
+                .get("role")
+                .and_then(Value::as_str)
+                .filter(|r| ["system", "user", "assistant"].contains(r))
+                .ok_or_else(|| bad(format!("`messages[{i}].role` must be system, user or assistant")))?;
+            let content = match m.get("content") {
+                Some(Value::String(s)) => s.clone(),
+                // The list form: text parts joined.
+                Some(Value::Array(parts)) => parts
+                    .iter()
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+                    .join(""),
+                _ => return Err(bad(format!("`messages[{i}].content` must be a string"))),
+            };
+            Ok((role.to_string(), content))
+        })
+        .collect()
+}
+
+async fn chat(State(server): State<Arc<Server>>, request: Request) -> Response {
+    if let Err(r) = authorized(&server, request.headers()) {
+        return r;
+    }
+    let body = match read_json(&server, request).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let (messages, opts) = match (messages(&body), options(&server, &body)) {
+        (Ok(m), Ok(o)) => (m, o),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    generate(server, Prompt::Chat(messages), opts, true).await
+}
+
+async fn completions(State(server): State<Arc<Server>>, request: Request) -> Response {
+    if let Err(r) = authorized(&server, request.headers()) {
+        return r;
+    }
+    let body = match read_json(&server, request).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let prompt = match body.get("prompt") {
+        Some(Value::String(p)) => p.clone(),
+        Some(Value::Array(p)) if p.len() == 1 && p[0].is_string() => {
+            p[0].as_str().unwrap_or_default().to_string()
+        }
+        _ => return bad("`prompt` must be a string"),
+    };
+    let opts = match options(&server, &body) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    generate(server, Prompt::Raw(prompt), opts, false).await
+}
+
+static IDS: AtomicU64 = AtomicU64::new(0);
+
+async fn generate(
+    server: Arc<Server>,
+    prompt: Prompt,
+    (sampling, seed, stop, stream): (SamplingConfig, u64, Vec<String>, bool),
+    chat: bool,
+) -> Response {
+    let id = format!(
+        "{}-{}",
+        if chat { "chatcmpl" } else { "cmpl" },
+        IDS.fetch_add(1, Ordering::Relaxed)
+    );
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let (text_tx, text_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let job = Job {
+        prompt,
+        sampling,
+        seed,
+        stop,
+        on_text: stream.then(|| {
+            Box::new(move |piece: &str| {
+                let _ = text_tx.send(piece.to_string());
+            }) as Box<dyn FnMut(&str) + Send>
+        }),
+        done: Box::new(move |result| {
+            let _ = done_tx.send(result);
+        }),
+    };
+    if let Err(e) = server.batcher.submit(job) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), "server_error");
+    }
+    if stream {
+        return sse(server.name.clone(), id, chat, text_rx, done_rx);
+    }
+    match done_rx.await {
+        Ok(Ok(g)) => Json(body(&server.name, &id, chat, &g)).into_response(),
+        Ok(Err(e)) => bad(e.to_string()),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the model thread dropped the request",
+            "server_error",
+        ),
+    }
+}
+
+fn body(model: &str, id: &str, chat: bool, g: &Generated) -> Value {
+    let choice = if chat {
+        json!({"index": 0, "message": {"role": "assistant", "content": g.text}, "finish_reason": g.finish_reason})
+    } else {
+        json!({"index": 0, "text": g.text, "finish_reason": g.finish_reason})
+    };
+    json!({
+        "id": id,
+        "object": if chat { "chat.completion" } else { "text_completion" },
+        "created": created(),
+        "model": model,
+        "choices": [choice],
+        "usage": {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
+                  "total_tokens": g.prompt_tokens + g.completion_tokens}
+    })
+}
+
+fn created() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn chunk(model: &str, id: &str, chat: bool, text: Option<&str>, finish: Option<&str>) -> String {
+    let choice = if chat {
+        let delta = match text {
+            Some(t) => json!({"content": t}),
+            None => json!({}),
+        };
+        json!({"index": 0, "delta": delta, "finish_reason": finish})
+    } else {
+        json!({"index": 0, "text": text.unwrap_or(""), "finish_reason": finish})
+    };
+    let value = json!({
+        "id": id,
+        "object": if chat { "chat.completion.chunk" } else { "text_completion" },
+        "created": created(),
+        "model": model,
+        "choices": [choice]
+    });
+    format!("data: {value}\n\n")
+}
+
+/// Server-sent events: a chunk per piece of text as the model writes it, then the finish
+/// reason and `[DONE]`.
+fn sse(
+    model: String,
+    id: String,
+    chat: bool,
+    mut pieces: tokio::sync::mpsc::UnboundedReceiver<String>,
+    done: tokio::sync::oneshot::Receiver<Result<Generated, rco_plugins::burn::LmError>>,
+) -> Response {
+    let stream = async_stream(move |tx| async move {
+        if chat {
+            let first = json!({"id": id, "object": "chat.completion.chunk", "created": created(), "model": model,
+                               "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]});
+            let _ = tx.send(format!("data: {first}\n\n"));
+        }
+        while let Some(piece) = pieces.recv().await {
+            let _ = tx.send(chunk(&model, &id, chat, Some(&piece), None));
+        }
+        match done.await {
+            Ok(Ok(g)) => {
+                let _ = tx.send(chunk(&model, &id, chat, None, Some(g.finish_reason)));
+            }
+            Ok(Err(e)) => {
+                let _ = tx.send(format!(
+                    "data: {}\n\n",
+                    json!({"error": {"message": e.to_string(), "type": "invalid_request_error"}})
+                ));
+            }
+            Err(_) => {}
+        }
+        let _ = tx.send("data: [DONE]\n\n".to_string());
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A stream of strings fed by a task.
+fn async_stream<F, Fut>(
+    producer: F,
+) -> impl futures::Stream<Item = Result<String, Infallible>> + Send + 'static
+where
+    F: FnOnce(tokio::sync::mpsc::UnboundedSender<String>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(producer(tx));
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|s| (Ok(s), rx))
+    })
+}
