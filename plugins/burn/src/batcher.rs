@@ -214,7 +214,11 @@ fn serve<B: Backend>(
                         0
                     } else {
                         // A stop string may be starting: hold back as much as it could span.
-                        job.stop.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(0)
+                        job.stop
+                            .iter()
+                            .map(|s| s.len().saturating_sub(1))
+                            .max()
+                            .unwrap_or(0)
                     };
                     // Never split a character that more tokens will complete.
                     let mut end = cut.len().saturating_sub(hold);

@@ -138,6 +138,16 @@ fn judge_messages(prompt: String, prefix: &str) -> Vec<Message> {
     messages
 }
 
+/// The whole answer: some servers (llama.cpp) return a prefilled answer with its prefix,
+/// others only the continuation.
+fn with_prefix(prefix: &str, text: &str) -> String {
+    if text.starts_with(prefix) {
+        text.to_string()
+    } else {
+        format!("{prefix}{text}")
+    }
+}
+
 #[async_trait]
 impl Judge for OpenAiJudge {
     fn max_batch_size(&self) -> usize {
@@ -172,7 +182,7 @@ impl Judge for OpenAiJudge {
         Ok(answers
             .iter()
             .zip(&prefixes)
-            .map(|(a, prefix)| Judgement::hard(parse_pairwise(&format!("{prefix}{}", a.text))))
+            .map(|(a, prefix)| Judgement::hard(parse_pairwise(&with_prefix(prefix, &a.text))))
             .collect())
     }
 
@@ -203,7 +213,7 @@ impl Judge for OpenAiJudge {
         Ok(answers
             .iter()
             .zip(&prefixes)
-            .map(|(a, prefix)| parse_rating(&format!("{prefix}{}", a.text)))
+            .map(|(a, prefix)| parse_rating(&with_prefix(prefix, &a.text)))
             .collect())
     }
 }

@@ -64,10 +64,9 @@ struct Server {
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let api_key = match &args.api_key_env {
-        Some(var) => Some(
-            std::env::var(var)
-                .with_context(|| format!("--api-key-env: the environment variable `{var}` is not set"))?,
-        ),
+        Some(var) => Some(std::env::var(var).with_context(|| {
+            format!("--api-key-env: the environment variable `{var}` is not set")
+        })?),
         None => None,
     };
     let name = args.name.clone().unwrap_or_else(|| {
@@ -93,7 +92,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let addr: SocketAddr = format!("{}:{}", args.host, args.port)
             .parse()
-            .with_context(|| format!("--host {} --port {} is not an address", args.host, args.port))?;
+            .with_context(|| {
+                format!(
+                    "--host {} --port {} is not an address",
+                    args.host, args.port
+                )
+            })?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
@@ -103,7 +107,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             server.name,
             server.batcher.info.architecture,
             server.batcher.info.context,
-            if server.api_key.is_some() { " (bearer token required)" } else { "" }
+            if server.api_key.is_some() {
+                " (bearer token required)"
+            } else {
+                ""
+            }
         );
         // The line scripts wait for.
         println!("listening on http://{bound}/v1");
@@ -202,12 +210,17 @@ fn bad(message: impl Into<String>) -> Response {
 }
 
 /// Sampling settings, seed and stop strings of a request.
-fn options(server: &Server, body: &Value) -> Result<(SamplingConfig, u64, Vec<String>, bool), Response> {
+fn options(
+    server: &Server,
+    body: &Value,
+) -> Result<(SamplingConfig, u64, Vec<String>, bool), Response> {
     let number = |key: &str| body.get(key).filter(|v| !v.is_null());
     let f = |key: &str, default: f64| -> Result<f64, Response> {
         match number(key) {
             None => Ok(default),
-            Some(v) => v.as_f64().ok_or_else(|| bad(format!("`{key}` must be a number"))),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| bad(format!("`{key}` must be a number"))),
         }
     };
     let temperature = f("temperature", 1.0)?;
@@ -220,14 +233,17 @@ fn options(server: &Server, body: &Value) -> Result<(SamplingConfig, u64, Vec<St
     }
     let top_k = match number("top_k") {
         None => 0,
-        Some(v) => v.as_u64().ok_or_else(|| bad("`top_k` must be a whole number"))? as usize,
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| bad("`top_k` must be a whole number"))? as usize,
     };
     let max_tokens = match number("max_completion_tokens").or(number("max_tokens")) {
         None => 256,
         Some(v) => v
             .as_u64()
             .filter(|&n| n >= 1)
-            .ok_or_else(|| bad("`max_tokens` must be a whole number >= 1"))? as usize,
+            .ok_or_else(|| bad("`max_tokens` must be a whole number >= 1"))?
+            as usize,
     };
     if max_tokens > server.max_tokens_limit {
         return Err(bad(format!(
@@ -252,7 +268,11 @@ fn options(server: &Server, body: &Value) -> Result<(SamplingConfig, u64, Vec<St
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => items
             .iter()
-            .map(|s| s.as_str().map(str::to_string).ok_or_else(|| bad("`stop` must be strings")))
+            .map(|s| {
+                s.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| bad("`stop` must be strings"))
+            })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(bad("`stop` must be a string or a list of strings")),
     };
@@ -283,7 +303,11 @@ fn messages(body: &Value) -> Result<Vec<(String, String)>, Response> {
                 .get("role")
                 .and_then(Value::as_str)
                 .filter(|r| ["system", "user", "assistant"].contains(r))
-                .ok_or_else(|| bad(format!("`messages[{i}].role` must be system, user or assistant")))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "`messages[{i}].role` must be system, user or assistant"
+                    ))
+                })?;
             let content = match m.get("content") {
                 Some(Value::String(s)) => s.clone(),
                 // The list form: text parts joined.
@@ -366,7 +390,11 @@ async fn generate(
         }),
     };
     if let Err(e) = server.batcher.submit(job) {
-        return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), "server_error");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+            "server_error",
+        );
     }
     if stream {
         return sse(server.name.clone(), id, chat, text_rx, done_rx);
@@ -475,7 +503,8 @@ where
 {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(producer(tx));
-    futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|s| (Ok(s), rx))
-    })
+    futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|s| (Ok(s), rx)) },
+    )
 }

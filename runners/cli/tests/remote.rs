@@ -25,15 +25,9 @@ fn text(output: &Output) -> String {
 }
 
 async fn run(args: Vec<String>, envs: Vec<(&'static str, String)>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        rco()
-            .args(&args)
-            .envs(envs)
-            .output()
-            .expect("run rco")
-    })
-    .await
-    .expect("join")
+    tokio::task::spawn_blocking(move || rco().args(&args).envs(envs).output().expect("run rco"))
+        .await
+        .expect("join")
 }
 
 /// A small quickstart whose actor and judge are remote: the trainable tiny critic stays
@@ -107,7 +101,8 @@ fn json(path: &Path) -> serde_json::Value {
 }
 
 /// Client settings that make faults cheap: short timeout, short backoff.
-const FAST: &str = "concurrency = 8\ntimeout_s = 1.0\nbackoff_s = 0.01\nmax_backoff_s = 0.2\nmax_retries = 6";
+const FAST: &str =
+    "concurrency = 8\ntimeout_s = 1.0\nbackoff_s = 0.01\nmax_backoff_s = 0.2\nmax_retries = 6";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn faulty_server_every_item_completes_retries_are_reported_nothing_lost_or_duplicated() {
@@ -147,10 +142,16 @@ async fn faulty_server_every_item_completes_retries_are_reported_nothing_lost_or
     let stats = server.stats();
     let injected: u64 = stats.faults.values().sum();
     for kind in ["429_retry_after", "429", "500", "hang", "drop", "truncated"] {
-        assert!(stats.faults.get(kind).copied().unwrap_or(0) > 0, "no `{kind}` fault injected: {stats:?}");
+        assert!(
+            stats.faults.get(kind).copied().unwrap_or(0) > 0,
+            "no `{kind}` fault injected: {stats:?}"
+        );
     }
     // Every call was answered once: none lost (the run finished), none made twice.
-    assert!(stats.answers_per_call.values().all(|&n| n == 1), "a call was answered twice");
+    assert!(
+        stats.answers_per_call.values().all(|&n| n == 1),
+        "a call was answered twice"
+    );
 
     let report = json(&out.join("report.json"));
     let total = &report["usage_total"];
@@ -160,19 +161,35 @@ async fn faulty_server_every_item_completes_retries_are_reported_nothing_lost_or
         .values()
         .map(|v| v.as_u64().unwrap_or(0))
         .sum();
-    assert_eq!(retries, injected, "retries in the report {total} vs faults injected {stats:?}");
+    assert_eq!(
+        retries, injected,
+        "retries in the report {total} vs faults injected {stats:?}"
+    );
     assert_eq!(total["requests"].as_u64(), Some(stats.requests), "{total}");
     assert_eq!(total["calls"].as_u64(), Some(stats.answered), "{total}");
     for reason in ["429", "500", "timeout", "connection", "bad_body"] {
-        assert!(total["retries"][reason].as_u64().unwrap_or(0) > 0, "no {reason} retry: {total}");
+        assert!(
+            total["retries"][reason].as_u64().unwrap_or(0) > 0,
+            "no {reason} retry: {total}"
+        );
     }
-    assert!(report["usage"]["collect"]["judge"]["calls"].as_u64().unwrap_or(0) > 0);
-    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("Calls to remote plugins"));
+    assert!(
+        report["usage"]["collect"]["judge"]["calls"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    );
+    assert!(std::fs::read_to_string(out.join("report.md"))
+        .unwrap()
+        .contains("Calls to remote plugins"));
 
     // Collection: 12 items × N=2 critiques, M=2 refinements, both orders.
     let cu = lines(&out.join("cu.jsonl"));
     assert_eq!(cu.len(), 12 * 2);
-    let mut keys: Vec<String> = cu.iter().map(|r| format!("{}/{}", r["item_id"], r["critique"])).collect();
+    let mut keys: Vec<String> = cu
+        .iter()
+        .map(|r| format!("{}/{}", r["item_id"], r["critique"]))
+        .collect();
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), 24, "duplicated CU records");
@@ -201,7 +218,10 @@ async fn faulty_server_every_item_completes_retries_are_reported_nothing_lost_or
         lines.sort();
         lines
     };
-    assert!(sorted(&again) == sorted(&out), "the cached rerun judged differently");
+    assert!(
+        sorted(&again) == sorted(&out),
+        "the cached rerun judged differently"
+    );
     let usage = json(&again.join("usage.json"));
     let judge = &usage["collect"]["judge"];
     assert_eq!(judge["calls"], judge["cache_hits"], "{usage}");
@@ -234,14 +254,20 @@ async fn unauthorized_stops_the_run_at_once_naming_endpoint_and_status_never_the
     assert!(!output.status.success(), "{message}");
     assert!(message.contains("401"), "{message}");
     assert!(message.contains(&server.base_url()), "{message}");
-    assert!(!message.contains("sk-wrong-secret-0042"), "the key was printed: {message}");
+    assert!(
+        !message.contains("sk-wrong-secret-0042"),
+        "the key was printed: {message}"
+    );
     // No retries: at most one request per slot was in flight when the first 401 came back.
     let stats = server.stats();
     assert!(stats.requests <= 16, "{stats:?}");
     assert!(started.elapsed() < Duration::from_secs(60));
     for file in ["manifest.json", "usage.json", "cache/calls.jsonl"] {
         if let Ok(text) = std::fs::read_to_string(out.join(file)) {
-            assert!(!text.contains("sk-wrong-secret-0042"), "the key is in {file}");
+            assert!(
+                !text.contains("sk-wrong-secret-0042"),
+                "the key is in {file}"
+            );
         }
     }
 
@@ -258,12 +284,17 @@ async fn unauthorized_stops_the_run_at_once_naming_endpoint_and_status_never_the
     .await;
     let message = text(&output);
     assert!(!output.status.success());
-    assert!(message.contains("REMOTE_TEST_API_KEY") && message.contains("api_key_env"), "{message}");
+    assert!(
+        message.contains("REMOTE_TEST_API_KEY") && message.contains("api_key_env"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budget_stops_cleanly_and_a_larger_budget_continues_from_the_saved_calls() {
-    let server = TestServer::start(ServerOptions::default()).await.expect("server");
+    let server = TestServer::start(ServerOptions::default())
+        .await
+        .expect("server");
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = config(tmp.path(), &server.base_url(), FAST);
     let out = tmp.path().join("run");
@@ -273,7 +304,11 @@ async fn budget_stops_cleanly_and_a_larger_budget_continues_from_the_saved_calls
         "--out".into(),
         out.display().to_string(),
     ];
-    let output = run(args.clone(), vec![("RCO_BUDGET__MAX_TOKENS", "3000".into())]).await;
+    let output = run(
+        args.clone(),
+        vec![("RCO_BUDGET__MAX_TOKENS", "3000".into())],
+    )
+    .await;
     let message = text(&output);
     assert!(!output.status.success(), "{message}");
     assert!(message.contains("budget reached"), "{message}");
@@ -282,7 +317,9 @@ async fn budget_stops_cleanly_and_a_larger_budget_continues_from_the_saved_calls
         .iter()
         .map(|s| {
             usage["collect"][s]["prompt_tokens"].as_u64().unwrap_or(0)
-                + usage["collect"][s]["completion_tokens"].as_u64().unwrap_or(0)
+                + usage["collect"][s]["completion_tokens"]
+                    .as_u64()
+                    .unwrap_or(0)
         })
         .sum();
     assert!(spent >= 3000, "{usage}");
@@ -293,7 +330,10 @@ async fn budget_stops_cleanly_and_a_larger_budget_continues_from_the_saved_calls
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(lines(&out.join("cu.jsonl")).len(), 12 * 2);
     let stats = server.stats();
-    assert!(stats.answers_per_call.values().all(|&n| n == 1), "a finished call was repeated");
+    assert!(
+        stats.answers_per_call.values().all(|&n| n == 1),
+        "a finished call was repeated"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,7 +361,9 @@ async fn kill_9_in_a_collection_loses_at_most_the_calls_in_flight() {
         .expect("spawn rco");
     let start = Instant::now();
     loop {
-        let cached = std::fs::read_to_string(&cache).map(|t| t.lines().count()).unwrap_or(0);
+        let cached = std::fs::read_to_string(&cache)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
         if cached >= 30 {
             break;
         }
@@ -334,12 +376,25 @@ async fn kill_9_in_a_collection_loses_at_most_the_calls_in_flight() {
     child.kill().expect("kill -9");
     child.wait().expect("reap");
     let output = run(
-        vec!["collect".into(), config.display().to_string(), "--out".into(), out.display().to_string()],
+        vec![
+            "collect".into(),
+            config.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ],
         vec![],
     )
     .await;
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(lines(&out.join("cu.jsonl")).len(), 12 * 2);
-    let repeated = server.stats().answers_per_call.values().filter(|&&n| n > 1).count();
-    assert!(repeated <= 8, "{repeated} calls were made again after the kill");
+    let repeated = server
+        .stats()
+        .answers_per_call
+        .values()
+        .filter(|&&n| n > 1)
+        .count();
+    assert!(
+        repeated <= 8,
+        "{repeated} calls were made again after the kill"
+    );
 }

@@ -1,0 +1,168 @@
+//! A small collection (4 items, N = 2 critiques, M = 2 refinements, both-order judging)
+//! with critic, actor and judge on a real OpenAI-compatible server serving
+//! SmolLM2-135M-Instruct: llama.cpp (PyPI `xllamacpp`, `scripts/llama_server.py`) and
+//! `rco serve`. The model file's path is in `SMOLLM2_GGUF` (`scripts/test.sh` sets it).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn gguf() -> PathBuf {
+    let path = std::env::var("SMOLLM2_GGUF").expect(
+        "SMOLLM2_GGUF is not set: run the tests through scripts/test.sh, which fetches the model",
+    );
+    PathBuf::from(path)
+}
+
+/// A server process, stopped when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `command` and waits for its `listening on URL` line.
+fn start(mut command: Command, what: &str) -> Server {
+    let mut child = command
+        .current_dir(workspace())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.trim().to_string());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(180))
+        .unwrap_or_else(|_| panic!("{what} did not start listening within 180 s"));
+    Server { child, url }
+}
+
+fn config(dir: &Path, url: &str) -> PathBuf {
+    let data = std::fs::read_to_string(workspace().join("configs/data/arithmetic-train.jsonl"))
+        .expect("arithmetic items");
+    let lines: Vec<&str> = data.lines().collect();
+    std::fs::write(dir.join("train.jsonl"), lines[..4].join("\n")).expect("train items");
+    std::fs::write(dir.join("test.jsonl"), lines[4..6].join("\n")).expect("test items");
+    let remote = |sampling: &str, logprobs: bool| {
+        format!(
+            "kind = \"openai\"\nbase_urls = [\"{url}\"]\nmodel = \"smollm2\"\nconcurrency = 4\ntimeout_s = 300\nlogprobs = {logprobs}\nsampling = {sampling}\n"
+        )
+    };
+    let text = format!(
+        "seed = 5\n\n[data]\nkind = \"jsonl\"\ntrain = \"train.jsonl\"\ntest = \"test.jsonl\"\n\n[critic]\n{}\n[actors.smollm2]\n{}\n[judge]\n{}\n[trainer]\nkind = \"rco\"\n\n[collect]\ncritiques_per_item = 2\nrefinements_per_critique = 2\nitems_per_batch = 4\npipelined = true\n\n[templates.default]\npairwise_answer_prefix = \"Verdict: [[\"\n",
+        remote("{ temperature = 0.8, max_tokens = 32, stop = [\"\\n\\n\"] }", true),
+        remote("{ temperature = 0.7, max_tokens = 24, stop = [\"\\n\\n\"] }", false),
+        remote("{ temperature = 0.0, max_tokens = 4 }", false),
+    );
+    let path = dir.join("smollm2-remote.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+fn records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+/// Runs the collection against `url` and checks what it wrote; returns the wall time.
+fn collect_against(url: &str, server: &str) -> Duration {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = config(tmp.path(), url);
+    let out = tmp.path().join("run");
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_rco"))
+        .current_dir(workspace())
+        .args(["collect"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run rco");
+    let elapsed = started.elapsed();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cu = records(&out.join("cu.jsonl"));
+    assert_eq!(cu.len(), 4 * 2, "one CU record per critique");
+    let verdicts = records(&out.join("verdicts.jsonl"));
+    assert_eq!(
+        verdicts.len(),
+        4 * 2 * 2,
+        "one both-order pair per refinement"
+    );
+    let valid = verdicts
+        .iter()
+        .flat_map(|v| [&v["pair"]["refined_first"], &v["pair"]["refined_second"]])
+        .filter(|j| j["verdict"]["verdict"] != "invalid")
+        .count();
+    let scored = cu.iter().filter(|r| r["cu"].is_number()).count();
+    let critiques = records(&out.join("critiques.jsonl"));
+    assert!(critiques.iter().all(|c| c["text"].is_string()));
+    let usage: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("usage.json")).expect("usage"))
+            .expect("usage JSON");
+    eprintln!(
+        "{server}: collection of 4 items (N=2, M=2, both orders) in {:.1} s; {valid}/32 verdicts valid, {scored}/8 critiques with a CU; usage {}",
+        elapsed.as_secs_f64(),
+        usage["collect"]
+    );
+    assert!(valid > 0, "no judge verdict could be read");
+    assert!(scored > 0, "no critique got a CU");
+    for section in ["critic", "actors.smollm2", "judge"] {
+        assert!(
+            usage["collect"][section]["completion_tokens"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0,
+            "{section} used no tokens: {usage}"
+        );
+    }
+    elapsed
+}
+
+#[test]
+fn collection_against_llama_cpp_serving_smollm2() {
+    let mut command = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()));
+    command
+        .arg("scripts/llama_server.py")
+        .arg(gguf())
+        .arg("0")
+        .arg("4");
+    let server = start(command, "the llama.cpp server (xllamacpp)");
+    collect_against(&server.url, "llama.cpp");
+}
+
+#[test]
+fn collection_against_rco_serve_serving_smollm2() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rco"));
+    command
+        .args(["serve", "--port", "0", "--batch-size", "8", "--model"])
+        .arg(gguf());
+    let server = start(command, "rco serve");
+    collect_against(&server.url, "rco serve");
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Serves a GGUF file with llama.cpp's OpenAI-compatible server (PyPI package `xllamacpp`).
+
+Prints `listening on http://127.0.0.1:PORT/v1` once the server is healthy, then serves until
+its standard input closes (so a test that spawned it stops it by dropping the pipe) or it is
+terminated.
+
+usage: llama_server.py MODEL.gguf [PORT] [PARALLEL]
+"""
+import socket
+import sys
+import time
+import urllib.request
+
+import xllamacpp
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main():
+    model = sys.argv[1]
+    port = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] != "0" else free_port()
+    parallel = int(sys.argv[3]) if len(sys.argv) > 3 else 4
+    params = xllamacpp.CommonParams()
+    params.model.path = model
+    params.n_parallel = parallel
+    params.n_ctx = 1024 * parallel
+    params.cpuparams.n_threads = 2
+    params.cpuparams_batch.n_threads = 2
+    params.port = port
+    params.hostnames = ["127.0.0.1"]
+    server = xllamacpp.Server(params)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=5) as r:
+                if r.status == 200:
+                    break
+        except Exception:
+            pass
+        if time.time() > deadline:
+            sys.exit("llama.cpp server did not become healthy in 120 s")
+        time.sleep(0.2)
+    print(f"listening on {base}/v1", flush=True)
+    try:
+        sys.stdin.read()
+    except KeyboardInterrupt:
+        pass
+    del server
+
+
+if __name__ == "__main__":
+    main()
