@@ -142,7 +142,10 @@ pub struct TrainingGroup {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScoredCritique {
     pub text: String,
-    pub ref_logprob: f64,
+    /// Summed log-prob under the critic that sampled it (`None` when that critic could not
+    /// say, for example a server that returns no log-probs; the trainer then computes it).
+    #[serde(default)]
+    pub ref_logprob: Option<f64>,
     pub cu: f64,
 }
 

@@ -53,6 +53,12 @@ pub struct RcoTrainerConfig {
     /// `cpu`, `wgpu` or `cuda:N`.
     #[serde(default = "crate::critic::default_device")]
     pub device: String,
+    /// The model to start from when the critic is not a local model (a remote critic): a
+    /// local copy of the model its server serves (GGUF file or Hugging Face directory).
+    /// The reference log-probs are then computed again with it, since a server's may come
+    /// from other arithmetic (quantized activations) or be missing.
+    #[serde(default)]
+    pub base_model: Option<PathBuf>,
 }
 
 fn default_beta() -> f64 {
@@ -123,6 +129,8 @@ pub struct RcoTrainer {
     config: RcoTrainerConfig,
     seed: u64,
     base: PathBuf,
+    /// Compute reference log-probs with the base model (a remote critic's were not).
+    rescore_reference: bool,
     output: PathBuf,
     /// Whether the critic wraps prompts in its chat template (its `chat` key).
     chat: bool,
@@ -163,6 +171,13 @@ impl RcoTrainer {
         let state_dir = self.output.join("train");
         let state_path = state_dir.join("state.json");
         let (base_model, tokenizer, spec) = load_local_with_spec::<B>(&self.base, &device)?;
+        let rescored;
+        let groups = if self.rescore_reference {
+            rescored = rescore(&base_model, &tokenizer, self.chat, groups, &device)?;
+            &rescored[..]
+        } else {
+            groups
+        };
         let encoded = encode_groups(&tokenizer, self.chat, groups, self.config.beta)?;
         let flat_groups = groups
             .iter()
@@ -281,6 +296,36 @@ impl RcoTrainer {
 
 /// Tokenizes each group as the critic did when it scored the critiques (same prompt format),
 /// and computes its residual offsets.
+/// The groups with each critique's reference log-prob computed by `model`.
+fn rescore<B: burn::tensor::backend::Backend>(
+    model: &crate::engine::LocalLm<B>,
+    tokenizer: &LmTokenizer,
+    chat: bool,
+    groups: &[TrainingGroup],
+    device: &B::Device,
+) -> Result<Vec<TrainingGroup>, LmError> {
+    let mut out = groups.to_vec();
+    for group in &mut out {
+        let prompt = tokenizer.prompt_ids(&group.prompt, chat)?;
+        let rows = group
+            .critiques
+            .iter()
+            .map(|c| Ok((prompt.clone(), tokenizer.completion_ids(&c.text)?)))
+            .collect::<Result<Vec<_>, LmError>>()?;
+        for (chunk, critiques) in rows.chunks(8).zip(group.critiques.chunks_mut(8)) {
+            let values = crate::lm::completion_log_probs(model, chunk, device)
+                .into_data()
+                .convert::<f64>()
+                .into_vec::<f64>()
+                .map_err(|e| LmError::Tokenize(format!("{e:?}")))?;
+            for (critique, value) in critiques.iter_mut().zip(values) {
+                critique.ref_logprob = Some(value);
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn encode_groups(
     tokenizer: &LmTokenizer,
     chat: bool,
@@ -296,7 +341,17 @@ pub fn encode_groups(
                 .iter()
                 .map(|c| Ok((prompt.clone(), tokenizer.completion_ids(&c.text)?)))
                 .collect::<Result<Vec<_>, LmError>>()?;
-            let ref_logprobs: Vec<f64> = g.critiques.iter().map(|c| c.ref_logprob).collect();
+            let ref_logprobs = g
+                .critiques
+                .iter()
+                .map(|c| c.ref_logprob)
+                .collect::<Option<Vec<f64>>>()
+                .ok_or_else(|| {
+                    LmError::Tokenize(format!(
+                        "a critique of item `{}` has no reference log-prob (its critic gave none); set the trainer's `base_model` to compute them",
+                        g.item_id
+                    ))
+                })?;
             let cus: Vec<f64> = g.critiques.iter().map(|c| c.cu).collect();
             Ok(RcoGroup {
                 rows,
@@ -336,14 +391,33 @@ fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Box<dyn Traine
             format!("the build context has no {what}"),
         )
     };
+    // A remote critic has no local base model: the trainer starts from `base_model`.
+    let (base, rescore_reference) = match &config.base_model {
+        Some(path) => (ctx.resolve(path), true),
+        None => (
+            ctx.checkpoint
+                .clone()
+                .ok_or_else(|| missing("base critic checkpoint"))?,
+            false,
+        ),
+    };
+    if !crate::engine::model_exists(&base) {
+        let hint = if config.base_model.is_some() {
+            format!("`{}.base_model`", ctx.name)
+        } else {
+            format!("the base critic (a critic that is not a local model needs `{}.base_model`: a local copy of the model its server serves)", ctx.name)
+        };
+        return Err(rco_core::Error::plugin(
+            format!("trainer `{}` (rco)", ctx.name),
+            format!("no model at {} ({hint})", base.display()),
+        ));
+    }
     Ok(Box::new(RcoTrainer {
         name: ctx.name.clone(),
         config,
         seed: ctx.seed,
-        base: ctx
-            .checkpoint
-            .clone()
-            .ok_or_else(|| missing("base critic checkpoint"))?,
+        rescore_reference,
+        base,
         output: ctx
             .output
             .clone()

@@ -611,7 +611,7 @@ async fn rco_trains_smollm2_and_writes_a_hugging_face_critic() {
             .map(|((t, cu), lp)| ScoredCritique {
                 text: t.to_string(),
                 cu,
-                ref_logprob: *lp,
+                ref_logprob: Some(*lp),
             })
             .collect(),
     };

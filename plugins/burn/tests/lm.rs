@@ -245,7 +245,7 @@ async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
             .map(|((t, cu), lp)| ScoredCritique {
                 text: t.to_string(),
                 cu,
-                ref_logprob: *lp,
+                ref_logprob: Some(*lp),
             })
             .collect(),
     };

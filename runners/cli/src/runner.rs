@@ -34,6 +34,8 @@ pub struct Run {
     pub progress: Arc<dyn ProgressFactory>,
     /// Calls, tokens and cost of remote plugins, saved in `usage.json`.
     pub usage: Arc<UsageLedger>,
+    /// `rco serve` processes this run started (the trained critic of a remote critic).
+    served: std::sync::Mutex<Vec<crate::serve::Child>>,
 }
 
 /// The ledger's file in the run directory.
@@ -127,6 +129,7 @@ impl Run {
             store,
             progress,
             usage,
+            served: Default::default(),
         };
         run.check_manifest()?;
         let saved = run.store.path(USAGE_FILE);
@@ -228,7 +231,14 @@ impl Run {
     }
 
     pub fn critic(&self, variant: &str) -> anyhow::Result<Arc<dyn Critic>> {
-        let section = &self.loaded.config.critic;
+        let served;
+        let mut section = &self.loaded.config.critic;
+        // A critic on a server was trained here from a local copy of its model: the trained
+        // critic is served by `rco serve` for the run and asked through the same plugin.
+        if variant == "rco" && section.get("kind").and_then(Value::as_str) == Some("openai") {
+            served = self.serve_trained_critic(section)?;
+            section = &served;
+        }
         let mut ctx = self.context("critic");
         ctx.checkpoint = Some(self.critic_dir(variant));
         // Only the base critic may be created; the trained one must come from training.
@@ -237,6 +247,32 @@ impl Run {
             Builder::Critic(build) => Ok(build(section, &ctx)?),
             _ => bail!("`critic` names a plugin that is not a critic"),
         }
+    }
+
+    /// Starts `rco serve` on the trained critic and returns the critic section pointed at it.
+    fn serve_trained_critic(&self, section: &Value) -> anyhow::Result<Value> {
+        let dir = self.critic_dir("rco");
+        let device = self
+            .loaded
+            .config
+            .trainer
+            .get("device")
+            .and_then(Value::as_str)
+            .unwrap_or("cpu")
+            .to_string();
+        let child = crate::serve::spawn_self(&dir, &device)?;
+        let mut section = section.clone();
+        if let Value::Object(map) = &mut section {
+            map.insert("base_urls".into(), serde_json::json!([child.url.clone()]));
+            map.remove("api_key_env");
+            map.remove("requests_per_second");
+            map.remove("tokens_per_minute");
+        }
+        self.served
+            .lock()
+            .map_err(|_| anyhow!("the list of served models is poisoned"))?
+            .push(child);
+        Ok(section)
     }
 
     pub fn actor(&self, name: &str) -> anyhow::Result<Arc<dyn Actor>> {
@@ -615,10 +651,10 @@ impl Run {
                         ties: estimate.ties,
                         disagreements: estimate.disagreements,
                     });
-                    if let (Some(cu), Some(lp)) = (estimate.cu, critique.ref_logprob) {
+                    if let Some(cu) = estimate.cu {
                         scored.push(ScoredCritique {
                             text: critique.text.clone(),
-                            ref_logprob: lp,
+                            ref_logprob: critique.ref_logprob,
                             cu,
                         });
                     }

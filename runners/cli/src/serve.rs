@@ -53,6 +53,52 @@ pub struct ServeArgs {
     pub max_tokens_limit: usize,
 }
 
+/// An `rco serve` process started by this one; stopped when dropped.
+pub struct Child {
+    pub url: String,
+    process: std::process::Child,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Starts `rco serve --model MODEL --port 0` (this same binary) and waits until it listens.
+pub fn spawn_self(model: &std::path::Path, device: &str) -> anyhow::Result<Child> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().context("locating the rco binary")?;
+    let mut process = std::process::Command::new(exe)
+        .args(["serve", "--port", "0", "--device", device, "--model"])
+        .arg(model)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting `rco serve` for {}", model.display()))?;
+    let stdout = process.stdout.take().context("the server's output")?;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let url = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    break url.trim().to_string();
+                }
+            }
+            _ => {
+                let status = process.wait().ok();
+                anyhow::bail!(
+                    "`rco serve --model {}` stopped before it listened ({status:?})",
+                    model.display()
+                );
+            }
+        }
+    };
+    Ok(Child { url, process })
+}
+
 struct Server {
     batcher: Batcher,
     name: String,

@@ -166,3 +166,69 @@ fn collection_against_rco_serve_serving_smollm2() {
     let server = start(command, "rco serve");
     collect_against(&server.url, "rco serve");
 }
+
+/// `rco run` with every role on llama.cpp: the trainer fine-tunes a local copy of the served
+/// model (`trainer.base_model`), and evaluation asks the trained critic through `rco serve`,
+/// which the run starts itself.
+#[test]
+#[ignore = "fine-tunes SmolLM2 on the CPU: 574 s on 2 cores; run with `scripts/test.sh -- --ignored`"]
+fn run_with_a_remote_critic_trains_a_local_copy_and_serves_it_for_eval() {
+    let mut command = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()));
+    command
+        .arg("scripts/llama_server.py")
+        .arg(gguf())
+        .arg("0")
+        .arg("4");
+    let server = start(command, "the llama.cpp server (xllamacpp)");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = config(tmp.path(), &server.url);
+    let out = tmp.path().join("run");
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_rco"))
+        .current_dir(workspace())
+        .args(["run"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .env("RCO_TRAINER__BASE_MODEL", gguf())
+        .env("RCO_TRAINER__LEARNING_RATE", "0.000001")
+        .env("RCO_TRAINER__EPOCHS", "1")
+        .env("RCO_TRAINER__GROUPS_PER_BATCH", "2")
+        .env("RCO_EVAL__REFINEMENTS_PER_CRITIQUE", "1")
+        .output()
+        .expect("run rco");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{log}");
+    eprintln!(
+        "rco run with a remote critic: {:.1} s\n{}",
+        started.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        out.join("critic/rco/config.json").is_file(),
+        "no trained critic"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report"))
+            .expect("report JSON");
+    let cells = report["cells"].as_array().expect("cells");
+    for critic in ["base", "rco"] {
+        assert!(
+            cells
+                .iter()
+                .any(|c| c["critic"] == critic && c["task"] == "overall"),
+            "no {critic} cell: {report}"
+        );
+    }
+    // The trained critic was asked through the server the run started: eval calls of the
+    // critic section cover both variants (2 test items × 1 critique each).
+    assert_eq!(
+        report["usage"]["eval"]["critic"]["calls"].as_u64(),
+        Some(4),
+        "{report}"
+    );
+}
