@@ -359,7 +359,6 @@ impl Client {
                     message,
                     after,
                 }) => {
-                    *usage.retries.entry(reason).or_default() += 1;
                     if attempt >= self.config.max_retries {
                         return Err(Error::Remote {
                             endpoint: format!("{url} ({})", self.name),
@@ -369,6 +368,7 @@ impl Client {
                             ),
                         });
                     }
+                    *usage.retries.entry(reason).or_default() += 1;
                     let backoff = (self.config.backoff_s * 2f64.powi(attempt as i32))
                         .min(self.config.max_backoff_s);
                     let jittered = backoff * rand::rng().random_range(0.5..1.5);
