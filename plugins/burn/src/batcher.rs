@@ -4,7 +4,8 @@
 //! puts HTTP in front of it.
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use burn::prelude::*;
@@ -55,10 +56,19 @@ pub struct ModelInfo {
     pub architecture: &'static str,
 }
 
+/// Counters of the worker: how many batched decodes ran, and how many rows they held.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    pub batches: AtomicU64,
+    pub rows: AtomicU64,
+    pub max_rows: AtomicU64,
+}
+
 /// The queue in front of the worker thread.
 pub struct Batcher {
     jobs: mpsc::Sender<Job>,
     pub info: ModelInfo,
+    pub stats: Arc<BatchStats>,
 }
 
 impl Batcher {
@@ -69,6 +79,8 @@ impl Batcher {
         let (ready, loaded) = mpsc::channel::<Result<ModelInfo, LmError>>();
         let path = path.to_path_buf();
         let batch_size = batch_size.max(1);
+        let stats = Arc::new(BatchStats::default());
+        let counters = stats.clone();
         std::thread::Builder::new()
             .name("rco-model".into())
             .spawn(move || {
@@ -83,7 +95,7 @@ impl Batcher {
                                 },
                             };
                             let _ = ready.send(Ok(info));
-                            serve::<B>(&model, &tokenizer, &device, &queue, batch_size);
+                            serve::<B>(&model, &tokenizer, &device, &queue, batch_size, &counters);
                             Ok(())
                         }
                         Err(e) => {
@@ -100,7 +112,7 @@ impl Batcher {
         let info = loaded
             .recv()
             .map_err(|_| LmError::Device("the model thread ended while loading".into()))??;
-        Ok(Batcher { jobs, info })
+        Ok(Batcher { jobs, info, stats })
     }
 
     pub fn submit(&self, job: Job) -> Result<(), LmError> {
@@ -142,6 +154,7 @@ fn serve<B: Backend>(
     device: &B::Device,
     queue: &mpsc::Receiver<Job>,
     batch_size: usize,
+    stats: &BatchStats,
 ) {
     let stop_tokens = tokenizer.stop();
     while let Ok(first) = queue.recv() {
@@ -179,6 +192,13 @@ fn serve<B: Backend>(
                 ready.into_iter().partition(|(j, _)| j.sampling == sampling);
             ready = rest;
             let prompts: Vec<Vec<u32>> = group.iter().map(|(_, ids)| ids.clone()).collect();
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats
+                .rows
+                .fetch_add(prompts.len() as u64, Ordering::Relaxed);
+            stats
+                .max_rows
+                .fetch_max(prompts.len() as u64, Ordering::Relaxed);
             let seeds: Vec<u64> = group.iter().map(|(j, _)| j.seed).collect();
             let mut rows: Vec<Row> = group
                 .iter()

@@ -106,6 +106,8 @@ struct Server {
     max_body_bytes: usize,
     max_tokens_limit: usize,
     requests: AtomicU64,
+    /// Seeds of requests that name none.
+    seeds: AtomicU64,
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -130,6 +132,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         max_tokens_limit: args.max_tokens_limit,
         requests: AtomicU64::new(0),
+        seeds: AtomicU64::new(0),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -165,6 +168,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .route("/v1/models", get(models))
             .route("/v1/chat/completions", post(chat))
             .route("/v1/completions", post(completions))
+            .route("/stats", get(stats))
             .fallback(not_found)
             .with_state(server);
         axum::serve(listener, app)
@@ -219,6 +223,18 @@ async fn models(State(server): State<Arc<Server>>, headers: HeaderMap) -> Respon
         "object": "list",
         "data": [{"id": server.name, "object": "model", "created": 0, "owned_by": "rco",
                   "context_length": server.batcher.info.context}]
+    }))
+    .into_response()
+}
+
+/// How the server has batched: requests, batched decodes, rows per decode.
+async fn stats(State(server): State<Arc<Server>>) -> Response {
+    let s = &server.batcher.stats;
+    Json(json!({
+        "requests": server.requests.load(Ordering::Relaxed),
+        "batches": s.batches.load(Ordering::Relaxed),
+        "rows": s.rows.load(Ordering::Relaxed),
+        "max_rows": s.max_rows.load(Ordering::Relaxed),
     }))
     .into_response()
 }
@@ -303,7 +319,7 @@ fn options(
         }
     }
     let seed = match number("seed") {
-        None => server.requests.fetch_add(1, Ordering::Relaxed) ^ 0x9e37_79b9_7f4a_7c15,
+        None => server.seeds.fetch_add(1, Ordering::Relaxed) ^ 0x9e37_79b9_7f4a_7c15,
         Some(v) => v
             .as_u64()
             .or_else(|| v.as_i64().map(|i| i as u64))
@@ -419,6 +435,7 @@ async fn generate(
         if chat { "chatcmpl" } else { "cmpl" },
         IDS.fetch_add(1, Ordering::Relaxed)
     );
+    server.requests.fetch_add(1, Ordering::Relaxed);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let (text_tx, text_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let job = Job {

@@ -1,0 +1,260 @@
+//! `rco serve` over SmolLM2-135M-Instruct (the GGUF whose path is in `SMOLLM2_GGUF`):
+//! the OpenAI routes, streaming that adds up to the non-streamed text, concurrent requests
+//! batched into shared forward passes, bearer-token auth, and 4xx JSON errors for bad
+//! requests after which the server is still up.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn gguf() -> PathBuf {
+    PathBuf::from(std::env::var("SMOLLM2_GGUF").expect(
+        "SMOLLM2_GGUF is not set: run the tests through scripts/test.sh, which fetches the model",
+    ))
+}
+
+fn start() -> (Server, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rco"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--batch-size",
+            "8",
+            "--max-body-bytes",
+            "20000",
+            "--name",
+            "smollm2",
+            "--api-key-env",
+            "SERVE_TEST_KEY",
+            "--model",
+        ])
+        .arg(gguf())
+        .env("SERVE_TEST_KEY", "serve-key-7")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start rco serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("listening line");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (Server(child), url)
+}
+
+fn chat(content: &str, max_tokens: u32) -> Value {
+    json!({"model": "smollm2", "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens, "temperature": 0})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serves_batches_streams_and_survives_bad_requests() {
+    let (_server, url) = start();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let post = |path: &str, body: String, key: Option<&str>| {
+        let mut r = http
+            .post(format!("{url}{path}"))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+    let key = Some("serve-key-7");
+
+    // Auth.
+    let r = http.get(format!("{url}/models")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"].is_string());
+    let r = http
+        .get(format!("{url}/models"))
+        .bearer_auth("serve-key-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["data"][0]["id"], "smollm2");
+
+    // Bad requests: 4xx with a JSON error each.
+    let cases: Vec<(String, u16)> = vec![
+        ("{not json".into(), 400),
+        ("[1, 2]".into(), 400),
+        (json!({"messages": []}).to_string(), 400),
+        (
+            json!({"messages": [{"role": "robot", "content": "hi"}]}).to_string(),
+            400,
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "n": 2}).to_string(),
+            400,
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000})
+                .to_string(),
+            400,
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"})
+                .to_string(),
+            400,
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x".repeat(30000)}]}).to_string(),
+            413,
+        ),
+    ];
+    for (body, status) in cases {
+        let r = post("/chat/completions", body.clone(), key).await.unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            status,
+            "{}",
+            &body[..body.len().min(80)]
+        );
+        let v: Value = r.json().await.expect("a JSON error");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+    let r = http.get(format!("{url}/nothing")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Eight concurrent requests share batched forward passes.
+    let prompts: Vec<String> = (1..=8).map(|i| format!("What is {i} + {i}?")).collect();
+    let answers = futures::future::join_all(prompts.iter().map(|p| {
+        let body = chat(p, 8).to_string();
+        async {
+            post("/chat/completions", body, key)
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    for a in &answers {
+        assert_eq!(a["object"], "chat.completion", "{a}");
+        assert!(
+            a["choices"][0]["message"]["content"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty()),
+            "{a}"
+        );
+        assert!(a["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
+    }
+    let stats: Value = http
+        .get(format!("{url}/../stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        stats["max_rows"].as_u64().unwrap() >= 2,
+        "no request was batched with another: {stats}"
+    );
+    assert!(stats["batches"].as_u64().unwrap() < 8, "{stats}");
+
+    // Greedy decoding: streamed pieces add up to the non-streamed answer.
+    let whole: Value = post(
+        "/chat/completions",
+        chat("Name three colors.", 12).to_string(),
+        key,
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let mut streamed = chat("Name three colors.", 12);
+    streamed["stream"] = json!(true);
+    let text = post("/chat/completions", streamed.to_string(), key)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut pieces = String::new();
+    let mut finish = None;
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"));
+    for event in &events[..events.len() - 1] {
+        let v: Value = serde_json::from_str(event).unwrap();
+        if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+            pieces.push_str(t);
+        }
+        if let Some(f) = v["choices"][0]["finish_reason"].as_str() {
+            finish = Some(f.to_string());
+        }
+    }
+    assert!(events.len() > 4, "the answer came in one piece: {text}");
+    assert_eq!(
+        pieces,
+        whole["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    assert_eq!(
+        finish.as_deref(),
+        whole["choices"][0]["finish_reason"].as_str()
+    );
+
+    // Raw completions, and a prefilled assistant turn that the model continues.
+    let v: Value = post(
+        "/completions",
+        json!({"prompt": "The capital of France is", "max_tokens": 3, "temperature": 0})
+            .to_string(),
+        key,
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(
+        v["choices"][0]["text"].as_str().unwrap().contains("Paris"),
+        "{v}"
+    );
+    let v: Value = post(
+        "/chat/completions",
+        json!({"messages": [{"role": "user", "content": "Which is better, A: 2 + 2 = 4 or B: 2 + 2 = 5? Answer [[A]] or [[B]]."}, {"role": "assistant", "content": "Verdict: [["}], "max_tokens": 3, "temperature": 0}).to_string(),
+        key,
+    ).await.unwrap().json().await.unwrap();
+    let verdict = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        verdict.starts_with('A') || verdict.starts_with('B') || verdict.starts_with('C'),
+        "{verdict:?}"
+    );
+
+    // Still up.
+    let r = http
+        .get(format!("{url}/models"))
+        .bearer_auth("serve-key-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
