@@ -258,3 +258,58 @@ async fn serves_batches_streams_and_survives_bad_requests() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// The embedded quickstart critic, served: a character-level model that reads the prompt as
+/// plain text and answers in the critique language.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_the_quickstart_critic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let output = Command::new(env!("CARGO_BIN_EXE_rco"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .args(["collect", "configs/quickstart.toml", "--out"])
+        .arg(&run)
+        .env("RCO_DATA__TRAIN_ITEMS", "4")
+        .env("RCO_CRITIC__WARM_START__STEPS", "100")
+        .env("RCO_CRITIC__WARM_START__BATCH_SIZE", "64")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rco"))
+        .args(["serve", "--port", "0", "--model"])
+        .arg(run.join("critic/base"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Server(child);
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let v: Value = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .json(&json!({"messages": [{"role": "user", "content": "copy:48172|48112>"}], "max_tokens": 8, "temperature": 0}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let critique = v["choices"][0]["message"]["content"].as_str().unwrap();
+    // Every critique of the warm-started critic is in its language: `=digits`, `@p=d`, `@p`
+    // or `ok`.
+    assert!(
+        critique == "ok" || critique.starts_with('=') || critique.starts_with('@'),
+        "{critique:?}"
+    );
+}
