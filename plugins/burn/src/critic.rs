@@ -41,6 +41,13 @@ pub struct BurnModelConfig {
     /// Completions are cut before the first of these strings.
     #[serde(default)]
     pub stop: Vec<String>,
+    /// Judges only: read the verdict from the model's probabilities of `A`, `B` and `C` as
+    /// the next token after the pairwise answer prefix (which must then be set), instead of
+    /// sampling an answer. Each judgement then carries `prob_a` = P(A) + P(C) / 2, which
+    /// `reward.mode = "soft"` averages over both orders: a judge that prefers one slot still
+    /// tells the answers apart by how much.
+    #[serde(default)]
+    pub verdict_probabilities: bool,
 }
 
 /// The critic's section.
@@ -153,6 +160,7 @@ pub fn open_critic(
         batch_size,
         chat: true,
         stop: Vec::new(),
+        verdict_probabilities: false,
     };
     open_critic_with(name, dir, &model)
 }

@@ -308,6 +308,63 @@ impl<B: Backend> Engine<B> {
         Ok(out)
     }
 
+    /// Log-probabilities of each of `choices` (their first token) as the next token after
+    /// each prompt (chat template applied as for generation) followed by `answer_prefix`.
+    pub fn choice_log_probs(
+        &self,
+        prompts: &[String],
+        answer_prefix: &str,
+        choices: &[&str],
+    ) -> Result<Vec<Vec<f64>>, LmError> {
+        let choice_ids = choices
+            .iter()
+            .map(|c| {
+                self.tokenizer
+                    .text_ids(c)?
+                    .first()
+                    .copied()
+                    .ok_or_else(|| LmError::Tokenize(format!("the choice {c:?} has no token")))
+            })
+            .collect::<Result<Vec<u32>, LmError>>()?;
+        let prefix = self.tokenizer.text_ids(answer_prefix)?;
+        let rows = prompts
+            .iter()
+            .map(|p| {
+                let mut ids = self.tokenizer.prompt_ids(p, self.chat)?;
+                ids.extend_from_slice(&prefix);
+                Ok(ids)
+            })
+            .collect::<Result<Vec<_>, LmError>>()?;
+        let model = self.lock()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(self.batch_size) {
+            let batch = crate::lm::PaddedBatch::<B>::new(chunk, &self.device);
+            let time = batch.time;
+            let logits = model.logits(batch.tokens, batch.positions, batch.mask);
+            let [n, _, vocab] = logits.dims();
+            let last = burn::tensor::activation::log_softmax(
+                logits
+                    .slice([0..n, time - 1..time, 0..vocab])
+                    .reshape([n, vocab]),
+                1,
+            );
+            let values: Vec<f32> = last
+                .into_data()
+                .convert::<f32>()
+                .into_vec()
+                .map_err(|e| LmError::Tokenize(format!("{e:?}")))?;
+            for row in 0..n {
+                out.push(
+                    choice_ids
+                        .iter()
+                        .map(|&id| values[row * vocab + id as usize] as f64)
+                        .collect(),
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// Summed log-probs of completions (with their EOS) after prompts.
     pub fn log_probs(&self, rows: &[(String, String)]) -> Result<Vec<f64>, LmError> {
         let model = self.lock()?;

@@ -22,6 +22,7 @@ pub struct LmJudge<B: Backend> {
     name: String,
     engine: Engine<B>,
     templates: PromptTemplates,
+    verdict_probabilities: bool,
 }
 
 impl<B: Backend> LmJudge<B> {
@@ -61,6 +62,14 @@ impl<B: Backend> Judge for LmJudge<B> {
                 .pairwise_answer_prefix
                 .as_str()
         })) {
+            if self.verdict_probabilities {
+                let scores = self
+                    .engine
+                    .choice_log_probs(&prompts[range], prefix, &["A", "B", "C"])
+                    .map_err(|e| self.err(e))?;
+                out.extend(scores.iter().map(|lp| judgement_from(lp)));
+                continue;
+            }
             let answers = self
                 .engine
                 .generate_after(&prompts[range.clone()], prefix, &seeds[range])
@@ -103,6 +112,31 @@ impl<B: Backend> Judge for LmJudge<B> {
     }
 }
 
+/// The verdict of the most likely of A, B, C, and P(A better) = P(A) + P(C) / 2 over the
+/// three.
+fn judgement_from(log_probs: &[f64]) -> Judgement {
+    let max = log_probs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let p: Vec<f64> = log_probs.iter().map(|l| (l - max).exp()).collect();
+    let total: f64 = p.iter().sum();
+    if !(total.is_finite() && total > 0.0) || p.len() != 3 {
+        return Judgement::hard(rco_core::Verdict::Invalid {
+            reason: format!("no probability for A, B or C: {log_probs:?}"),
+        });
+    }
+    let (a, b, c) = (p[0] / total, p[1] / total, p[2] / total);
+    let verdict = if a >= b && a >= c {
+        rco_core::Verdict::A
+    } else if b >= c {
+        rco_core::Verdict::B
+    } else {
+        rco_core::Verdict::Tie
+    };
+    Judgement {
+        verdict,
+        prob_a: Some(a + c / 2.0),
+    }
+}
+
 /// Consecutive runs of equal values, as (value, index range).
 fn runs<'a>(values: impl Iterator<Item = &'a str>) -> Vec<(&'a str, std::ops::Range<usize>)> {
     let mut out: Vec<(&str, std::ops::Range<usize>)> = Vec::new();
@@ -117,6 +151,23 @@ fn runs<'a>(values: impl Iterator<Item = &'a str>) -> Vec<(&'a str, std::ops::Ra
 
 fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Judge>> {
     let config: BurnModelConfig = parse_section(value)?;
+    if config.verdict_probabilities {
+        let missing: Vec<String> = std::iter::once(("templates.default", &ctx.templates.default))
+            .chain(ctx.templates.tasks.iter().map(|(k, t)| (k.as_str(), t)))
+            .filter(|(_, t)| t.pairwise_answer_prefix.is_empty())
+            .map(|(k, _)| k.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(rco_core::Error::Config(vec![rco_core::ConfigProblem::new(
+                format!("{}.verdict_probabilities", ctx.name),
+                format!(
+                    "needs `pairwise_answer_prefix` (for example \"Verdict: [[\") in {}",
+                    missing.join(", ")
+                ),
+            )]));
+        }
+    }
+    let verdict_probabilities = config.verdict_probabilities;
     let at = placement(&config, ctx, "judge")?;
     let name = ctx.name.clone();
     let templates = ctx.templates.clone();
@@ -127,6 +178,7 @@ fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Judge>
                     name: name.clone(),
                     engine,
                     templates: templates.clone(),
+                    verdict_probabilities,
                 }) as Arc<dyn Judge>
             })
             .map_err(|e| rco_core::Error::plugin(format!("judge `{name}` (burn)"), e))
@@ -140,4 +192,23 @@ rco_core::register_plugin! {
     example: "kind = \"burn\"\ncheckpoint = \"models/SmolLM2-135M-Instruct.Q4_1.gguf\"\nsampling = { temperature = 0.0, max_tokens = 256 }\n",
     config: BurnModelConfig,
     build: build,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdict_probabilities_become_a_soft_judgement() {
+        let j = judgement_from(&[(0.6f64).ln(), (0.3f64).ln(), (0.1f64).ln()]);
+        assert_eq!(j.verdict, rco_core::Verdict::A);
+        assert!((j.prob_a.unwrap() - 0.65).abs() < 1e-12);
+        let j = judgement_from(&[(0.1f64).ln(), (0.2f64).ln(), (0.7f64).ln()]);
+        assert_eq!(j.verdict, rco_core::Verdict::Tie);
+        assert!(!judgement_from(&[f64::NEG_INFINITY; 3]).verdict.is_valid());
+        assert_eq!(
+            runs(["x", "x", "y", "x"].into_iter()),
+            vec![("x", 0..2), ("y", 2..3), ("x", 3..4)]
+        );
+    }
 }
