@@ -9,45 +9,18 @@ first generated position, the five most likely tokens with their log-probs.
 usage: llama_reference.py MODEL.gguf N_PREDICT < prompts.json
 """
 import json
-import socket
+import os
 import sys
-import time
 import urllib.request
 
-import xllamacpp
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from llama_server import start  # noqa: E402
 
 
 def main():
     model, n_predict = sys.argv[1], int(sys.argv[2])
     prompts = json.load(sys.stdin)
-    port = free_port()
-    params = xllamacpp.CommonParams()
-    params.model.path = model
-    params.n_ctx = 512
-    params.n_parallel = 1
-    params.cpuparams.n_threads = 2
-    params.cpuparams_batch.n_threads = 2
-    params.port = port
-    params.hostnames = ["127.0.0.1"]
-    server = xllamacpp.Server(params)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=5) as r:
-                if r.status == 200:
-                    break
-        except Exception:
-            pass
-        if time.time() > deadline:
-            sys.exit("llama.cpp server did not become healthy in 120 s")
-        time.sleep(0.2)
+    server, base = start(model, 0, 1, 512)
     for prompt in prompts:
         body = json.dumps({
             "prompt": prompt, "n_predict": n_predict, "temperature": 0.0, "top_k": 1,

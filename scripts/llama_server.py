@@ -21,14 +21,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def main():
-    model = sys.argv[1]
-    port = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] != "0" else free_port()
-    parallel = int(sys.argv[3]) if len(sys.argv) > 3 else 4
+def start(model, port=0, parallel=1, n_ctx=512):
+    """A healthy llama.cpp server on 127.0.0.1 over `model`: (server, base URL)."""
+    port = port or free_port()
     params = xllamacpp.CommonParams()
     params.model.path = model
     params.n_parallel = parallel
-    params.n_ctx = 1024 * parallel
+    params.n_ctx = n_ctx
     params.cpuparams.n_threads = 2
     params.cpuparams_batch.n_threads = 2
     params.port = port
@@ -40,12 +39,19 @@ def main():
         try:
             with urllib.request.urlopen(base + "/health", timeout=5) as r:
                 if r.status == 200:
-                    break
+                    return server, base
         except Exception:
             pass
         if time.time() > deadline:
             sys.exit("llama.cpp server did not become healthy in 120 s")
         time.sleep(0.2)
+
+
+def main():
+    model = sys.argv[1]
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    parallel = int(sys.argv[3]) if len(sys.argv) > 3 else 4
+    server, base = start(model, port, parallel, 1024 * parallel)
     print(f"listening on {base}/v1", flush=True)
     try:
         sys.stdin.read()

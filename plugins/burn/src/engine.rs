@@ -273,19 +273,7 @@ impl<B: Backend> Engine<B> {
         answer_prefix: &str,
         seeds: &[u64],
     ) -> Result<Vec<String>, LmError> {
-        let prefix = if answer_prefix.is_empty() {
-            Vec::new()
-        } else {
-            self.tokenizer.text_ids(answer_prefix)?
-        };
-        let ids = prompts
-            .iter()
-            .map(|p| {
-                let mut ids = self.tokenizer.prompt_ids(p, self.chat)?;
-                ids.extend_from_slice(&prefix);
-                Ok(ids)
-            })
-            .collect::<Result<Vec<_>, LmError>>()?;
+        let ids = self.prompts_with_prefix(prompts, answer_prefix)?;
         let model = self.lock()?;
         let stop = self.tokenizer.stop();
         let mut out = Vec::with_capacity(ids.len());
@@ -308,6 +296,27 @@ impl<B: Backend> Engine<B> {
         Ok(out)
     }
 
+    /// Prompt ids (chat template applied as configured) followed by the answer prefix's.
+    fn prompts_with_prefix(
+        &self,
+        prompts: &[String],
+        answer_prefix: &str,
+    ) -> Result<Vec<Vec<u32>>, LmError> {
+        let prefix = if answer_prefix.is_empty() {
+            Vec::new()
+        } else {
+            self.tokenizer.text_ids(answer_prefix)?
+        };
+        prompts
+            .iter()
+            .map(|p| {
+                let mut ids = self.tokenizer.prompt_ids(p, self.chat)?;
+                ids.extend_from_slice(&prefix);
+                Ok(ids)
+            })
+            .collect()
+    }
+
     /// Log-probabilities of each of `choices` (their first token) as the next token after
     /// each prompt (chat template applied as for generation) followed by `answer_prefix`.
     pub fn choice_log_probs(
@@ -326,15 +335,7 @@ impl<B: Backend> Engine<B> {
                     .ok_or_else(|| LmError::Tokenize(format!("the choice {c:?} has no token")))
             })
             .collect::<Result<Vec<u32>, LmError>>()?;
-        let prefix = self.tokenizer.text_ids(answer_prefix)?;
-        let rows = prompts
-            .iter()
-            .map(|p| {
-                let mut ids = self.tokenizer.prompt_ids(p, self.chat)?;
-                ids.extend_from_slice(&prefix);
-                Ok(ids)
-            })
-            .collect::<Result<Vec<_>, LmError>>()?;
+        let rows = self.prompts_with_prefix(prompts, answer_prefix)?;
         let model = self.lock()?;
         let mut out = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(self.batch_size) {

@@ -155,65 +155,64 @@ impl Judge for OpenAiJudge {
     }
 
     async fn compare(&self, comparisons: &[Comparison]) -> Result<Vec<Judgement>> {
-        let mut prefixes = Vec::with_capacity(comparisons.len());
-        let calls = comparisons
-            .iter()
-            .map(|c| {
-                let t = self.templates.for_task(&c.task);
-                let reference = c.reference.clone().unwrap_or_default();
-                let prompt = render(
-                    &t.pairwise,
-                    &[
-                        ("prompt", &c.prompt),
-                        ("a", &c.a),
-                        ("b", &c.b),
-                        ("reference", &reference),
-                    ],
-                );
-                prefixes.push(t.pairwise_answer_prefix.clone());
-                Call {
-                    messages: judge_messages(prompt, &t.pairwise_answer_prefix),
-                    sample: 0,
-                    seed: c.seed,
-                }
-            })
-            .collect();
-        let answers = self.client.chat_all(calls).await?;
+        let asks = comparisons.iter().map(|c| {
+            let t = self.templates.for_task(&c.task);
+            let reference = c.reference.clone().unwrap_or_default();
+            let values = [
+                ("prompt", c.prompt.as_str()),
+                ("a", c.a.as_str()),
+                ("b", c.b.as_str()),
+                ("reference", reference.as_str()),
+            ];
+            (
+                render(&t.pairwise, &values),
+                t.pairwise_answer_prefix.clone(),
+                c.seed,
+            )
+        });
+        let answers = self.ask(asks.collect()).await?;
         Ok(answers
             .iter()
-            .zip(&prefixes)
-            .map(|(a, prefix)| Judgement::hard(parse_pairwise(&with_prefix(prefix, &a.text))))
+            .map(|a| Judgement::hard(parse_pairwise(a)))
             .collect())
     }
 
     async fn score(&self, requests: &[PointwiseRequest]) -> Result<Vec<PointwiseScore>> {
-        let mut prefixes = Vec::with_capacity(requests.len());
-        let calls = requests
+        let asks = requests.iter().map(|r| {
+            let t = self.templates.for_task(&r.task);
+            let reference = r.reference.clone().unwrap_or_default();
+            let values = [
+                ("prompt", r.prompt.as_str()),
+                ("response", r.response.as_str()),
+                ("reference", reference.as_str()),
+            ];
+            (
+                render(&t.pointwise, &values),
+                t.pointwise_answer_prefix.clone(),
+                r.seed,
+            )
+        });
+        let answers = self.ask(asks.collect()).await?;
+        Ok(answers.iter().map(|a| parse_rating(a)).collect())
+    }
+}
+
+impl OpenAiJudge {
+    /// One call per (prompt, answer prefix, seed); each whole answer, prefix included.
+    async fn ask(&self, asks: Vec<(String, String, u64)>) -> Result<Vec<String>> {
+        let calls = asks
             .iter()
-            .map(|r| {
-                let t = self.templates.for_task(&r.task);
-                let reference = r.reference.clone().unwrap_or_default();
-                let prompt = render(
-                    &t.pointwise,
-                    &[
-                        ("prompt", &r.prompt),
-                        ("response", &r.response),
-                        ("reference", &reference),
-                    ],
-                );
-                prefixes.push(t.pointwise_answer_prefix.clone());
-                Call {
-                    messages: judge_messages(prompt, &t.pointwise_answer_prefix),
-                    sample: 0,
-                    seed: r.seed,
-                }
+            .map(|(prompt, prefix, seed)| Call {
+                messages: judge_messages(prompt.clone(), prefix),
+                sample: 0,
+                seed: *seed,
             })
             .collect();
         let answers = self.client.chat_all(calls).await?;
         Ok(answers
             .iter()
-            .zip(&prefixes)
-            .map(|(a, prefix)| parse_rating(&with_prefix(prefix, &a.text)))
+            .zip(&asks)
+            .map(|(a, (_, prefix, _))| with_prefix(prefix, &a.text))
             .collect())
     }
 }

@@ -375,36 +375,21 @@ impl Run {
 
     /// [`Run::critique_refine_judge`] over a batch: the whole batch stage by stage, or, when
     /// `pipelined`, every item on its own and all items at once.
-    #[allow(clippy::too_many_arguments)]
     async fn process_batch(
         &self,
         items: &[TaskItem],
-        critic: &dyn Critic,
-        actor: &dyn Actor,
-        judge: &dyn Judge,
-        n: usize,
-        m: usize,
-        label: &str,
-        actor_name: &str,
+        pass: &Pass<'_>,
         pipelined: bool,
     ) -> anyhow::Result<Vec<Judged>> {
-        if !pipelined {
-            return self
-                .critique_refine_judge(items, critic, actor, judge, n, m, label, actor_name)
-                .await;
+        if self.usage.is_halted() {
+            return Err(rco_core::Error::Halted.into());
         }
-        let each = items.iter().map(|item| {
-            self.critique_refine_judge(
-                std::slice::from_ref(item),
-                critic,
-                actor,
-                judge,
-                n,
-                m,
-                label,
-                actor_name,
-            )
-        });
+        if !pipelined {
+            return self.critique_refine_judge(items, pass).await;
+        }
+        let each = items
+            .iter()
+            .map(|item| self.critique_refine_judge(std::slice::from_ref(item), pass));
         let results = futures::future::join_all(each).await;
         let mut out = Vec::with_capacity(items.len());
         let mut failure: Option<anyhow::Error> = None;
@@ -421,19 +406,20 @@ impl Run {
     }
 
     /// Critiques → refinements → both-order judgements for a batch of items.
-    /// `labels` keep the seeds of the collection and of evaluation apart.
-    #[allow(clippy::too_many_arguments)]
     async fn critique_refine_judge(
         &self,
         items: &[TaskItem],
-        critic: &dyn Critic,
-        actor: &dyn Actor,
-        judge: &dyn Judge,
-        n: usize,
-        m: usize,
-        label: &str,
-        actor_name: &str,
+        pass: &Pass<'_>,
     ) -> anyhow::Result<Vec<Judged>> {
+        let Pass {
+            critic,
+            actor,
+            judge,
+            actor_name,
+            n,
+            m,
+            label,
+        } = *pass;
         let seed = self.loaded.config.seed;
         let requests: Vec<CritiqueRequest> = items
             .iter()
@@ -573,28 +559,19 @@ impl Run {
         let reward = self.reward()?;
         let bar = self.progress.start("collect", items.len() as u64);
         bar.inc(committed.len() as u64);
-        let mut batches = futures::stream::iter(pending.into_iter().map(|todo| {
-            let (critic, actor, judge) = (critic.as_ref(), actor.as_ref(), judge.as_ref());
-            let actor_name = &actor_name;
-            async move {
-                if self.usage.is_halted() {
-                    return (todo, Err(rco_core::Error::Halted.into()));
-                }
-                let judged = self
-                    .process_batch(
-                        &todo,
-                        critic,
-                        actor,
-                        judge,
-                        cfg.critiques_per_item,
-                        cfg.refinements_per_critique,
-                        "collect",
-                        actor_name,
-                        cfg.pipelined,
-                    )
-                    .await;
-                (todo, judged)
-            }
+        let pass = Pass {
+            critic: critic.as_ref(),
+            actor: actor.as_ref(),
+            judge: judge.as_ref(),
+            actor_name: &actor_name,
+            n: cfg.critiques_per_item,
+            m: cfg.refinements_per_critique,
+            label: "collect",
+        };
+        let pass = &pass;
+        let mut batches = futures::stream::iter(pending.into_iter().map(|todo| async move {
+            let judged = self.process_batch(&todo, pass, cfg.pipelined).await;
+            (todo, judged)
         }))
         .buffer_unordered(cfg.batches_in_flight.max(1));
         // After a failure, batches in flight still finish and are committed; no new one starts.
@@ -766,32 +743,21 @@ impl Run {
                 let actor = self.actor(actor_name)?;
                 // Seeds do not depend on the critic variant: both critics meet the same
                 // sampling noise, which narrows the comparison.
+                let pass = Pass {
+                    critic: critic.as_ref(),
+                    actor: actor.as_ref(),
+                    judge: judge.as_ref(),
+                    actor_name,
+                    n: cfg.critiques_per_item,
+                    m: cfg.refinements_per_critique,
+                    label: "eval",
+                };
                 let mut batches = futures::stream::iter(pending.into_iter().map(|todo| {
-                    let (critic, actor, judge, reward) = (
-                        critic.as_ref(),
-                        actor.as_ref(),
-                        judge.as_ref(),
-                        reward.as_ref(),
-                    );
+                    let (pass, reward) = (&pass, reward.as_ref());
                     async move {
-                        if self.usage.is_halted() {
-                            return Err(rco_core::Error::Halted.into());
-                        }
-                        let judged = self
-                            .process_batch(
-                                &todo,
-                                critic,
-                                actor,
-                                judge,
-                                cfg.critiques_per_item,
-                                cfg.refinements_per_critique,
-                                "eval",
-                                actor_name,
-                                cfg.pipelined,
-                            )
-                            .await?;
+                        let judged = self.process_batch(&todo, pass, cfg.pipelined).await?;
                         let records = self
-                            .score(judged, judge, reward, variant, actor_name)
+                            .score(judged, pass.judge, reward, variant, actor_name)
                             .await?;
                         anyhow::Ok((todo.len(), records))
                     }
@@ -920,6 +886,19 @@ fn pending_batches(
         })
         .filter(|todo| !todo.is_empty())
         .collect()
+}
+
+/// The plugins and sizes of one pass of critiques → refinements → judgements. `label`
+/// keeps the seeds of the collection and of evaluation apart.
+#[derive(Clone, Copy)]
+struct Pass<'a> {
+    critic: &'a dyn Critic,
+    actor: &'a dyn Actor,
+    judge: &'a dyn Judge,
+    actor_name: &'a str,
+    n: usize,
+    m: usize,
+    label: &'a str,
 }
 
 /// Keeps the error that stopped the run rather than the [`rco_core::Error::Halted`] of the
