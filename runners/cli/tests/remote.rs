@@ -155,6 +155,10 @@ async fn faulty_server_every_item_completes_retries_are_reported_nothing_lost_or
 
     let report = json(&out.join("report.json"));
     let total = &report["usage_total"];
+    eprintln!(
+        "faults injected {:?} over {} requests; report: retries {} , calls {}, requests {}",
+        stats.faults, stats.requests, total["retries"], total["calls"], total["requests"]
+    );
     let retries: u64 = total["retries"]
         .as_object()
         .expect("retries by reason")
