@@ -89,6 +89,11 @@ fn bench<B: Backend>(path: &std::path::Path, device_name: &str, device: B::Devic
             &no_eos,
             &lm.device,
         );
+        if device_name != "cpu" {
+            // GPU backends compile kernels on first use, for each shape they meet: one
+            // untimed pass at this batch size keeps compilation out of the figures.
+            let _ = sample(&lm.model, &prompts, &seeds, &many, &no_eos, &lm.device);
+        }
         let start = Instant::now();
         let _ = sample(&lm.model, &prompts, &seeds, &one, &no_eos, &lm.device);
         let prefill = start.elapsed().as_secs_f64();
