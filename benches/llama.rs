@@ -4,14 +4,17 @@
 //! ~128 tokens. Needs `SMOLLM2_GGUF` (scripts/fetch-models.sh) and xllamacpp (scripts/test.sh
 //! installs it).
 //! Run: `SMOLLM2_GGUF=$(scripts/fetch-models.sh) cargo bench -p rco-benches --bench llama`.
+//! `BENCH_DEVICE=wgpu` or `cuda:0` (with `--features wgpu` or `cuda`) runs the rco side
+//! on that device instead; llama.cpp stays on the CPU (scripts/gpu-check.sh does this).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::backend::Autodiff;
 use burn::optim::AdamWConfig;
+use burn::prelude::Backend;
 use rco_core::objective::residual_offsets;
-use rco_plugin_burn::device::Cpu;
+use rco_plugin_burn::device::DeviceSpec;
 use rco_plugin_burn::generate::LoadedLm;
 use rco_plugin_burn::gguf::GgufFile;
 use rco_plugin_burn::lm::{sample, SamplingConfig, StopTokens};
@@ -24,17 +27,35 @@ fn main() {
         std::env::var("SMOLLM2_GGUF")
             .expect("set SMOLLM2_GGUF (scripts/fetch-models.sh prints the path)"),
     );
+    let name = std::env::var("BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let spec = DeviceSpec::parse(&name)
+        .and_then(DeviceSpec::compiled)
+        .unwrap_or_else(|e| panic!("BENCH_DEVICE: {e}"));
+    let ran: Result<(), rco_plugin_burn::LmError> =
+        rco_plugin_burn::with_backend!(spec, |B, device| {
+            bench::<B>(&path, &name, device);
+            Ok(())
+        });
+    ran.expect("backend");
+}
+
+fn bench<B: Backend>(path: &std::path::Path, device_name: &str, device: B::Device) {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     let new_tokens = 32;
-    let lm = LoadedLm::<Cpu>::open(&path, Default::default()).expect("load");
+    let lm = LoadedLm::<B>::open(path, device.clone()).expect("load");
     let prompt = lm.tokenizer.encode(PROMPT).expect("encode");
     let no_eos = StopTokens {
         eos: u32::MAX,
         banned: Vec::new(),
     };
-    println!("SmolLM2-135M-Instruct Q4_1 (f32 compute), flex CPU backend, {threads} threads, prompt {} tokens, {new_tokens} new tokens", prompt.len());
+    let backend = if device_name == "cpu" {
+        "flex CPU backend".to_string()
+    } else {
+        format!("device {device_name} ({device:?})")
+    };
+    println!("SmolLM2-135M-Instruct Q4_1 (f32 compute), {backend}, {threads} CPU threads, prompt {} tokens, {new_tokens} new tokens", prompt.len());
     println!(
         "{:<34} {:>14} {:>14}",
         "case", "rco tok/s", "llama.cpp tok/s"
@@ -68,6 +89,11 @@ fn main() {
             &no_eos,
             &lm.device,
         );
+        if device_name != "cpu" {
+            // GPU backends compile kernels on first use, for each shape they meet: one
+            // untimed pass at this batch size keeps compilation out of the figures.
+            let _ = sample(&lm.model, &prompts, &seeds, &many, &no_eos, &lm.device);
+        }
         let start = Instant::now();
         let _ = sample(&lm.model, &prompts, &seeds, &one, &no_eos, &lm.device);
         let prefill = start.elapsed().as_secs_f64();
@@ -88,7 +114,7 @@ fn main() {
                 env!("CARGO_MANIFEST_DIR"),
                 "/../scripts/llama_bench.py"
             ))
-            .arg(&path)
+            .arg(path)
             .arg(threads.to_string())
             .arg(new_tokens.to_string())
             .stderr(std::process::Stdio::null())
@@ -126,10 +152,9 @@ fn main() {
     drop(lm);
 
     // One RCO optimizer step on one group: N = 4 critiques of 128 tokens after a 32-token prompt.
-    let device = Default::default();
-    let file = GgufFile::open(&path).expect("gguf");
+    let file = GgufFile::open(path).expect("gguf");
     let (_, model) =
-        rco_plugin_burn::llama::load_gguf::<Autodiff<Cpu>>(&file, &device).expect("load");
+        rco_plugin_burn::llama::load_gguf::<Autodiff<B>>(&file, &device).expect("load");
     drop(file);
     let rows: Vec<(Vec<u32>, Vec<u32>)> = (0..4)
         .map(|i| {
@@ -143,7 +168,7 @@ fn main() {
         offsets: residual_offsets(&[-300.0; 4], &[1.0, 0.5, 0.0, 0.5], 0.1),
         rows,
     };
-    let mut optimizer = AdamWConfig::new().init::<Autodiff<Cpu>, _>();
+    let mut optimizer = AdamWConfig::new().init::<Autodiff<B>, _>();
     let micro = vec![vec![&group]];
     let start = Instant::now();
     let (model, loss) = rco_step(model, &mut optimizer, &micro, 1e-6, &device);

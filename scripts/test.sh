@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# The test suite: fetches the real model the tests read (once), then runs every test.
+# The test suite: fetches the real model the tests read (once), then runs every test on the
+# flex (CPU) backend; then the model tests again on wgpu (software Vulkan when there is no
+# GPU) against flex, and a build check of the `cuda` feature (no GPU needed).
+# SKIP_BACKEND_TESTS=1 runs the flex tests only. Arguments go to the flex `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SMOLLM2_GGUF="$(scripts/fetch-models.sh)"
@@ -9,3 +12,21 @@ python3 -c "import xllamacpp, gguf, numpy" 2>/dev/null \
   || python3 -m pip install --quiet --disable-pip-version-check "xllamacpp==2026.10.11549" "gguf==0.19.0" "numpy>=1.26" >&2
 export SMOLLM2_GGUF
 cargo test --workspace "$@"
+
+if [ "${SKIP_BACKEND_TESTS:-0}" = 1 ]; then
+  echo "test.sh: SKIP_BACKEND_TESTS=1: skipped the wgpu tests and the cuda build check" >&2
+  exit 0
+fi
+# burn's `wgpu` feature (WGSL shaders) on whatever Vulkan driver there is: lavapipe on a
+# machine without a GPU, installed here when missing (as root). One test at a time, so
+# that the timings they print are not shared with a neighbour.
+status=0
+scripts/install-vulkan.sh || status=$?
+case "$status" in
+  0) cargo test -p rco-plugin-burn --features wgpu --test backends -- --nocapture --test-threads=1 ;;
+  2) echo "test.sh: no Vulkan driver: skipped the wgpu tests" >&2 ;;
+  *) exit "$status" ;;
+esac
+# Every crate, test and benchmark compiles with the CUDA backend (running it needs a GPU:
+# scripts/gpu-check.sh).
+cargo check --workspace --all-targets --features rco-cli/cuda,rco-benches/cuda
