@@ -19,10 +19,12 @@ fn gguf() -> PathBuf {
     PathBuf::from(path)
 }
 
-/// A server process, stopped when dropped.
+/// A server process, stopped when dropped. Its log goes to a file (llama.cpp logs every
+/// request), shown when the server fails to start.
 struct Server {
     child: Child,
     url: String,
+    _log: tempfile::NamedTempFile,
 }
 
 impl Drop for Server {
@@ -34,11 +36,12 @@ impl Drop for Server {
 
 /// Starts `command` and waits for its `listening on URL` line.
 fn start(mut command: Command, what: &str) -> Server {
+    let log = tempfile::NamedTempFile::new().expect("log file");
     let mut child = command
         .current_dir(workspace())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(log.reopen().expect("log file"))
         .spawn()
         .unwrap_or_else(|e| panic!("starting {what}: {e}"));
     let stdout = child.stdout.take().expect("stdout");
@@ -52,8 +55,23 @@ fn start(mut command: Command, what: &str) -> Server {
     });
     let url = rx
         .recv_timeout(Duration::from_secs(180))
-        .unwrap_or_else(|_| panic!("{what} did not start listening within 180 s"));
-    Server { child, url }
+        .unwrap_or_else(|_| {
+            let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+            let tail: String = text
+                .chars()
+                .rev()
+                .take(3000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            panic!("{what} did not start listening within 180 s; its log ends:\n{tail}")
+        });
+    Server {
+        child,
+        url,
+        _log: log,
+    }
 }
 
 fn config(dir: &Path, url: &str) -> PathBuf {
