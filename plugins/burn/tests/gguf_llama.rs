@@ -624,7 +624,7 @@ async fn rco_trains_smollm2_and_writes_a_hugging_face_critic() {
     };
     let summary = build(&section, &ctx)
         .expect("trainer")
-        .train(&[group], std::sync::Arc::new(NoProgress))
+        .train(&[group.clone()], std::sync::Arc::new(NoProgress))
         .await
         .expect("train");
     assert_eq!(summary.steps, 2);
@@ -654,4 +654,60 @@ async fn rco_trains_smollm2_and_writes_a_hugging_face_critic() {
         before[1],
         after[1]
     );
+
+    // The same training stopped by a crash after its first checkpoint (step 1 of 2), then
+    // resumed from the saved model and AdamW state, ends where the uninterrupted one did.
+    struct CrashAfterFirstStep;
+    impl rco_core::Progress for CrashAfterFirstStep {
+        fn inc(&self, delta: u64) {
+            assert!(delta != 1, "simulated crash after the first step");
+        }
+    }
+    let resumed_dir = dir.path().join("resumed");
+    let mut ctx = ctx.clone();
+    ctx.output = Some(resumed_dir.clone());
+    let section = serde_json::json!({"kind": "rco", "beta": 0.5, "learning_rate": 0.000001, "epochs": 2, "groups_per_batch": 1, "checkpoint_every": 1});
+    let mut trainer = build(&section, &ctx).expect("trainer");
+    let groups = vec![group];
+    let crashed = {
+        let groups = groups.clone();
+        tokio::spawn(async move {
+            let _ = trainer
+                .train(&groups, std::sync::Arc::new(CrashAfterFirstStep))
+                .await;
+        })
+        .await
+    };
+    assert!(
+        crashed.is_err_and(|e| e.is_panic()),
+        "the first run did not crash"
+    );
+    assert!(!resumed_dir.join("config.json").exists());
+    let summary = build(&section, &ctx)
+        .expect("trainer")
+        .train(&groups, std::sync::Arc::new(NoProgress))
+        .await
+        .expect("resumed training");
+    assert_eq!(
+        (summary.resumed_from_step, summary.steps),
+        (1, 2),
+        "{summary:?}"
+    );
+    let resumed = rco_plugin_burn::critic::open_critic(
+        "critic",
+        &resumed_dir,
+        "cpu",
+        SamplingConfig::default(),
+        8,
+    )
+    .expect("resumed critic")
+    .log_probs(&requests)
+    .await
+    .expect("log_probs");
+    for (a, b) in after.iter().zip(&resumed) {
+        assert!(
+            (a - b).abs() < 1e-3,
+            "uninterrupted {after:?} vs resumed {resumed:?}"
+        );
+    }
 }
