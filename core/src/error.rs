@@ -98,15 +98,21 @@ pub fn first_cause<T>(results: Vec<Result<T>>) -> Result<Vec<T>> {
     for result in results {
         match result {
             Ok(v) => values.push(v),
-            Err(e) => match &error {
-                None => error = Some(e),
-                Some(Error::Halted) if !matches!(e, Error::Halted) => error = Some(e),
-                Some(_) => {}
-            },
+            Err(e) => keep_cause(&mut error, e, |e| matches!(e, Error::Halted)),
         }
     }
     match error {
         Some(e) => Err(e),
         None => Ok(values),
+    }
+}
+
+/// Keeps, of the errors seen so far, the first that is not `halted` (the failure that
+/// stopped the other work), else the first.
+pub fn keep_cause<E>(kept: &mut Option<E>, e: E, halted: impl Fn(&E) -> bool) {
+    match kept {
+        None => *kept = Some(e),
+        Some(k) if halted(k) && !halted(&e) => *kept = Some(e),
+        Some(_) => {}
     }
 }

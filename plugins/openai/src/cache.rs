@@ -42,11 +42,11 @@ pub struct CallCache {
     file: Mutex<File>,
 }
 
-/// The key of a call: the request body and the sample index.
-pub fn key(body: &serde_json::Value, sample: usize) -> String {
-    let canonical = serde_json::json!({ "body": body, "sample": sample });
+/// The key of a call: the serialized request body and the sample index.
+pub fn key(body: &str, sample: usize) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(canonical.to_string().as_bytes());
+    hasher.update(body.as_bytes());
+    hasher.update(format!("\nsample {sample}").as_bytes());
     hasher
         .finalize()
         .iter()
@@ -172,7 +172,7 @@ mod tests {
         let path = dir.path().join("calls.jsonl");
         let body =
             serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
-        let (k0, k1) = (key(&body, 0), key(&body, 1));
+        let (k0, k1) = (key(&body.to_string(), 0), key(&body.to_string(), 1));
         assert_ne!(k0, k1);
         {
             let cache = CallCache::open(&path).unwrap();

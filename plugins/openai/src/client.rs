@@ -281,7 +281,8 @@ impl Client {
 
     /// One call: from the cache, or over the network with retries.
     pub async fn chat(&self, call: Call) -> Result<Answer> {
-        let body = self.body(&call);
+        // Serialized once: the cache key, the token estimate and the request all read it.
+        let body = self.body(&call).to_string();
         let key = cache::key(&body, call.sample);
         if let Some(answer) = self.cache.as_ref().and_then(|c| c.get(&key)) {
             self.record(Usage {
@@ -322,8 +323,8 @@ impl Client {
             .record(&self.name, Some(&self.config.model), usage);
     }
 
-    async fn send_with_retries(&self, body: &Value, usage: &mut Usage) -> Result<Answer> {
-        let estimate = body.to_string().len() as f64 / 4.0 + self.config.sampling.max_tokens as f64;
+    async fn send_with_retries(&self, body: &str, usage: &mut Usage) -> Result<Answer> {
+        let estimate = body.len() as f64 / 4.0 + self.config.sampling.max_tokens as f64;
         let mut avoid = None;
         let mut attempt = 0u32;
         loop {
@@ -383,11 +384,12 @@ impl Client {
         }
     }
 
-    async fn send_once(&self, base: &str, body: &Value) -> std::result::Result<Answer, Failure> {
+    async fn send_once(&self, base: &str, body: &str) -> std::result::Result<Answer, Failure> {
         let mut request = self
             .http
             .post(format!("{base}/chat/completions"))
-            .json(body);
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }

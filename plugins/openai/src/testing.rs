@@ -87,11 +87,7 @@ impl TestServer {
     pub async fn start(options: ServerOptions) -> std::io::Result<TestServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            options,
-            stats: Mutex::default(),
-            attempts: Mutex::default(),
-        });
+        let shared = Shared::new(options);
         let app = router(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -121,12 +117,17 @@ impl Drop for TestServer {
 
 /// Serves until the process ends (the benchmark runs it in a child process).
 pub async fn serve_forever(listener: tokio::net::TcpListener, options: ServerOptions) {
-    let shared = Arc::new(Shared {
-        options,
-        stats: Mutex::default(),
-        attempts: Mutex::default(),
-    });
-    let _ = axum::serve(listener, router(shared)).await;
+    let _ = axum::serve(listener, router(Shared::new(options))).await;
+}
+
+impl Shared {
+    fn new(options: ServerOptions) -> Arc<Shared> {
+        Arc::new(Shared {
+            options,
+            stats: Mutex::default(),
+            attempts: Mutex::default(),
+        })
+    }
 }
 
 fn router(shared: Arc<Shared>) -> Router {

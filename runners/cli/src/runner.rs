@@ -904,17 +904,12 @@ struct Pass<'a> {
 /// Keeps the error that stopped the run rather than the [`rco_core::Error::Halted`] of the
 /// work it stopped.
 fn keep_cause(kept: &mut Option<anyhow::Error>, e: anyhow::Error) {
-    let halted = |e: &anyhow::Error| {
+    rco_core::error::keep_cause(kept, e, |e| {
         matches!(
             e.downcast_ref::<rco_core::Error>(),
             Some(rco_core::Error::Halted)
         )
-    };
-    match kept {
-        None => *kept = Some(e),
-        Some(k) if halted(k) && !halted(&e) => *kept = Some(e),
-        Some(_) => {}
-    }
+    });
 }
 
 /// A plugin that breaks the "one result per input" contract fails the stage.
