@@ -13,17 +13,21 @@ pub mod dataset;
 pub mod error;
 pub mod judge;
 pub mod objective;
+pub mod prompts;
 pub mod registry;
 pub mod reward;
 pub mod seed;
 pub mod stats;
 pub mod store;
 pub mod template;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod traits;
 pub mod types;
 pub mod usage;
 
 pub use error::{ConfigProblem, Error, Result};
+pub use prompts::Order;
 pub use registry::{BuildContext, Builder, PluginDescriptor, Role};
 pub use template::PromptTemplates;
 pub use traits::*;

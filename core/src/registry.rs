@@ -91,6 +91,10 @@ pub struct BuildContext {
     /// Critic: whether the plugin may create its base checkpoint at `checkpoint` when none
     /// is there (true for the base critic of a run, false for the trained one).
     pub create_checkpoint: bool,
+    /// Critic: the OpenAI-compatible endpoint (`http://HOST:PORT/v1`) that serves this
+    /// critic's trained weights, when training said they must be served
+    /// ([`crate::TrainedCritic::Served`]); a plugin that asks a server asks this one.
+    pub endpoint: Option<String>,
     /// Trainer: where the trained critic is written (and its own checkpoints kept).
     pub output: Option<PathBuf>,
     /// Trainer: the critic section, so that a trainer can build the same model.
@@ -98,6 +102,8 @@ pub struct BuildContext {
     /// The prompt templates of the run.
     pub templates: crate::PromptTemplates,
     pub progress: Arc<dyn ProgressFactory>,
+    /// Where per-step numbers go (the run's `metrics.jsonl`).
+    pub metrics: Arc<dyn crate::Metrics>,
     /// The run's call ledger (remote plugins record their calls, tokens and cost in it).
     pub usage: Arc<crate::usage::UsageLedger>,
 }
@@ -111,10 +117,12 @@ impl BuildContext {
             run_dir: None,
             checkpoint: None,
             create_checkpoint: false,
+            endpoint: None,
             output: None,
             critic_section: None,
             templates: Default::default(),
             progress: Arc::new(NoProgress),
+            metrics: Arc::new(crate::NoMetrics),
             usage: Arc::new(crate::usage::UsageLedger::default()),
         }
     }

@@ -21,6 +21,36 @@ pub struct CritiqueRequest {
     pub seed: u64,
 }
 
+/// A critic's sampling settings, as [`Critic::sampling`] reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CriticSampling {
+    pub temperature: f64,
+    /// 1 = no nucleus truncation.
+    pub top_p: f64,
+    /// 0 = no top-k truncation.
+    pub top_k: usize,
+    /// The token limit of one critique.
+    pub max_tokens: usize,
+}
+
+impl CriticSampling {
+    /// Whether critiques are drawn from the model's own distribution, as the reference
+    /// log-prob and `log Z` of the RCO loss assume.
+    pub fn is_reference_policy(&self) -> bool {
+        self.temperature == 1.0 && self.top_p >= 1.0 && self.top_k == 0
+    }
+
+    /// What differs from the reference policy, for a warning.
+    pub fn deviation(&self) -> Option<String> {
+        (!self.is_reference_policy()).then(|| {
+            format!(
+                "the critic samples with temperature {}, top_p {}, top_k {}, but the RCO loss treats critiques as drawn from the reference policy (temperature 1, top_p 1, top_k 0): ref_logprob and log Z describe the untempered model, so the regression target is biased",
+                self.temperature, self.top_p, self.top_k
+            )
+        })
+    }
+}
+
 /// Score a given completion after a given prompt.
 #[derive(Debug, Clone)]
 pub struct LogProbRequest {
@@ -43,6 +73,13 @@ pub trait Critic: Send + Sync {
     /// masked). Trainable critics implement it; it is what the RCO loss regresses.
     async fn log_probs(&self, _requests: &[LogProbRequest]) -> Result<Vec<f64>> {
         Err(crate::Error::Unsupported("log_probs"))
+    }
+
+    /// How the critic samples, where it can say. The RCO objective treats critiques as drawn
+    /// from the reference policy (temperature 1, no top-k or top-p truncation); collection
+    /// warns when a critic samples otherwise.
+    fn sampling(&self) -> Option<CriticSampling> {
+        None
     }
 
     /// One critique of one item.
@@ -160,6 +197,24 @@ pub struct TrainSummary {
     pub last_loss: f64,
     /// The step the run continued from (0 for a run that started fresh).
     pub resumed_from_step: usize,
+    /// How evaluation gets at the trained critic (absent in summaries written before it
+    /// existed: the trained checkpoint).
+    #[serde(default)]
+    pub trained_critic: TrainedCritic,
+}
+
+/// What a trainer hands to evaluation: how the trained critic, written to the output
+/// directory of its build context, is run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TrainedCritic {
+    /// The critic section's plugin loads the trained checkpoint itself.
+    #[default]
+    Checkpoint,
+    /// The critic section's plugin asks a server: the runner serves the trained checkpoint
+    /// (an OpenAI-compatible server on this machine, on `device`) and hands the plugin its
+    /// endpoint.
+    Served { device: String },
 }
 
 /// Trains a critic. The only trait whose methods take `&mut self`.
@@ -200,4 +255,18 @@ impl ProgressFactory for NoProgress {
     fn start(&self, _label: &str, _len: u64) -> Arc<dyn Progress> {
         Arc::new(NoProgress)
     }
+}
+
+/// Numbers that long work reports as it goes (a training step's loss, learning rate and
+/// throughput; a collected batch's counts). The runner appends each record, with the time,
+/// to the run's `metrics.jsonl`.
+pub trait Metrics: Send + Sync {
+    /// One record: a JSON object whose `stage` names the work it belongs to.
+    fn record(&self, record: serde_json::Value);
+}
+
+/// Metrics that go nowhere.
+pub struct NoMetrics;
+impl Metrics for NoMetrics {
+    fn record(&self, _record: serde_json::Value) {}
 }

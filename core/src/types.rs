@@ -28,6 +28,11 @@ pub struct Critique {
     /// (the reference model `p_ref` of the RCO loss); `None` for critics that cannot score.
     #[serde(default)]
     pub ref_logprob: Option<f64>,
+    /// The critic stopped at its token limit (`max_tokens`) before the critique ended: the
+    /// text is a prefix of what the model would have written, and its `ref_logprob` is the
+    /// log-probability of that prefix only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// One refinement `y` written by an actor from `(x, y0, c)`.

@@ -129,6 +129,7 @@ impl<B: Backend> Critic for LmCritic<B> {
         let mut flat = texts.into_iter().zip(log_probs).map(|(text, lp)| Critique {
             text,
             ref_logprob: Some(lp),
+            truncated: false,
         });
         Ok(requests
             .iter()

@@ -256,6 +256,15 @@ impl RcoTrainer {
             first_loss: state.losses.first().copied().unwrap_or(f64::NAN),
             last_loss: state.losses.last().copied().unwrap_or(f64::NAN),
             resumed_from_step,
+            // A critic trained from `base_model` is not a local model of its own (a critic
+            // on a server): evaluation serves the trained weights and asks them there.
+            trained_critic: if self.rescore_reference {
+                rco_core::TrainedCritic::Served {
+                    device: self.config.device.clone(),
+                }
+            } else {
+                rco_core::TrainedCritic::Checkpoint
+            },
         })
     }
 

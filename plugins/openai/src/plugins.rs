@@ -114,6 +114,7 @@ impl Critic for OpenAiCritic {
                     .map(|a| Critique {
                         text: a.text,
                         ref_logprob: a.logprob,
+                        truncated: false,
                     })
                     .collect()
             })
@@ -224,8 +225,26 @@ fn build_actor(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn 
 }
 
 fn build_critic(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Critic>> {
+    let mut config: OpenAiConfig = parse_section(value)?;
+    match &ctx.endpoint {
+        // The trained critic: its weights are served on this machine for the run, so the
+        // section's servers, key and rate limits (meant for the base model) do not apply.
+        Some(url) => {
+            config.base_urls = vec![url.clone()];
+            config.api_key_env = None;
+            config.requests_per_second = None;
+            config.tokens_per_minute = None;
+        }
+        None if ctx.checkpoint.is_some() && !ctx.create_checkpoint => {
+            return Err(rco_core::Error::plugin(
+                format!("critic `{}` (openai)", ctx.name),
+                "the trained critic of a critic on a server must be served, but the training summary says nothing about serving it (it was written by an older rco): delete train_summary.json and rerun `rco train` to continue",
+            ));
+        }
+        None => {}
+    }
     Ok(Arc::new(OpenAiCritic {
-        client: client(value, ctx)?,
+        client: Client::new(&ctx.name, config, ctx)?,
     }))
 }
 

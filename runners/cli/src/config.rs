@@ -184,14 +184,24 @@ fn top_level_keys() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// rco's own environment variables. They share the `RCO_` prefix with config overrides
+/// (`RCO_SECTION__KEY`) but are never read as config.
+pub const OWN_VARIABLES: [&str; 3] = [
+    crate::logging::LOG_VAR,
+    "RCO_MODELS_DIR",
+    crate::progress::PROGRESS_EVERY_VAR,
+];
+
 /// Loads and validates a config file, reporting every problem at once.
 pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     if !path.is_file() {
         return Err(anyhow!("config file {} does not exist", path.display()));
     }
-    let figment = Figment::new()
-        .merge(Toml::file_exact(path))
-        .merge(Env::prefixed("RCO_").split("__"));
+    let figment = Figment::new().merge(Toml::file_exact(path)).merge(
+        Env::prefixed("RCO_")
+            .ignore(&OWN_VARIABLES.map(|v| v.trim_start_matches("RCO_")))
+            .split("__"),
+    );
     let resolved: Value = figment
         .extract()
         .map_err(|e| anyhow!("{}: {}", path.display(), figment_message(&e)))?;

@@ -1,13 +1,50 @@
-//! Progress bars on stderr (indicatif); hidden when stderr is not a terminal.
+//! Progress of long stages on stderr: bars (indicatif) on a terminal, and one plain line
+//! every few seconds when stderr is not a terminal (a batch scheduler's log file, `nohup`,
+//! CI), so that a long run always shows that it moves and how far it has come.
 
-use std::sync::Arc;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rco_core::{Progress, ProgressFactory};
 
+/// The variable that sets the seconds between progress lines off a terminal (default 5).
+pub const PROGRESS_EVERY_VAR: &str = "RCO_PROGRESS_EVERY";
+
+/// Bars on a terminal, lines elsewhere.
 pub struct Bars;
 
+impl ProgressFactory for Bars {
+    fn start(&self, label: &str, len: u64) -> Arc<dyn Progress> {
+        if std::io::stderr().is_terminal() {
+            Arc::new(Bar::new(label, len))
+        } else {
+            let every = std::env::var(PROGRESS_EVERY_VAR)
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .unwrap_or(5.0);
+            Arc::new(Lines::new(label, len, Duration::from_secs_f64(every)))
+        }
+    }
+}
+
 struct Bar(ProgressBar);
+
+impl Bar {
+    fn new(label: &str, len: u64) -> Self {
+        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template(
+            "{prefix:>12} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(label.to_string());
+        Bar(bar)
+    }
+}
 
 impl Progress for Bar {
     fn set_length(&self, len: u64) {
@@ -24,15 +61,120 @@ impl Progress for Bar {
     }
 }
 
-impl ProgressFactory for Bars {
-    fn start(&self, label: &str, len: u64) -> Arc<dyn Progress> {
-        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template(
-            "{prefix:>12} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}",
-        ) {
-            bar.set_style(style.progress_chars("=> "));
+/// Plain progress lines: `collect: 12/256 (4.7%) 31s elapsed, eta 10m 2s, loss 0.41`.
+pub struct Lines {
+    label: String,
+    len: AtomicU64,
+    pos: AtomicU64,
+    started: Instant,
+    every: Duration,
+    state: Mutex<LineState>,
+}
+
+struct LineState {
+    last: Instant,
+    message: String,
+    finished: bool,
+}
+
+impl Lines {
+    pub fn new(label: &str, len: u64, every: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            label: label.to_string(),
+            len: AtomicU64::new(len),
+            pos: AtomicU64::new(0),
+            started: now,
+            every,
+            state: Mutex::new(LineState {
+                last: now,
+                message: String::new(),
+                finished: false,
+            }),
         }
-        bar.set_prefix(label.to_string());
-        Arc::new(Bar(bar))
+    }
+
+    /// The line for the current position.
+    pub fn line(&self) -> String {
+        let pos = self.pos.load(Ordering::Relaxed);
+        let len = self.len.load(Ordering::Relaxed);
+        let elapsed = self.started.elapsed();
+        let mut line = format!("{}: {pos}", self.label);
+        if len > 0 {
+            line.push_str(&format!("/{len} ({:.1}%)", 100.0 * pos as f64 / len as f64));
+        }
+        line.push_str(&format!(" {} elapsed", duration(elapsed)));
+        if len > 0 && pos > 0 && pos < len {
+            let eta = elapsed.mul_f64((len - pos) as f64 / pos as f64);
+            line.push_str(&format!(", eta {}", duration(eta)));
+        }
+        if let Ok(state) = self.state.lock() {
+            if !state.message.is_empty() {
+                line.push_str(&format!(", {}", state.message));
+            }
+        }
+        line
+    }
+
+    fn maybe_print(&self, force: bool) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        if state.finished || (!force && state.last.elapsed() < self.every) {
+            return;
+        }
+        state.last = Instant::now();
+        drop(state);
+        eprintln!("{}", self.line());
+    }
+}
+
+impl Progress for Lines {
+    fn set_length(&self, len: u64) {
+        self.len.store(len, Ordering::Relaxed);
+    }
+    fn inc(&self, delta: u64) {
+        self.pos.fetch_add(delta, Ordering::Relaxed);
+        self.maybe_print(false);
+    }
+    fn set_message(&self, message: &str) {
+        if let Ok(mut state) = self.state.lock() {
+            state.message = message.to_string();
+        }
+    }
+    fn finish(&self) {
+        self.maybe_print(true);
+        if let Ok(mut state) = self.state.lock() {
+            state.finished = true;
+        }
+    }
+}
+
+fn duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_say_position_share_and_eta() {
+        let lines = Lines::new("collect", 8, Duration::from_secs(3600));
+        lines.inc(2);
+        lines.set_message("loss 0.5");
+        let line = lines.line();
+        assert!(line.starts_with("collect: 2/8 (25.0%) "), "{line}");
+        assert!(line.contains("eta "), "{line}");
+        assert!(line.ends_with(", loss 0.5"), "{line}");
+        lines.set_length(0);
+        assert!(lines.line().starts_with("collect: 2 "));
+        assert_eq!(duration(Duration::from_secs(3725)), "1h 2m");
+        assert_eq!(duration(Duration::from_secs(125)), "2m 5s");
     }
 }

@@ -9,7 +9,7 @@ use rco_core::stats::{bootstrap_ci, mean, stratified_bootstrap_ci};
 use rco_core::Verdict;
 use serde::{Deserialize, Serialize};
 
-use crate::runner::{EvalRecord, CRITICS};
+use crate::run::{EvalRecord, CRITICS};
 
 /// One cell: a critic with an actor on one task (or `overall`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,321 @@
+//! The `rco` command line: argument parsing and one function per command.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::{config, progress, run as runner, serve};
+
+#[derive(Parser)]
+#[command(
+    name = "rco",
+    version,
+    about = "Train critic models whose critiques make an actor's answers better (Refinement-oriented Critique Optimization)"
+)]
+struct Cli {
+    /// What to log on stderr, in `tracing`'s filter syntax (`info`, `debug`,
+    /// `rco_plugin_openai=debug,warn`); overrides RCO_LOG.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every stage: collect, train, eval, report (resumes an unfinished run directory).
+    Run(StageArgs),
+    /// Sample critiques, refinements and judgements on the training items.
+    Collect(StageArgs),
+    /// Train the critic on the collected critique utilities.
+    Train(StageArgs),
+    /// Evaluate the base and the trained critic with each actor on held-out items.
+    Eval(StageArgs),
+    /// Write report.json and report.md from the evaluation and print the CU table.
+    Report(StageArgs),
+    /// Continue a prompt with a language model file (chat template applied unless --raw).
+    Generate {
+        /// A GGUF model file.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// cpu, wgpu or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Use the prompt as it is, without the chat template.
+        #[arg(long)]
+        raw: bool,
+        /// Cut the completion before this string (repeatable).
+        #[arg(long)]
+        stop: Vec<String>,
+    },
+    /// Log-probability of a completion after a prompt, and the most likely next tokens.
+    Logprob {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value = "")]
+        completion: String,
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Write a model (GGUF file or Hugging Face directory) as a Hugging Face Llama directory
+    /// (safetensors, config.json, tokenizer.json) for vLLM, transformers or llama.cpp.
+    Export {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions,
+    /// /v1/completions, /v1/models), batching concurrent requests.
+    Serve(serve::ServeArgs),
+    /// Validate a config and report every problem.
+    Check { config: PathBuf },
+    /// Print the JSON Schema of config files.
+    Schema,
+    /// List the registered plugins.
+    Plugins {
+        /// Also print each plugin's example section.
+        #[arg(long)]
+        examples: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct StageArgs {
+    /// The experiment's TOML config.
+    config: PathBuf,
+    /// Run directory (default: runs/<config file stem>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Stage {
+    Collect,
+    Train,
+    Eval,
+    Report,
+}
+
+/// Runs the `rco` command line with the process's arguments; every plugin linked into the
+/// binary (the built-in ones, and any registered by the crate that calls this) is available.
+pub fn main() -> ExitCode {
+    rco_plugins::link();
+    let cli = Cli::parse();
+    let result = crate::logging::init(cli.log_level.as_deref()).and_then(|()| run(cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => stages(
+            &args,
+            &[Stage::Collect, Stage::Train, Stage::Eval, Stage::Report],
+        ),
+        Command::Collect(args) => stages(&args, &[Stage::Collect]),
+        Command::Train(args) => stages(&args, &[Stage::Train]),
+        Command::Eval(args) => stages(&args, &[Stage::Eval]),
+        Command::Report(args) => stages(&args, &[Stage::Report]),
+        Command::Check { config } => {
+            let loaded = config::load(&config)?;
+            println!(
+                "{}: ok ({} actors; critic `{}`; judge `{}`)",
+                config.display(),
+                loaded.config.actors.len(),
+                kind(&loaded.config.critic),
+                kind(&loaded.config.judge)
+            );
+            Ok(())
+        }
+        Command::Generate {
+            model,
+            prompt,
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            device,
+            raw,
+            stop,
+        } => {
+            let sampling = rco_plugins::burn::lm::SamplingConfig {
+                temperature,
+                top_k,
+                top_p,
+                max_tokens,
+            };
+            let problems = sampling.problems();
+            if let Some(p) = problems.first() {
+                anyhow::bail!("--{}: {}", p.key.replace('_', "-"), p.message);
+            }
+            let text = rco_plugins::burn::generate::generate_text(
+                &model, &device, &prompt, raw, &sampling, seed, &stop,
+            )?;
+            println!("{text}");
+            Ok(())
+        }
+        Command::Logprob {
+            model,
+            prompt,
+            completion,
+            top,
+            device,
+            raw,
+        } => {
+            let report = rco_plugins::burn::generate::log_prob_text(
+                &model,
+                &device,
+                &prompt,
+                &completion,
+                raw,
+                top,
+            )?;
+            if !completion.is_empty() {
+                println!(
+                    "log p(completion | prompt) = {:.4} over {} tokens {:?}",
+                    report.total,
+                    report.completion_tokens.len(),
+                    report.completion_tokens
+                );
+            }
+            println!("most likely next tokens:");
+            for (id, text, lp) in report.top_next {
+                println!("  {id:>6} {text:?} {lp:.4}");
+            }
+            Ok(())
+        }
+        Command::Export { model, out } => {
+            rco_plugins::burn::generate::export_hf(&model, &out)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::Serve(args) => serve::serve(args),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&config::schema())?);
+            Ok(())
+        }
+        Command::Plugins { examples } => {
+            for d in rco_core::registry::plugins() {
+                println!("{:<17} {:<12} {}", d.role.name(), d.kind, d.summary);
+                if examples {
+                    for line in d.example.lines() {
+                        println!("{:<30} {line}", "");
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn kind(section: &serde_json::Value) -> &str {
+    section.get("kind").and_then(|k| k.as_str()).unwrap_or("?")
+}
+
+fn default_out(config: &Path) -> PathBuf {
+    Path::new("runs").join(config.file_stem().unwrap_or_default())
+}
+
+fn stages(args: &StageArgs, stages: &[Stage]) -> anyhow::Result<()> {
+    let loaded = config::load(&args.config)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&args.config));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let started = std::time::Instant::now();
+    let result = runtime.block_on(async {
+        let run = runner::Run::open(loaded, &out, Arc::new(progress::Bars))?;
+        let outcome = run_stages(&run, stages).await;
+        let total = run.usage.total();
+        if total.calls > 0 {
+            eprintln!(
+                "remote calls: {} ({} from the cache), {} requests, {} retries, {} tokens, cost {:.4}; per stage in {}",
+                total.calls,
+                total.cache_hits,
+                total.requests,
+                total.retry_count(),
+                total.tokens(),
+                total.cost,
+                run.store.path(runner::USAGE_FILE).display()
+            );
+        }
+        outcome
+    });
+    if let Err(e) = &result {
+        if let Some(rco_core::Error::Budget(_)) = e.downcast_ref::<rco_core::Error>() {
+            anyhow::bail!(
+                "{e:#}\neverything finished before the budget ran out is saved in {}; raise `budget` in the config (or RCO_BUDGET__MAX_TOKENS / RCO_BUDGET__MAX_COST) and rerun the same command to continue",
+                out.display()
+            );
+        }
+    }
+    result?;
+    eprintln!(
+        "done in {:.1}s; run directory {}",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
+}
+
+async fn run_stages(run: &runner::Run, stages: &[Stage]) -> anyhow::Result<()> {
+    {
+        for stage in stages {
+            match stage {
+                Stage::Collect => run.collect().await?,
+                Stage::Train => {
+                    let summary = run.train().await?;
+                    eprintln!(
+                        "train: {} steps over {} groups ({} flat), loss {:.4} -> {:.4}",
+                        summary.steps,
+                        summary.groups,
+                        summary.flat_groups,
+                        summary.first_loss,
+                        summary.last_loss
+                    );
+                }
+                Stage::Eval => run.eval().await?,
+                Stage::Report => write_report(run)?,
+            }
+        }
+        anyhow::Ok(())
+    }
+}
+
+fn write_report(run: &runner::Run) -> anyhow::Result<()> {
+    print!("{}", run.report()?);
+    Ok(())
+}

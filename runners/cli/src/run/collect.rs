@@ -1,0 +1,191 @@
+//! Collection: N critiques per training item from the base critic, M refinements of each
+//! from the collection actor, both-order judgements, and the critique utility of each
+//! critique. Each batch's detail records are appended first and its `groups.jsonl` lines
+//! last: that one append commits the batch.
+
+use rco_core::{ScoredCritique, TrainingGroup};
+
+use super::batches::pending_batches;
+use super::pass::{Judged, Pass};
+use super::records::{CritiqueRecord, CuRecord, RefinementRecord, VerdictRecord};
+use super::Run;
+
+/// The detail tables of the collection, recovered against the commit table on resume.
+pub const DETAIL_FILES: [&str; 4] = [
+    "critiques.jsonl",
+    "refinements.jsonl",
+    "verdicts.jsonl",
+    "cu.jsonl",
+];
+
+/// The commit table of the collection: one training group per item.
+pub const GROUPS_FILE: &str = "groups.jsonl";
+
+/// The records of one collected batch.
+#[derive(Default)]
+struct Collected {
+    critiques: Vec<CritiqueRecord>,
+    refinements: Vec<RefinementRecord>,
+    verdicts: Vec<VerdictRecord>,
+    cus: Vec<CuRecord>,
+    groups: Vec<TrainingGroup>,
+}
+
+impl Collected {
+    /// The batch's line in `metrics.jsonl`.
+    fn metrics(&self, items: usize) -> serde_json::Value {
+        let cus: Vec<f64> = self.cus.iter().filter_map(|c| c.cu).collect();
+        serde_json::json!({
+            "stage": "collect",
+            "items": items,
+            "critiques": self.critiques.len(),
+            "truncated_critiques": self.critiques.iter().filter(|c| c.truncated).count(),
+            "refinements": self.refinements.len(),
+            "valid_pairs": self.cus.iter().map(|c| c.valid).sum::<usize>(),
+            "invalid_pairs": self.cus.iter().map(|c| c.invalid).sum::<usize>(),
+            "critiques_without_cu": self.cus.len() - cus.len(),
+            "mean_cu": (!cus.is_empty()).then(|| rco_core::stats::mean(&cus)),
+        })
+    }
+}
+
+impl Run {
+    /// Collects every training item not yet committed.
+    pub async fn collect(&self) -> anyhow::Result<()> {
+        self.charged("collect", self.collect_stage()).await
+    }
+
+    async fn collect_stage(&self) -> anyhow::Result<()> {
+        let items = self.items("train")?;
+        let committed = self.store.recover(&DETAIL_FILES, GROUPS_FILE, "item_id")?;
+        let cfg = &self.loaded.config.collect;
+        let pending = pending_batches(&items, cfg.items_per_batch, |i| committed.contains(&i.id));
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let critic = self.critic("base")?;
+        self.warn_about_critic_sampling(critic.sampling())?;
+        let actor_name = self.loaded.collect_actor().to_string();
+        let actor = self.actor(&actor_name)?;
+        let judge = self.judge()?;
+        let reward = self.reward()?;
+        let bar = self.progress.start("collect", items.len() as u64);
+        bar.inc(committed.len() as u64);
+        let pass = Pass {
+            critic: critic.as_ref(),
+            actor: actor.as_ref(),
+            judge: judge.as_ref(),
+            actor_name: &actor_name,
+            n: cfg.critiques_per_item,
+            m: cfg.refinements_per_critique,
+            label: "collect",
+            pipelined: cfg.pipelined,
+        };
+        let reward = reward.as_ref();
+        self.run_batches(
+            pending,
+            &pass,
+            cfg.batches_in_flight,
+            |judged| self.score_collected(judged, reward),
+            |count, batch: Collected| {
+                self.store.append(DETAIL_FILES[0], &batch.critiques)?;
+                self.store.append(DETAIL_FILES[1], &batch.refinements)?;
+                self.store.append(DETAIL_FILES[2], &batch.verdicts)?;
+                self.store.append(DETAIL_FILES[3], &batch.cus)?;
+                // The commit record of the batch: one write.
+                self.store.append(GROUPS_FILE, &batch.groups)?;
+                bar.inc(count as u64);
+                self.metrics.record(batch.metrics(count));
+                Ok(())
+            },
+        )
+        .await?;
+        bar.finish();
+        self.warn_about_truncated_critiques()
+    }
+
+    /// Critiques cut at the critic's token limit are scored as written, but their reference
+    /// log-prob is that of a prefix: say how many there are once the collection is complete.
+    fn warn_about_truncated_critiques(&self) -> anyhow::Result<()> {
+        let critiques: Vec<CritiqueRecord> = self.store.read(DETAIL_FILES[0])?;
+        let truncated = critiques.iter().filter(|c| c.truncated).count();
+        if truncated == 0 {
+            return Ok(());
+        }
+        self.warn(
+            "collect",
+            format!(
+                "{truncated} of {} collected critiques stopped at the critic's token limit (`truncated` in critiques.jsonl): their text and reference log-prob are those of a prefix; raise the critic's max_tokens if that is not intended",
+                critiques.len()
+            ),
+        )
+    }
+
+    /// The critique utility of every critique of a batch, and the batch's records.
+    async fn score_collected(
+        &self,
+        judged: Vec<Judged>,
+        reward: &dyn rco_core::RewardEstimator,
+    ) -> anyhow::Result<Collected> {
+        let all_pairs: Vec<_> = judged.iter().flat_map(Judged::pairs).collect();
+        let estimates = reward.estimate(&all_pairs).await?;
+        if estimates.len() != all_pairs.len() {
+            anyhow::bail!(
+                "the reward estimator returned {} estimates for {} critiques",
+                estimates.len(),
+                all_pairs.len()
+            );
+        }
+        let mut estimates = estimates.into_iter();
+        let mut out = Collected::default();
+        for j in &judged {
+            let id = &j.item.id;
+            let mut scored = Vec::new();
+            for (ci, (c, estimate)) in j.critiques.iter().zip(estimates.by_ref()).enumerate() {
+                out.critiques.push(CritiqueRecord {
+                    item_id: id.clone(),
+                    critique: ci,
+                    text: c.critique.text.clone(),
+                    ref_logprob: c.critique.ref_logprob,
+                    truncated: c.critique.truncated,
+                });
+                for (ri, (text, pair)) in c.refinements.iter().zip(&c.pairs).enumerate() {
+                    out.refinements.push(RefinementRecord {
+                        item_id: id.clone(),
+                        critique: ci,
+                        refinement: ri,
+                        text: text.clone(),
+                    });
+                    out.verdicts.push(VerdictRecord {
+                        item_id: id.clone(),
+                        critique: ci,
+                        refinement: ri,
+                        pair: pair.clone(),
+                    });
+                }
+                out.cus.push(CuRecord {
+                    item_id: id.clone(),
+                    critique: ci,
+                    cu: estimate.cu,
+                    valid: estimate.valid,
+                    invalid: estimate.invalid,
+                    ties: estimate.ties,
+                    disagreements: estimate.disagreements,
+                });
+                if let Some(cu) = estimate.cu {
+                    scored.push(ScoredCritique {
+                        text: c.critique.text.clone(),
+                        ref_logprob: c.critique.ref_logprob,
+                        cu,
+                    });
+                }
+            }
+            out.groups.push(TrainingGroup {
+                item_id: id.clone(),
+                prompt: self.loaded.config.templates.critique_prompt(&j.item),
+                critiques: scored,
+            });
+        }
+        Ok(out)
+    }
+}

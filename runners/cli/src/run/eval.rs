@@ -1,0 +1,171 @@
+//! Evaluation: each critic variant (base, then the trained one) with each evaluation actor on
+//! the test items; one `eval.jsonl` line per critic × actor × item, committed a batch at a
+//! time. Seeds do not depend on the critic, so both critics meet the same sampling noise.
+
+use std::collections::HashSet;
+
+use rco_core::seed::derive_seed;
+use rco_core::{Judge, PointwiseRequest, PointwiseScore, RewardEstimator};
+
+use super::batches::pending_batches;
+use super::pass::{Judged, Pass};
+use super::records::EvalRecord;
+use super::{Run, CRITICS};
+
+/// The evaluation's table.
+pub const EVAL_FILE: &str = "eval.jsonl";
+
+impl Run {
+    /// Evaluates every critic × actor × test item not yet committed.
+    pub async fn eval(&self) -> anyhow::Result<()> {
+        self.charged("eval", self.eval_stage()).await
+    }
+
+    async fn eval_stage(&self) -> anyhow::Result<()> {
+        let items = self.items("test")?;
+        self.train_summary()?;
+        self.store.recover(&[], EVAL_FILE, "item_id")?;
+        let done: HashSet<(String, String, String)> = self
+            .store
+            .read::<EvalRecord>(EVAL_FILE)?
+            .into_iter()
+            .map(|r| (r.critic, r.actor, r.item_id))
+            .collect();
+        let cfg = &self.loaded.config.eval;
+        let actors = self.loaded.eval_actors();
+        let judge = self.judge()?;
+        let reward = self.reward()?;
+        let bar = self
+            .progress
+            .start("eval", (CRITICS.len() * actors.len() * items.len()) as u64);
+        bar.inc(done.len() as u64);
+        for variant in CRITICS {
+            let mut critic = None;
+            for actor_name in &actors {
+                let pending = pending_batches(&items, cfg.items_per_batch, |i| {
+                    done.contains(&(variant.to_string(), actor_name.clone(), i.id.clone()))
+                });
+                if pending.is_empty() {
+                    continue;
+                }
+                let critic = match &critic {
+                    Some(critic) => critic,
+                    None => critic.insert(self.critic(variant)?),
+                };
+                let actor = self.actor(actor_name)?;
+                let pass = Pass {
+                    critic: critic.as_ref(),
+                    actor: actor.as_ref(),
+                    judge: judge.as_ref(),
+                    actor_name,
+                    n: cfg.critiques_per_item,
+                    m: cfg.refinements_per_critique,
+                    label: "eval",
+                    pipelined: cfg.pipelined,
+                };
+                let (judge, reward) = (judge.as_ref(), reward.as_ref());
+                self.run_batches(
+                    pending,
+                    &pass,
+                    cfg.batches_in_flight,
+                    |judged| self.score(judged, judge, reward, variant, actor_name),
+                    |count, records: Vec<EvalRecord>| {
+                        self.store.append(EVAL_FILE, &records)?;
+                        bar.inc(count as u64);
+                        Ok(())
+                    },
+                )
+                .await?;
+            }
+        }
+        bar.finish();
+        Ok(())
+    }
+
+    /// CU of each item's critiques with the run's reward estimator, the RQS of the
+    /// refinements where the judge scores, and the length change.
+    async fn score(
+        &self,
+        judged: Vec<Judged>,
+        judge: &dyn Judge,
+        reward: &dyn RewardEstimator,
+        critic: &str,
+        actor: &str,
+    ) -> anyhow::Result<Vec<EvalRecord>> {
+        let seed = self.loaded.config.seed;
+        let mut pointwise = Vec::new();
+        for j in &judged {
+            for (ci, c) in j.critiques.iter().enumerate() {
+                for (ri, text) in c.refinements.iter().enumerate() {
+                    pointwise.push(PointwiseRequest {
+                        task: j.item.task.clone(),
+                        prompt: j.item.prompt.clone(),
+                        response: text.clone(),
+                        reference: j.item.reference.clone(),
+                        seed: derive_seed(
+                            seed,
+                            &[
+                                "eval",
+                                "rqs",
+                                actor,
+                                &j.item.id,
+                                &ci.to_string(),
+                                &ri.to_string(),
+                            ],
+                        ),
+                    });
+                }
+            }
+        }
+        let scores: Option<Vec<PointwiseScore>> = match judge.score(&pointwise).await {
+            Ok(scores) => Some(scores),
+            Err(rco_core::Error::Unsupported(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mut scores = scores.map(Vec::into_iter);
+        let mut records = Vec::with_capacity(judged.len());
+        for j in judged {
+            let pairs = j.pairs();
+            let estimates = reward.estimate(&pairs).await?;
+            let cus: Vec<f64> = estimates.iter().filter_map(|e| e.cu).collect();
+            let initial_chars = j.item.initial_response.chars().count();
+            let refinements: Vec<Vec<String>> =
+                j.critiques.iter().map(|c| c.refinements.clone()).collect();
+            let lengths: Vec<f64> = refinements
+                .iter()
+                .flatten()
+                .map(|r| r.chars().count() as f64 - initial_chars as f64)
+                .collect();
+            let mut rqs = Vec::new();
+            if let Some(scores) = scores.as_mut() {
+                for _ in 0..lengths.len() {
+                    if let Some(PointwiseScore::Score(s)) = scores.next() {
+                        rqs.push(s);
+                    }
+                }
+            }
+            records.push(EvalRecord {
+                critic: critic.to_string(),
+                actor: actor.to_string(),
+                item_id: j.item.id.clone(),
+                task: j.item.task.clone(),
+                critiques: j
+                    .critiques
+                    .iter()
+                    .map(|c| c.critique.text.clone())
+                    .collect(),
+                refinements,
+                pairs,
+                cu: (!cus.is_empty()).then(|| rco_core::stats::mean(&cus)),
+                rqs: (!rqs.is_empty()).then(|| rco_core::stats::mean(&rqs)),
+                initial_chars,
+                length_change: if lengths.is_empty() {
+                    0.0
+                } else {
+                    rco_core::stats::mean(&lengths)
+                },
+            });
+        }
+        Ok(records)
+    }
+}

@@ -1,0 +1,115 @@
+//! A run: the stages (collect → train → eval → report) over a crash-safe run directory.
+//! Every unit of work draws its randomness from seeds derived from the run seed and the
+//! unit's identity, and is committed with one append, so a killed run resumes where it
+//! stopped and ends with the same results as an uninterrupted one.
+//!
+//! One file per part of the flow: [`build`] makes the plugins, [`pass`] is one critique →
+//! refine → judge pass over a batch, [`batches`] the loop collection and evaluation share,
+//! [`collect`], [`train`] (with the hand-off of the trained critic), [`eval`] and
+//! [`report`] the stages, [`records`] the run directory's tables.
+
+mod batches;
+mod build;
+mod collect;
+mod eval;
+mod items;
+mod manifest;
+mod metrics;
+mod pass;
+pub mod records;
+mod report;
+mod train;
+mod warnings;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use rco_core::store::RunStore;
+use rco_core::usage::{UsageLedger, UsageTable};
+use rco_core::ProgressFactory;
+
+use crate::config::Loaded;
+
+pub use collect::{DETAIL_FILES, GROUPS_FILE};
+pub use eval::EVAL_FILE;
+pub use items::ITEMS_FILE;
+pub use manifest::MANIFEST_FILE;
+pub use metrics::{RunMetrics, METRICS_FILE};
+pub use records::{EvalRecord, Manifest, StoredItem};
+pub use train::TRAIN_SUMMARY_FILE;
+pub use warnings::{RunWarning, WARNINGS_FILE};
+
+/// The critic variants a run evaluates: the base critic and the RCO-trained one.
+pub const CRITICS: [&str; 2] = ["base", "rco"];
+
+/// The ledger's file in the run directory.
+pub const USAGE_FILE: &str = "usage.json";
+
+/// One experiment's run directory, with the config that made it.
+pub struct Run {
+    pub loaded: Loaded,
+    pub store: RunStore,
+    pub progress: Arc<dyn ProgressFactory>,
+    /// Calls, tokens and cost of remote plugins, saved in `usage.json`.
+    pub usage: Arc<UsageLedger>,
+    /// Per-step numbers, appended to `metrics.jsonl`.
+    pub metrics: Arc<dyn rco_core::Metrics>,
+    /// Servers this run started (a trained critic that is asked over HTTP); stopped when
+    /// the run is dropped.
+    served: std::sync::Mutex<Vec<crate::serve::Child>>,
+}
+
+impl Run {
+    /// Opens (or creates) a run directory for a config; a directory made with another
+    /// config is refused.
+    pub fn open(
+        loaded: Loaded,
+        out: &Path,
+        progress: Arc<dyn ProgressFactory>,
+    ) -> anyhow::Result<Self> {
+        let store = RunStore::open(out)?;
+        let usage = Arc::new(UsageLedger::new(
+            loaded.config.prices.clone(),
+            loaded.config.budget,
+        ));
+        let metrics = Arc::new(RunMetrics::new(store.path(METRICS_FILE)));
+        let run = Self {
+            loaded,
+            store,
+            progress,
+            usage,
+            metrics,
+            served: Default::default(),
+        };
+        run.check_manifest()?;
+        let saved = run.store.path(USAGE_FILE);
+        if let Ok(bytes) = std::fs::read(&saved) {
+            let table: UsageTable = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a usage ledger", saved.display()))?;
+            run.usage.restore(table);
+        }
+        Ok(run)
+    }
+
+    /// Writes the ledger (atomically) to `usage.json`.
+    pub fn save_usage(&self) -> anyhow::Result<()> {
+        self.store
+            .write_file(USAGE_FILE, &serde_json::to_vec_pretty(&self.usage.table())?)?;
+        Ok(())
+    }
+
+    /// Runs a stage with the ledger charging it, and saves the ledger however it ends.
+    async fn charged<T>(
+        &self,
+        stage: &str,
+        work: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        self.usage.set_stage(stage);
+        let result = work.await;
+        let saved = self.save_usage();
+        let value = result?;
+        saved?;
+        Ok(value)
+    }
+}

@@ -1,0 +1,71 @@
+//! Training, and the hand-off of the trained critic to evaluation: the trainer reads the
+//! committed groups, writes `critic/rco`, and says in `train_summary.json` how that critic
+//! is run ([`TrainedCritic`]); evaluation builds the trained critic accordingly.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context};
+use rco_core::{TrainSummary, TrainingGroup};
+
+use super::collect::GROUPS_FILE;
+use super::Run;
+
+/// The training stage's commit record.
+pub const TRAIN_SUMMARY_FILE: &str = "train_summary.json";
+
+impl Run {
+    /// Trains the critic, once: a finished training stage is not run again.
+    pub async fn train(&self) -> anyhow::Result<TrainSummary> {
+        if self.store.path(TRAIN_SUMMARY_FILE).is_file() {
+            return self.train_summary();
+        }
+        let items = self.items("train")?;
+        let groups: Vec<TrainingGroup> = self.store.read(GROUPS_FILE)?;
+        let done: HashSet<&str> = groups.iter().map(|g| g.item_id.as_str()).collect();
+        if items.iter().any(|i| !done.contains(i.id.as_str())) {
+            bail!(
+                "the collection in {} is not finished ({} of {} items); run `rco collect` first",
+                self.store.dir().display(),
+                done.len(),
+                items.len()
+            );
+        }
+        let groups: Vec<TrainingGroup> = groups
+            .into_iter()
+            .filter(|g| !g.critiques.is_empty())
+            .collect();
+        let mut trainer = self.trainer()?;
+        let bar = self.progress.start("train", 0);
+        let summary = trainer.train(&groups, bar.clone()).await?;
+        bar.finish();
+        self.store
+            .write_file(TRAIN_SUMMARY_FILE, &serde_json::to_vec_pretty(&summary)?)?;
+        Ok(summary)
+    }
+
+    /// The summary of the finished training stage.
+    pub fn train_summary(&self) -> anyhow::Result<TrainSummary> {
+        let path = self.store.path(TRAIN_SUMMARY_FILE);
+        let bytes = std::fs::read(&path).map_err(|_| {
+            anyhow!(
+                "{} has no trained critic yet; run `rco train` first",
+                self.store.dir().display()
+            )
+        })?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a training summary", path.display()))
+    }
+
+    /// Starts `rco serve` on a trained critic for the rest of the run and returns its
+    /// endpoint.
+    pub(super) fn serve_trained_critic(&self, dir: &Path, device: &str) -> anyhow::Result<String> {
+        let child = crate::serve::spawn_self(dir, device)?;
+        let url = child.url.clone();
+        self.served
+            .lock()
+            .map_err(|_| anyhow!("the list of served models is poisoned"))?
+            .push(child);
+        Ok(url)
+    }
+}
