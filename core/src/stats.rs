@@ -52,6 +52,56 @@ pub fn stratified_bootstrap_ci(groups: &[Vec<f64>], resamples: usize, seed: u64)
     (at(0.025), at(0.975))
 }
 
+/// 95% paired percentile bootstrap interval of a difference of "overall" values: each side
+/// is the unweighted mean of its group means, and `groups[g][i]` holds item `i` of group `g`
+/// on both sides (`None`: no value on that side). Every resample draws the items of each
+/// group once, with replacement, and computes both sides on the same draw, so what the two
+/// sides share (an item's difficulty) cancels out of the difference. A group with no value
+/// on a side is left out of that side's mean, as are groups empty on either side overall
+/// and draws that leave a side with no value.
+pub fn paired_stratified_bootstrap_diff_ci(
+    groups: &[Vec<(Option<f64>, Option<f64>)>],
+    resamples: usize,
+    seed: u64,
+) -> (f64, f64) {
+    let groups: Vec<&Vec<(Option<f64>, Option<f64>)>> = groups
+        .iter()
+        .filter(|g| g.iter().any(|p| p.0.is_some()) && g.iter().any(|p| p.1.is_some()))
+        .collect();
+    if groups.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut rng = crate::seed::rng_for(seed, &["paired-bootstrap"]);
+    let mut diffs: Vec<f64> = (0..resamples.max(1))
+        .map(|_| {
+            let (mut xs, mut ys) = (Vec::new(), Vec::new());
+            for g in &groups {
+                let (mut x, mut y) = (Vec::new(), Vec::new());
+                for _ in 0..g.len() {
+                    let (a, b) = g[rng.random_range(0..g.len())];
+                    x.extend(a);
+                    y.extend(b);
+                }
+                if !x.is_empty() {
+                    xs.push(mean(&x));
+                }
+                if !y.is_empty() {
+                    ys.push(mean(&y));
+                }
+            }
+            mean(&xs) - mean(&ys)
+        })
+        // A draw with no value at all on a side says nothing about the difference.
+        .filter(|d| !d.is_nan())
+        .collect();
+    if diffs.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    diffs.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| diffs[((q * (diffs.len() - 1) as f64).round() as usize).min(diffs.len() - 1)];
+    (at(0.025), at(0.975))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +124,64 @@ mod tests {
             (lo - 0.3).abs() < 1e-12 && (hi - 0.3).abs() < 1e-12,
             "{lo} {hi}"
         );
+    }
+
+    #[test]
+    fn paired_interval_of_hand_computed_cases() {
+        let both = |v: &[(f64, f64)]| -> Vec<(Option<f64>, Option<f64>)> {
+            v.iter().map(|&(x, y)| (Some(x), Some(y))).collect()
+        };
+        let close = |(lo, hi): (f64, f64), (l, h): (f64, f64)| {
+            assert!(
+                (lo - l).abs() < 1e-9 && (hi - h).abs() < 1e-9,
+                "got [{lo}, {hi}], want [{l}, {h}]"
+            );
+        };
+        // Items that differ widely but gain the same 20 points each: every paired resample
+        // gives exactly 20 (an unpaired bootstrap would spread over about ±25).
+        let items = both(&[(20.0, 0.0), (60.0, 40.0), (100.0, 80.0), (40.0, 20.0)]);
+        close(
+            paired_stratified_bootstrap_diff_ci(&[items], 500, 7),
+            (20.0, 20.0),
+        );
+        // Unweighted mean of group means: a gain of 10 on 2 items and of 30 on 8 is 20
+        // (weighting by items would say 26).
+        let small = both(&[(10.0, 0.0), (50.0, 40.0)]);
+        let large = both(&[(30.0, 0.0); 8]);
+        close(
+            paired_stratified_bootstrap_diff_ci(&[small, large], 500, 7),
+            (20.0, 20.0),
+        );
+        // Two items with differences 1 and 0: a resample's mean difference is 1, 0.5 or 0
+        // with chances 1/4, 1/2, 1/4, so the 2.5% and 97.5% points are 0 and 1.
+        let two = both(&[(1.0, 0.0), (0.0, 0.0)]);
+        close(
+            paired_stratified_bootstrap_diff_ci(&[two], 4000, 1),
+            (0.0, 1.0),
+        );
+        // Same values on both sides: no difference, however the items vary.
+        let same = both(&[(0.0, 0.0), (100.0, 100.0), (50.0, 50.0)]);
+        close(
+            paired_stratified_bootstrap_diff_ci(&[same], 500, 2),
+            (0.0, 0.0),
+        );
+        // Missing values are left out per side; a group empty on one side is left out.
+        let gaps = vec![
+            (Some(30.0), None),
+            (Some(30.0), Some(10.0)),
+            (None, Some(10.0)),
+        ];
+        let one_sided = vec![(Some(100.0), None)];
+        close(
+            paired_stratified_bootstrap_diff_ci(&[gaps.clone(), one_sided], 500, 3),
+            (20.0, 20.0),
+        );
+        // Deterministic for a seed.
+        let varied = both(&[(1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.0, 0.0), (1.0, 0.0)]);
+        assert_eq!(
+            paired_stratified_bootstrap_diff_ci(std::slice::from_ref(&varied), 200, 5),
+            paired_stratified_bootstrap_diff_ci(&[varied], 200, 5)
+        );
+        assert!(paired_stratified_bootstrap_diff_ci(&[], 10, 1).0.is_nan());
     }
 }

@@ -5,11 +5,17 @@
 //! committed by its last record: detail tables are written first and the commit table last;
 //! on resume, [`RunStore::recover`] drops a torn last line and every detail record whose unit
 //! has no commit record, so a half-written unit is redone from scratch, never duplicated.
+//!
+//! One process at a time: [`RunStore::open`] takes an exclusive advisory lock on the
+//! directory's `.lock` file (which holds the holder's pid) for the life of the store, so two
+//! runs never append to the same tables.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -17,18 +23,34 @@ use serde_json::Value;
 
 use crate::{Error, Result};
 
-/// A run directory.
+/// The lock file of a run directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// A run directory, locked against other stores (in this process or another) while any
+/// clone of it lives.
 #[derive(Debug, Clone)]
 pub struct RunStore {
     dir: PathBuf,
+    _lock: Arc<DirLock>,
+}
+
+/// The open, locked `.lock` file; closing it releases the lock.
+#[derive(Debug)]
+struct DirLock {
+    _file: File,
 }
 
 impl RunStore {
-    /// Opens (and creates) a run directory.
+    /// Opens (and creates) a run directory and locks it; fails at once, naming the directory
+    /// and the holder's pid, if another store holds it.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        Ok(Self { dir })
+        let lock = DirLock::take(&dir)?;
+        Ok(Self {
+            dir,
+            _lock: Arc::new(lock),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -98,6 +120,44 @@ impl RunStore {
     }
 }
 
+impl DirLock {
+    fn take(dir: &Path) -> Result<DirLock> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => "another process".to_string(),
+                    pid => format!("process {pid}"),
+                };
+                return Err(Error::File {
+                    path: dir.to_path_buf(),
+                    message: format!(
+                        "the run directory is in use by {holder} (lock file {}); wait for it to finish or use another --out directory",
+                        path.display()
+                    ),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+        file.set_len(0).map_err(|e| Error::io(&path, e))?;
+        file.rewind().map_err(|e| Error::io(&path, e))?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())
+            .map_err(|e| Error::io(&path, e))?;
+        file.flush().map_err(|e| Error::io(&path, e))?;
+        Ok(DirLock { _file: file })
+    }
+}
+
 /// Appends records as complete lines with one write, then flushes.
 pub fn append_jsonl<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
     let mut text = String::new();
@@ -161,16 +221,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    {
+    let tmp = temp_path(path);
+    let written = (|| {
         let mut file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         file.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
         file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    written
+}
+
+/// `NAME.PID.N.tmp` beside `path`: unique per process and per write, so two writers (threads
+/// or processes) never share a temporary file.
+fn temp_path(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(
+        "{name}.{}.{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 #[cfg(test)]
@@ -212,6 +288,63 @@ mod tests {
         assert_eq!(detail, vec![json!({"item_id": "a", "x": 1})]);
         let commit: Vec<Value> = store.read("commit.jsonl").unwrap();
         assert_eq!(commit.len(), 1);
+    }
+
+    #[test]
+    fn a_run_directory_has_one_store_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunStore::open(dir.path()).unwrap();
+        let clone = first.clone();
+        let err = RunStore::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+        assert!(
+            err.contains(&format!("process {}", std::process::id())),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join(LOCK_FILE))
+                .unwrap()
+                .trim(),
+            std::process::id().to_string()
+        );
+        // Every clone holds the lock; the last one dropped releases it.
+        drop(first);
+        assert!(RunStore::open(dir.path()).is_err());
+        drop(clone);
+        let again = RunStore::open(dir.path()).unwrap();
+        again.append("t.jsonl", &[json!({"a": 1})]).unwrap();
+        assert_eq!(again.read::<Value>("t.jsonl").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn concurrent_atomic_writes_never_share_a_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        let texts: Vec<String> = (0..8).map(|i| format!("{i}").repeat(200_000)).collect();
+        std::thread::scope(|scope| {
+            let writers: Vec<_> = texts
+                .iter()
+                .map(|text| {
+                    let path = &path;
+                    scope.spawn(move || {
+                        (0..5)
+                            .map(|_| write_atomic(path, text.as_bytes()))
+                            .collect::<Result<Vec<()>>>()
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap().unwrap();
+            }
+        });
+        // The file is one writer's whole text, and no temporary file is left behind.
+        let last = fs::read_to_string(&path).unwrap();
+        assert!(texts.contains(&last), "a mix of writes");
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["report.json".to_string()]);
     }
 
     #[test]

@@ -121,11 +121,34 @@ fn placeholders(text: &str) -> Vec<String> {
 }
 
 /// Fills `{name}` placeholders; unknown placeholders stay as they are.
+///
+/// One pass over the template: a value is pasted as it is and never scanned again, so a
+/// prompt or answer that contains `{a}`, `{critique}` or `\frac{a}{b}` stays verbatim.
 pub fn render(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out = template.to_string();
-    for (name, value) in values {
-        out = out.replace(&format!("{{{name}}}"), value);
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let value = after.find('}').and_then(|end| {
+            let name = &after[..end];
+            values
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v, end))
+        });
+        match value {
+            Some((value, end)) => {
+                out.push_str(value);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
     }
+    out.push_str(rest);
     out
 }
 
@@ -148,5 +171,35 @@ mod tests {
         let p = t.problems();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].key, "templates.default.critique");
+    }
+
+    #[test]
+    fn substituted_values_are_not_scanned_again() {
+        // A refinement prompt whose response and critique contain placeholders.
+        let t = TaskTemplates::default();
+        let out = render(
+            &t.refinement,
+            &[
+                ("prompt", "Simplify \\frac{a}{b} + {critique}"),
+                ("response", "f\"{response} = {a}\" and {\"b\": 1}"),
+                ("critique", "Use {prompt} less; {b} is wrong."),
+            ],
+        );
+        assert!(out.contains("Simplify \\frac{a}{b} + {critique}"), "{out}");
+        assert!(
+            out.contains("f\"{response} = {a}\" and {\"b\": 1}"),
+            "{out}"
+        );
+        assert!(out.contains("Use {prompt} less; {b} is wrong."), "{out}");
+        // The judge's `{a}` holds text with `{b}`: B's answer is not pasted into it.
+        assert_eq!(
+            render("A: {a} | B: {b}", &[("a", "x{b}y"), ("b", "Z")]),
+            "A: x{b}y | B: Z"
+        );
+        // Unknown placeholders, braces and repeats in the template itself as before.
+        assert_eq!(
+            render("{x} {{a}} {a}{a} {} {a", &[("a", "1"), ("a", "2")]),
+            "{x} {1} 11 {} {a"
+        );
     }
 }

@@ -4,10 +4,14 @@
 //! and the sample index, never of the endpoint or the API key. Each answer is appended with
 //! one write as soon as it arrives, so a run killed with `kill -9` loses only the calls in
 //! flight; on open, a torn last line is cut off and every complete line is read back.
+//!
+//! Several processes may share one file (`cache_path`): each append, and the read and cut
+//! on open, hold an exclusive advisory lock on the file, so an open never cuts a line that
+//! another process is still writing.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -75,39 +79,23 @@ impl CallCache {
         Ok(cache)
     }
 
-    /// Reads the file (cutting a torn last line) and opens it for appending.
+    /// Reads the file (cutting a torn last line) and opens it for appending. The read and the
+    /// cut hold the file's lock, so a line another process is appending is waited for.
     pub fn open(path: &Path) -> Result<CallCache> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let mut entries = HashMap::new();
-        if path.exists() {
-            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-            let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            for line in bytes[..complete].split(|&b| b == b'\n') {
-                if line.is_empty() {
-                    continue;
-                }
-                // A line that does not parse was torn by a crash in an older version of the
-                // file's writer; it is skipped, and its call is made again.
-                if let Ok(line) = serde_json::from_slice::<Line>(line) {
-                    entries.insert(line.key, line.answer);
-                }
-            }
-            if complete < bytes.len() {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(|e| Error::io(path, e))?;
-                file.set_len(complete as u64)
-                    .map_err(|e| Error::io(path, e))?;
-            }
-        }
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
+        file.lock().map_err(|e| Error::io(path, e))?;
+        let read = read_locked(&mut file, path);
+        let unlocked = file.unlock().map_err(|e| Error::io(path, e));
+        let entries = read?;
+        unlocked?;
         Ok(CallCache {
             path: path.to_path_buf(),
             entries: Mutex::new(entries),
@@ -141,8 +129,12 @@ impl CallCache {
         line.push('\n');
         {
             let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-            file.write_all(line.as_bytes())
-                .map_err(|e| Error::io(&self.path, e))?;
+            // Held while the line is written: an open in another process waits for it.
+            file.lock().map_err(|e| Error::io(&self.path, e))?;
+            let written = file.write_all(line.as_bytes());
+            let unlocked = file.unlock();
+            written.map_err(|e| Error::io(&self.path, e))?;
+            unlocked.map_err(|e| Error::io(&self.path, e))?;
         }
         self.entries
             .lock()
@@ -150,6 +142,30 @@ impl CallCache {
             .insert(key.to_string(), answer.clone());
         Ok(())
     }
+}
+
+/// Every complete line of the locked file; a torn last line is cut off.
+fn read_locked(file: &mut File, path: &Path) -> Result<HashMap<String, Answer>> {
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut entries = HashMap::new();
+    for line in bytes[..complete].split(|&b| b == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        // A line that does not parse was torn by a crash in an older version of the
+        // file's writer; it is skipped, and its call is made again.
+        if let Ok(line) = serde_json::from_slice::<Line>(line) {
+            entries.insert(line.key, line.answer);
+        }
+    }
+    if complete < bytes.len() {
+        file.set_len(complete as u64)
+            .map_err(|e| Error::io(path, e))?;
+    }
+    Ok(entries)
 }
 
 #[cfg(test)]
@@ -190,5 +206,42 @@ mod tests {
         let again = CallCache::open(&path).unwrap();
         assert_eq!(again.len(), 3);
         assert_eq!(again.get("k2").unwrap().text, "two");
+    }
+
+    #[test]
+    fn an_open_waits_for_a_line_another_writer_is_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("calls.jsonl");
+        CallCache::open(&path)
+            .unwrap()
+            .put("k0", &answer("zero"))
+            .unwrap();
+        let mut line = serde_json::to_string(&Line {
+            key: "k1".into(),
+            answer: answer("one"),
+        })
+        .unwrap();
+        line.push('\n');
+        let (head, tail) = line.split_at(line.len() / 2);
+        // Another process's writer: it holds the lock and has written half its line.
+        let mut writer = OpenOptions::new().append(true).open(&path).unwrap();
+        writer.lock().unwrap();
+        writer.write_all(head.as_bytes()).unwrap();
+        let opener = {
+            let path = path.clone();
+            std::thread::spawn(move || CallCache::open(&path).unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        writer.write_all(tail.as_bytes()).unwrap();
+        writer.unlock().unwrap();
+        let opened = opener.join().unwrap();
+        assert_eq!(opened.get("k1").map(|a| a.text), Some("one".to_string()));
+        opened.put("k2", &answer("two")).unwrap();
+        // Nothing was cut or mixed up: every line is whole.
+        let again = CallCache::open(&path).unwrap();
+        assert_eq!(again.len(), 3);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.contains(&line), "{text}");
     }
 }

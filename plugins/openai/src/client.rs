@@ -266,6 +266,18 @@ impl Client {
         if self.config.logprobs {
             body.insert("logprobs".into(), json!(true));
         }
+        // An answer prefix: the server continues it rather than answering after it.
+        let prefilled = call.messages.last().is_some_and(|m| m.role == "assistant");
+        if self.config.continue_final_message && prefilled {
+            for (key, value) in [
+                ("continue_final_message", true),
+                ("add_generation_prompt", false),
+            ] {
+                if !self.config.extra.contains_key(key) {
+                    body.insert(key.into(), json!(value));
+                }
+            }
+        }
         Value::Object(body)
     }
 

@@ -58,6 +58,13 @@ pub struct OpenAiConfig {
     /// at one file to share answers between them.
     #[serde(default)]
     pub cache_path: Option<PathBuf>,
+    /// When a request ends with an assistant message (an answer prefix such as the judge's
+    /// `Verdict: [[`), also send `continue_final_message = true` and
+    /// `add_generation_prompt = false`, which vLLM and SGLang need to continue that message
+    /// instead of starting a new assistant turn after it. Turn it off for a server that
+    /// rejects unknown fields; `extra` overrides either field.
+    #[serde(default = "yes")]
+    pub continue_final_message: bool,
     /// Extra fields merged into every request body (server-specific options).
     #[serde(default)]
     pub extra: serde_json::Map<String, serde_json::Value>,

@@ -283,3 +283,115 @@ rco_core::register_plugin! {
     config: OpenAiConfig,
     build: build_judge,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::testing::{default_answer, ServerOptions, TestServer};
+
+    /// A judge on `url` with a pairwise answer prefix and none for pointwise prompts.
+    fn judge(url: &str, extra: Value) -> OpenAiJudge {
+        let mut section = json!({"base_urls": [url], "model": "m", "cache": false});
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            section[k] = v;
+        }
+        let mut ctx = BuildContext::new("judge", 0);
+        ctx.templates.default.pairwise_answer_prefix = "Verdict: [[".into();
+        OpenAiJudge {
+            client: client(&section, &ctx).unwrap(),
+            templates: ctx.templates,
+        }
+    }
+
+    /// The request bodies of one comparison and one pointwise score.
+    async fn bodies(judge: &OpenAiJudge, seen: &Mutex<Vec<Value>>) -> (Value, Value) {
+        seen.lock().unwrap().clear();
+        let comparison = Comparison {
+            task: "t".into(),
+            prompt: "2 + 2?".into(),
+            reference: None,
+            a: "4".into(),
+            b: "5".into(),
+            seed: 1,
+        };
+        judge.compare(&[comparison]).await.unwrap();
+        let rating = PointwiseRequest {
+            task: "t".into(),
+            prompt: "2 + 2?".into(),
+            response: "4".into(),
+            reference: None,
+            seed: 2,
+        };
+        judge.score(&[rating]).await.unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        (seen[0].clone(), seen[1].clone())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_prefix_is_sent_to_be_continued() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorder = seen.clone();
+        let server = TestServer::start(ServerOptions {
+            answer: Arc::new(move |body: &Value| {
+                recorder.lock().unwrap().push(body.clone());
+                default_answer(body)
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+        let (pairwise, pointwise) = bodies(&judge(&server.base_url(), json!({})), &seen).await;
+        assert_eq!(
+            pairwise["messages"][1],
+            json!({"role": "assistant", "content": "Verdict: [["})
+        );
+        assert_eq!(
+            pairwise["continue_final_message"],
+            json!(true),
+            "{pairwise}"
+        );
+        assert_eq!(
+            pairwise["add_generation_prompt"],
+            json!(false),
+            "{pairwise}"
+        );
+        // No prefix, nothing to continue: the server's defaults apply.
+        assert_eq!(pointwise["messages"].as_array().unwrap().len(), 1);
+        assert!(
+            pointwise.get("continue_final_message").is_none(),
+            "{pointwise}"
+        );
+        assert!(
+            pointwise.get("add_generation_prompt").is_none(),
+            "{pointwise}"
+        );
+
+        // Turned off, for a server that rejects unknown fields.
+        let off = judge(&server.base_url(), json!({"continue_final_message": false}));
+        let (pairwise, _) = bodies(&off, &seen).await;
+        assert_eq!(pairwise["messages"][1]["content"], "Verdict: [[");
+        assert!(
+            pairwise.get("continue_final_message").is_none(),
+            "{pairwise}"
+        );
+        assert!(
+            pairwise.get("add_generation_prompt").is_none(),
+            "{pairwise}"
+        );
+
+        // `extra` has the last word.
+        let extra = judge(
+            &server.base_url(),
+            json!({"extra": {"add_generation_prompt": true}}),
+        );
+        let (pairwise, _) = bodies(&extra, &seen).await;
+        assert_eq!(pairwise["continue_final_message"], json!(true));
+        assert_eq!(pairwise["add_generation_prompt"], json!(true));
+    }
+}

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use rco_core::reward::{pair_score, CuMode};
-use rco_core::stats::{bootstrap_ci, mean, stratified_bootstrap_ci};
+use rco_core::stats::{
+    bootstrap_ci, mean, paired_stratified_bootstrap_diff_ci, stratified_bootstrap_ci,
+};
 use rco_core::Verdict;
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +56,12 @@ pub struct Report {
     pub judge_health: JudgeHealth,
     /// RCO minus base CU ×100, overall, per actor.
     pub improvement: BTreeMap<String, f64>,
+    /// 95% paired bootstrap interval of `improvement`, per actor: items resampled within each
+    /// task, the same draws for both critics.
+    #[serde(default)]
+    pub improvement_lo: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub improvement_hi: BTreeMap<String, f64>,
     pub train: Option<rco_core::TrainSummary>,
     /// Calls of remote plugins per stage and section (calls, cache hits, requests, retries
     /// by reason, tokens, cost), and their total; empty for runs without remote plugins.
@@ -203,19 +211,72 @@ pub fn build(
             .find(|c| c.critic == critic && c.actor == actor && c.task == "overall")
             .map(|c| c.cu)
     };
-    let improvement = actors
+    let improvement: BTreeMap<String, f64> = actors
         .iter()
         .filter_map(|a| Some((a.clone(), overall("rco", a)? - overall("base", a)?)))
         .collect();
+    let (mut improvement_lo, mut improvement_hi) = (BTreeMap::new(), BTreeMap::new());
+    for actor in improvement.keys() {
+        let (lo, hi) = paired_stratified_bootstrap_diff_ci(
+            &paired_items(records, actor),
+            resamples,
+            rco_core::seed::derive_seed(seed, &["rco-base", actor]),
+        );
+        improvement_lo.insert(actor.clone(), lo);
+        improvement_hi.insert(actor.clone(), hi);
+    }
     Report {
         cu_scale: "x100".into(),
         judge_health: judge_health(records),
         cells,
         improvement,
+        improvement_lo,
+        improvement_hi,
         train,
         usage: Default::default(),
         usage_total: Default::default(),
     }
+}
+
+/// Per task (in name order), each item's CU ×100 with the rco and the base critic and `actor`.
+fn paired_items(records: &[EvalRecord], actor: &str) -> Vec<Vec<(Option<f64>, Option<f64>)>> {
+    type Pair = (Option<f64>, Option<f64>);
+    let mut by_task: BTreeMap<&str, BTreeMap<&str, Pair>> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.actor == actor) {
+        let pair = by_task
+            .entry(r.task.as_str())
+            .or_default()
+            .entry(r.item_id.as_str())
+            .or_default();
+        let cu = r.cu.map(|c| c * 100.0);
+        match r.critic.as_str() {
+            "rco" => pair.0 = cu,
+            "base" => pair.1 = cu,
+            _ => {}
+        }
+    }
+    by_task
+        .into_values()
+        .map(|items| items.into_values().collect())
+        .collect()
+}
+
+/// The terminal line of an actor's improvement and its interval, for example
+/// ``rco - base with actor `weak`: +31.2 CU points [+25.0, +37.4]``.
+// Printed by `rco report` once `main.rs` (being split) calls it instead of its own line.
+#[allow(dead_code)]
+pub fn improvement_line(report: &Report, actor: &str) -> Option<String> {
+    let delta = report.improvement.get(actor)?;
+    let interval = match (
+        report.improvement_lo.get(actor),
+        report.improvement_hi.get(actor),
+    ) {
+        (Some(lo), Some(hi)) => format!(" [{lo:+.1}, {hi:+.1}]"),
+        _ => String::new(),
+    };
+    Some(format!(
+        "rco - base with actor `{actor}`: {delta:+.1} CU points{interval}"
+    ))
 }
 
 /// The CU table (plain text, also used inside `report.md`).
@@ -275,9 +336,18 @@ pub fn markdown(report: &Report, items: usize) -> String {
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     let mut md = String::from("# RCO run report\n\n");
     md.push_str(&format!("Critique utility ×100 on {items} held-out items, with 95% bootstrap intervals. `base` is the critic before training, `rco` after.\n\n```\n{}```\n\n", table(report)));
-    md.push_str("| actor | RCO − base (overall CU ×100) |\n|---|---|\n");
+    md.push_str(
+        "| actor | RCO − base (overall CU ×100) | 95% paired bootstrap interval |\n|---|---|---|\n",
+    );
     for (actor, delta) in &report.improvement {
-        md.push_str(&format!("| {actor} | {delta:+.1} |\n"));
+        let interval = match (
+            report.improvement_lo.get(actor),
+            report.improvement_hi.get(actor),
+        ) {
+            (Some(lo), Some(hi)) => format!("[{lo:+.1}, {hi:+.1}]"),
+            _ => "-".into(),
+        };
+        md.push_str(&format!("| {actor} | {delta:+.1} | {interval} |\n"));
     }
     md.push_str(
         "\n## Refinement quality (RQS)\n\n| critic | actor | task | RQS |\n|---|---|---|---|\n",
@@ -322,4 +392,71 @@ pub fn markdown(report: &Report, items: usize) -> String {
         ));
     }
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `items` items over two tasks; the rco critic's CU is the base's plus a gain that
+    /// varies by item (and item difficulty varies far more than the gain).
+    fn records(items: usize) -> Vec<EvalRecord> {
+        let mut out = Vec::new();
+        for i in 0..items {
+            let task = if i % 3 == 0 { "copy" } else { "reverse" };
+            let base = (i * 37 % 11) as f64 / 12.0;
+            let gain = [0.05, 0.2, 0.0, 0.1][i % 4];
+            for (critic, cu) in [("base", base), ("rco", base + gain)] {
+                out.push(EvalRecord {
+                    critic: critic.into(),
+                    actor: "weak".into(),
+                    item_id: format!("item-{i}"),
+                    task: task.into(),
+                    critiques: Vec::new(),
+                    refinements: Vec::new(),
+                    pairs: Vec::new(),
+                    cu: Some(cu),
+                    rqs: None,
+                    initial_chars: 10,
+                    length_change: 0.0,
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn improvement_has_a_deterministic_paired_interval_around_it() {
+        let recs = records(60);
+        let actors = vec!["weak".to_string()];
+        let report = build(&recs, &actors, 1000, 9, None);
+        let delta = report.improvement["weak"];
+        let (lo, hi) = (report.improvement_lo["weak"], report.improvement_hi["weak"]);
+        assert!(lo < delta && delta < hi, "{lo} {delta} {hi}");
+        // Paired: the spread is that of the gains (0 to 20 points), not of the items' CU.
+        assert!(hi - lo < 8.0, "{lo} {hi}");
+        let rco = report
+            .cells
+            .iter()
+            .find(|c| c.critic == "rco" && c.task == "overall")
+            .unwrap();
+        assert!(hi - lo < (rco.cu_hi - rco.cu_lo) / 2.0, "{lo} {hi} {rco:?}");
+        // The same records, seed and resamples give the same interval, whatever the order.
+        let mut shuffled = recs.clone();
+        shuffled.reverse();
+        let again = build(&shuffled, &actors, 1000, 9, None);
+        assert_eq!(again.improvement_lo, report.improvement_lo);
+        assert_eq!(again.improvement_hi, report.improvement_hi);
+        // Existing fields keep their names and shapes; the interval is added beside them.
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json["improvement"]["weak"].is_f64());
+        assert_eq!(json["improvement_lo"]["weak"], serde_json::json!(lo));
+        assert_eq!(json["improvement_hi"]["weak"], serde_json::json!(hi));
+        assert_eq!(
+            improvement_line(&report, "weak").unwrap(),
+            format!("rco - base with actor `weak`: {delta:+.1} CU points [{lo:+.1}, {hi:+.1}]")
+        );
+        assert!(markdown(&report, 60)
+            .contains(&format!("| weak | {delta:+.1} | [{lo:+.1}, {hi:+.1}] |")));
+    }
 }

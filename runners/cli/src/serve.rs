@@ -393,11 +393,41 @@ async fn chat(State(server): State<Arc<Server>>, request: Request) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let (messages, opts) = match (messages(&body), options(&server, &body)) {
+    let (mut messages, opts) = match (messages(&body), options(&server, &body)) {
         (Ok(m), Ok(o)) => (m, o),
         (Err(r), _) | (_, Err(r)) => return r,
     };
+    if let Err(r) = final_turn(&body, &mut messages) {
+        return r;
+    }
     generate(server, Prompt::Chat(messages), opts, true).await
+}
+
+/// vLLM's and SGLang's `continue_final_message` and `add_generation_prompt`. A final
+/// assistant message is continued unless `continue_final_message` is false (absent: it is
+/// continued, as this server always did); then it is a closed turn and a new assistant turn
+/// starts. A prompt without a new or continued assistant turn is not served.
+fn final_turn(body: &Value, messages: &mut Vec<(String, String)>) -> Result<(), Response> {
+    let flag = |key: &str| match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(bad(format!("`{key}` must be true or false"))),
+    };
+    let continue_final = flag("continue_final_message")?;
+    let generation_prompt = flag("add_generation_prompt")?;
+    let prefilled = messages.last().is_some_and(|(role, _)| role == "assistant");
+    let continued = prefilled && continue_final != Some(false);
+    if generation_prompt == Some(false) && !continued {
+        return Err(bad(
+            "`add_generation_prompt: false` is served only to continue a final assistant message (`continue_final_message: true`)",
+        ));
+    }
+    if prefilled && !continued {
+        // The chat template continues the last assistant message: an empty one after it
+        // closes the turn before and starts a new one.
+        messages.push(("assistant".into(), String::new()));
+    }
+    Ok(())
 }
 
 async fn completions(State(server): State<Arc<Server>>, request: Request) -> Response {

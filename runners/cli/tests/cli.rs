@@ -212,6 +212,33 @@ fn fails_with(command: &mut Command, expected: &[&str]) {
     }
 }
 
+/// A run directory another process holds is refused at once, naming the directory and the
+/// holder's pid; once it is released, the directory opens again.
+#[test]
+fn a_run_directory_in_use_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("run");
+    let held = rco_core::store::RunStore::open(&out).expect("lock the run directory");
+    let report = || {
+        let mut command = rco();
+        command
+            .args(["report", "configs/quickstart.toml", "--out"])
+            .arg(&out);
+        command
+    };
+    fails_with(
+        &mut report(),
+        &[
+            &out.display().to_string(),
+            &format!("in use by process {}", std::process::id()),
+        ],
+    );
+    assert!(!out.join("manifest.json").exists());
+    drop(held);
+    // Released: `rco report` opens it and fails only for want of an evaluation.
+    fails_with(&mut report(), &["no evaluation records"]);
+}
+
 fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, content).expect("write");

@@ -259,6 +259,67 @@ async fn serves_batches_streams_and_survives_bad_requests() {
     assert_eq!(r.status(), 200);
 }
 
+/// A final assistant message (an answer prefix) is continued by default and with
+/// `continue_final_message: true`, as vLLM and SGLang do with that field; with
+/// `continue_final_message: false, add_generation_prompt: true` it is a closed turn and the
+/// model answers in a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_assistant_message_is_continued_or_closed_as_asked() {
+    let (_server, url) = start();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let ask = |fields: Value| {
+        let mut body = json!({"messages": [
+            {"role": "user", "content": "Which is better, A: 2 + 2 = 4 or B: 2 + 2 = 5? Answer [[A]] or [[B]]."},
+            {"role": "assistant", "content": "Verdict: [["}
+        ], "max_tokens": 3, "temperature": 0});
+        for (k, v) in fields.as_object().cloned().unwrap_or_default() {
+            body[k] = v;
+        }
+        let request = http
+            .post(format!("{url}/chat/completions"))
+            .bearer_auth("serve-key-7")
+            .json(&body)
+            .send();
+        async move {
+            let r = request.await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, default) = ask(json!({})).await;
+    assert_eq!(status, 200, "{default}");
+    let (_, continued) =
+        ask(json!({"continue_final_message": true, "add_generation_prompt": false})).await;
+    let (_, closed) =
+        ask(json!({"continue_final_message": false, "add_generation_prompt": true})).await;
+    let tokens = |v: &Value| v["usage"]["prompt_tokens"].as_u64().unwrap();
+    let text = |v: &Value| {
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(tokens(&default), tokens(&continued));
+    assert_eq!(text(&default), text(&continued));
+    // Closed: `<|im_end|>`, `\n`, `<|im_start|>`, `ass`, `istant`, `\n` follow the prefix.
+    assert_eq!(
+        tokens(&closed),
+        tokens(&continued) + 6,
+        "{continued} {closed}"
+    );
+    // No assistant turn to write in, or a flag that is not a boolean: 400.
+    for fields in [
+        json!({"continue_final_message": false, "add_generation_prompt": false}),
+        json!({"continue_final_message": "yes"}),
+    ] {
+        let (status, v) = ask(fields.clone()).await;
+        assert_eq!(status, 400, "{fields}: {v}");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+}
+
 /// The embedded quickstart critic, served: a character-level model that reads the prompt as
 /// plain text and answers in the critique language.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
