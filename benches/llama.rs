@@ -14,11 +14,11 @@ use burn::backend::Autodiff;
 use burn::optim::AdamWConfig;
 use burn::prelude::Backend;
 use rco_core::objective::residual_offsets;
-use rco_plugin_burn::device::DeviceSpec;
-use rco_plugin_burn::generate::LoadedLm;
-use rco_plugin_burn::gguf::GgufFile;
-use rco_plugin_burn::lm::{sample, SamplingConfig, StopTokens};
-use rco_plugin_burn::train::{rco_step, RcoGroup};
+use rco_lm::device::DeviceSpec;
+use rco_lm::engine::Engine;
+use rco_lm::gguf::GgufFile;
+use rco_lm::loss::{rco_step, RcoGroup};
+use rco_lm::sampling::{sample, SamplingConfig, StopTokens};
 
 const PROMPT: &str = "The history of the printing press begins in the fifteenth century, when a goldsmith in Mainz combined movable metal type, oil-based ink and a wooden screw press into a system that could produce books faster and cheaper than any scribe. Within fifty years presses were running in more than two hundred cities across Europe, and the number of books in circulation grew from thousands to millions. Scholars argue about the";
 
@@ -31,11 +31,10 @@ fn main() {
     let spec = DeviceSpec::parse(&name)
         .and_then(DeviceSpec::compiled)
         .unwrap_or_else(|e| panic!("BENCH_DEVICE: {e}"));
-    let ran: Result<(), rco_plugin_burn::LmError> =
-        rco_plugin_burn::with_backend!(spec, |B, device| {
-            bench::<B>(&path, &name, device);
-            Ok(())
-        });
+    let ran: Result<(), rco_lm::LmError> = rco_lm::with_backend!(spec, |B, device| {
+        bench::<B>(&path, &name, device);
+        Ok(())
+    });
     ran.expect("backend");
 }
 
@@ -44,8 +43,9 @@ fn bench<B: Backend>(path: &std::path::Path, device_name: &str, device: B::Devic
         .map(|n| n.get())
         .unwrap_or(1);
     let new_tokens = 32;
-    let lm = LoadedLm::<B>::open(path, device.clone()).expect("load");
-    let prompt = lm.tokenizer.encode(PROMPT).expect("encode");
+    let lm = Engine::<B>::load(path, device.clone()).expect("load");
+    let model = lm.model().expect("model");
+    let prompt = lm.tokenizer.text_ids(PROMPT).expect("encode");
     let no_eos = StopTokens {
         eos: u32::MAX,
         banned: Vec::new(),
@@ -66,7 +66,7 @@ fn bench<B: Backend>(path: &std::path::Path, device_name: &str, device: B::Devic
         let prompts: Vec<Vec<u32>> = (0..batch)
             .map(|i| {
                 let mut p = prompt.clone();
-                p.push(lm.tokenizer.encode(&format!(" {i}")).expect("encode")[0]);
+                p.push(lm.tokenizer.text_ids(&format!(" {i}")).expect("encode")[0]);
                 p
             })
             .collect();
@@ -82,7 +82,7 @@ fn bench<B: Backend>(path: &std::path::Path, device_name: &str, device: B::Devic
             ..Default::default()
         };
         let _ = sample(
-            &lm.model,
+            &*model,
             &prompts[..1],
             &seeds[..1],
             &one,
@@ -92,13 +92,13 @@ fn bench<B: Backend>(path: &std::path::Path, device_name: &str, device: B::Devic
         if device_name != "cpu" {
             // GPU backends compile kernels on first use, for each shape they meet: one
             // untimed pass at this batch size keeps compilation out of the figures.
-            let _ = sample(&lm.model, &prompts, &seeds, &many, &no_eos, &lm.device);
+            let _ = sample(&*model, &prompts, &seeds, &many, &no_eos, &lm.device);
         }
         let start = Instant::now();
-        let _ = sample(&lm.model, &prompts, &seeds, &one, &no_eos, &lm.device);
+        let _ = sample(&*model, &prompts, &seeds, &one, &no_eos, &lm.device);
         let prefill = start.elapsed().as_secs_f64();
         let start = Instant::now();
-        let _ = sample(&lm.model, &prompts, &seeds, &many, &no_eos, &lm.device);
+        let _ = sample(&*model, &prompts, &seeds, &many, &no_eos, &lm.device);
         let total = start.elapsed().as_secs_f64();
         let prompt_tokens = prompts.iter().map(Vec::len).sum::<usize>() as f64;
         ours.push((
@@ -149,12 +149,12 @@ fn bench<B: Backend>(path: &std::path::Path, device_name: &str, device: B::Devic
             );
         }
     }
+    drop(model);
     drop(lm);
 
     // One RCO optimizer step on one group: N = 4 critiques of 128 tokens after a 32-token prompt.
     let file = GgufFile::open(path).expect("gguf");
-    let (_, model) =
-        rco_plugin_burn::llama::load_gguf::<Autodiff<B>>(&file, &device).expect("load");
+    let (_, model) = rco_lm::llama::load_gguf::<Autodiff<B>>(&file, &device).expect("load");
     drop(file);
     let rows: Vec<(Vec<u32>, Vec<u32>)> = (0..4)
         .map(|i| {

@@ -8,12 +8,12 @@ use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::optim::AdamWConfig;
 use rco_core::objective::residual_offsets;
-use rco_plugin_burn::checkpoint::{init_seeded, Architecture, ModelSpec};
-use rco_plugin_burn::device::Cpu;
-use rco_plugin_burn::lm::{completion_log_probs, sample, SamplingConfig, StopTokens};
-use rco_plugin_burn::model::TinyLmConfig;
-use rco_plugin_burn::tokenizer::{CharTokenizer, Tokenizer};
-use rco_plugin_burn::train::{rco_step, supervised, Example, RcoGroup};
+use rco_lm::checkpoint::{init_seeded, Architecture, ModelSpec};
+use rco_lm::device::Cpu;
+use rco_lm::loss::{rco_step, supervised, Example, RcoGroup};
+use rco_lm::sampling::{completion_log_probs, sample, SamplingConfig, StopTokens};
+use rco_lm::tiny::TinyLmConfig;
+use rco_lm::tokenizer::{CharTokenizer, Tokenizer};
 
 fn spec() -> ModelSpec {
     let tokenizer = Tokenizer::Chars(CharTokenizer {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU: the backend parity tests (plugins/burn/tests/backends.rs,
+# On a machine with an NVIDIA GPU: the backend parity tests (lm/tests/backends.rs,
 # each backend against flex) and the SmolLM2 benchmark (benches/llama.rs) on CUDA and on
 # Vulkan (burn's wgpu backend), with the flex benchmark beside them as the same machine's
 # baseline. Prints the card, each command and its figures, then a summary.
@@ -50,7 +50,7 @@ if [ "$bench" = 1 ]; then
     || echo "gpu-check: xllamacpp not installed; the benchmark prints '-' for llama.cpp"
 fi
 
-parity=(cargo test -p rco-plugin-burn --test backends)
+parity=(cargo test -p rco-lm --test backends)
 parity_args=(-- --nocapture --test-threads=1)
 
 # CUDA: cubecl compiles its kernels with NVRTC, which comes with the CUDA toolkit (or the

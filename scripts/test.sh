@@ -23,7 +23,7 @@ fi
 status=0
 scripts/install-vulkan.sh || status=$?
 case "$status" in
-  0) cargo test -p rco-plugin-burn --features wgpu --test backends -- --nocapture --test-threads=1 ;;
+  0) cargo test -p rco-lm --features wgpu --test backends -- --nocapture --test-threads=1 ;;
   2) echo "test.sh: no Vulkan driver: skipped the wgpu tests" >&2 ;;
   *) exit "$status" ;;
 esac

@@ -8,9 +8,9 @@ use burn::prelude::*;
 use rco_core::registry::parse_section;
 use rco_core::seed::derive_seed;
 use rco_core::{Actor, BuildContext, RefineRequest, Refinement, RespondRequest, Result};
+use rco_lm::engine::Engine;
 
-use crate::critic::BurnModelConfig;
-use crate::engine::{placement, Engine};
+use crate::config::{placement, BurnModelConfig};
 
 pub struct LmActor<B: Backend> {
     name: String,
@@ -26,7 +26,7 @@ impl<B: Backend> LmActor<B> {
 #[async_trait]
 impl<B: Backend> Actor for LmActor<B> {
     fn max_batch_size(&self) -> usize {
-        self.engine.batch_size
+        self.engine.settings.batch_size
     }
 
     async fn respond(&self, requests: &[RespondRequest]) -> Result<Vec<String>> {
@@ -65,8 +65,8 @@ fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Actor>
     let config: BurnModelConfig = parse_section(value)?;
     let at = placement(&config, ctx, "actor")?;
     let name = ctx.name.clone();
-    crate::with_backend!(at.device, |B, device| {
-        Engine::<B>::from_config(&at.path, device, &config)
+    rco_lm::with_backend!(at.device, |B, device| {
+        Engine::<B>::open(&at.path, device, config.settings())
             .map(|engine| {
                 Arc::new(LmActor {
                     name: name.clone(),

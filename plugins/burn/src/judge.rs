@@ -14,9 +14,9 @@ use rco_core::{
     BuildContext, Comparison, Judge, Judgement, PointwiseRequest, PointwiseScore, PromptTemplates,
     Result,
 };
+use rco_lm::engine::Engine;
 
-use crate::critic::BurnModelConfig;
-use crate::engine::{placement, Engine};
+use crate::config::{placement, BurnModelConfig};
 
 pub struct LmJudge<B: Backend> {
     name: String,
@@ -34,7 +34,7 @@ impl<B: Backend> LmJudge<B> {
 #[async_trait]
 impl<B: Backend> Judge for LmJudge<B> {
     fn max_batch_size(&self) -> usize {
-        self.engine.batch_size
+        self.engine.settings.batch_size
     }
 
     async fn compare(&self, comparisons: &[Comparison]) -> Result<Vec<Judgement>> {
@@ -171,8 +171,8 @@ fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Judge>
     let at = placement(&config, ctx, "judge")?;
     let name = ctx.name.clone();
     let templates = ctx.templates.clone();
-    crate::with_backend!(at.device, |B, device| {
-        Engine::<B>::from_config(&at.path, device, &config)
+    rco_lm::with_backend!(at.device, |B, device| {
+        Engine::<B>::open(&at.path, device, config.settings())
             .map(|engine| {
                 Arc::new(LmJudge {
                     name: name.clone(),

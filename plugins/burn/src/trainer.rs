@@ -16,14 +16,14 @@ use rco_core::registry::{parse_section, Validate};
 use rco_core::{
     objective, BuildContext, ConfigProblem, Progress, Result, TrainSummary, Trainer, TrainingGroup,
 };
+use rco_lm::checkpoint;
+use rco_lm::device::DeviceSpec;
+use rco_lm::local::{load_local_with_spec, model_exists, save_local, LmTokenizer, LocalLm};
+use rco_lm::loss::{rco_step, RcoGroup};
+use rco_lm::sampling::completion_log_probs;
+use rco_lm::LmError;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-
-use crate::checkpoint;
-use crate::device::DeviceSpec;
-use crate::engine::{load_local_with_spec, save_local, LmTokenizer};
-use crate::train::{rco_step, RcoGroup};
-use crate::LmError;
 
 /// RCO training of a burn critic.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -51,7 +51,7 @@ pub struct RcoTrainerConfig {
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
     /// `cpu`, `wgpu` or `cuda:N`.
-    #[serde(default = "crate::critic::default_device")]
+    #[serde(default = "crate::config::default_device")]
     pub device: String,
     /// The model to start from when the critic is not a local model (a remote critic): a
     /// local copy of the model its server serves (GGUF file or Hugging Face directory).
@@ -307,7 +307,7 @@ impl RcoTrainer {
 /// and computes its residual offsets.
 /// The groups with each critique's reference log-prob computed by `model`.
 fn rescore<B: burn::tensor::backend::Backend>(
-    model: &crate::engine::LocalLm<B>,
+    model: &LocalLm<B>,
     tokenizer: &LmTokenizer,
     chat: bool,
     groups: &[TrainingGroup],
@@ -322,7 +322,7 @@ fn rescore<B: burn::tensor::backend::Backend>(
             .map(|c| Ok((prompt.clone(), tokenizer.completion_ids(&c.text)?)))
             .collect::<Result<Vec<_>, LmError>>()?;
         for (chunk, critiques) in rows.chunks(8).zip(group.critiques.chunks_mut(8)) {
-            let values = crate::lm::completion_log_probs(model, chunk, device)
+            let values = completion_log_probs(model, chunk, device)
                 .into_data()
                 .convert::<f64>()
                 .into_vec::<f64>()
@@ -385,7 +385,7 @@ impl Trainer for RcoTrainer {
         let spec = DeviceSpec::parse(&self.config.device)
             .and_then(DeviceSpec::compiled)
             .map_err(|e| self.err(e))?;
-        let summary: Result<TrainSummary> = crate::with_backend!(spec, |B, device| self
+        let summary: Result<TrainSummary> = rco_lm::with_backend!(spec, |B, device| self
             .run::<Autodiff<B>>(device, groups, progress.as_ref())
             .map_err(|e| self.err(e)));
         summary
@@ -410,7 +410,7 @@ fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Box<dyn Traine
             false,
         ),
     };
-    if !crate::engine::model_exists(&base) {
+    if !model_exists(&base) {
         let hint = if config.base_model.is_some() {
             format!("`{}.base_model`", ctx.name)
         } else {

@@ -12,12 +12,14 @@ use rand::SeedableRng;
 use rco_core::registry::{parse_section, Validate};
 use rco_core::template::render;
 use rco_core::{BuildContext, ConfigProblem, Critic, Result};
-use rco_plugin_burn::checkpoint::{self, Architecture, ModelSpec};
-use rco_plugin_burn::device::DeviceSpec;
-use rco_plugin_burn::lm::SamplingConfig;
-use rco_plugin_burn::model::TinyLmConfig;
-use rco_plugin_burn::tokenizer::{CharTokenizer, Tokenizer};
-use rco_plugin_burn::train::{supervised, Example};
+use rco_lm::checkpoint::{self, Architecture, ModelSpec};
+use rco_lm::critic::open_critic;
+use rco_lm::device::DeviceSpec;
+use rco_lm::engine::Settings;
+use rco_lm::loss::{supervised, Example};
+use rco_lm::sampling::SamplingConfig;
+use rco_lm::tiny::TinyLmConfig;
+use rco_lm::tokenizer::{CharTokenizer, Tokenizer};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -206,7 +208,7 @@ pub fn warm_start(config: &QuickstartCriticConfig, ctx: &BuildContext, dir: &Pat
         .and_then(DeviceSpec::compiled)
         .map_err(|e| err(&e))?;
     let progress = ctx.progress.start("warm start", ws.steps as u64);
-    let saved: Result<()> = rco_plugin_burn::with_backend!(device, |B, device| {
+    let saved: Result<()> = rco_lm::with_backend!(device, |B, device| {
         let model = checkpoint::init_seeded::<Autodiff<B>>(
             &spec,
             &device,
@@ -244,13 +246,12 @@ fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Critic
         }
         warm_start(&config, ctx, &dir)?;
     }
-    rco_plugin_burn::critic::open_critic(
-        &ctx.name,
-        &dir,
-        &config.device,
-        config.sampling,
-        config.batch_size,
-    )
+    let settings = Settings {
+        sampling: config.sampling,
+        batch_size: config.batch_size,
+        ..Settings::default()
+    };
+    open_critic(&ctx.name, &dir, &config.device, settings)
 }
 
 rco_core::register_plugin! {

@@ -167,7 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             raw,
             stop,
         } => {
-            let sampling = rco_plugins::burn::lm::SamplingConfig {
+            let sampling = rco_lm::sampling::SamplingConfig {
                 temperature,
                 top_k,
                 top_p,
@@ -177,7 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(p) = problems.first() {
                 anyhow::bail!("--{}: {}", p.key.replace('_', "-"), p.message);
             }
-            let text = rco_plugins::burn::generate::generate_text(
+            let text = rco_lm::commands::generate_text(
                 &model, &device, &prompt, raw, &sampling, seed, &stop,
             )?;
             println!("{text}");
@@ -191,7 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             device,
             raw,
         } => {
-            let report = rco_plugins::burn::generate::log_prob_text(
+            let report = rco_lm::commands::log_prob_text(
                 &model,
                 &device,
                 &prompt,
@@ -214,7 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Export { model, out } => {
-            rco_plugins::burn::generate::export_hf(&model, &out)?;
+            rco_lm::commands::export_hf(&model, &out)?;
             println!("wrote {}", out.display());
             Ok(())
         }

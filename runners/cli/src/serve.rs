@@ -18,8 +18,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rco_plugins::burn::batcher::{Batcher, Generated, Job, Prompt};
-use rco_plugins::burn::lm::SamplingConfig;
+use rco_lm::batcher::{Batcher, Generated, Job, Prompt};
+use rco_lm::sampling::SamplingConfig;
 use serde_json::{json, Value};
 
 #[derive(clap::Args)]
@@ -553,7 +553,7 @@ fn sse(
     id: String,
     chat: bool,
     mut pieces: tokio::sync::mpsc::UnboundedReceiver<String>,
-    done: tokio::sync::oneshot::Receiver<Result<Generated, rco_plugins::burn::LmError>>,
+    done: tokio::sync::oneshot::Receiver<Result<Generated, rco_lm::LmError>>,
 ) -> Response {
     let stream = async_stream(move |tx| async move {
         if chat {

@@ -1,12 +1,13 @@
-//! Training loops over any [`CausalLm`]: the supervised warm start and the RCO objective.
+//! The training objectives over any [`CausalLm`]: the supervised warm start and the RCO loss
+//! (the KL-regularised squared error of method.md) with its accumulated optimizer step.
 
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::lm::completion_log_probs;
 use crate::model::CausalLm;
+use crate::sampling::completion_log_probs;
 
 /// One `(prompt ids, completion ids)` pair.
 pub type Example = (Vec<u32>, Vec<u32>);

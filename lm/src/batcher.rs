@@ -1,7 +1,7 @@
 //! Continuous service of one local model: requests from many threads queue up, and a worker
-//! thread that owns the model takes whatever is waiting (up to a batch size) and decodes it
-//! in one batched forward pass per step, streaming each row's text as it grows. `rco serve`
-//! puts HTTP in front of it.
+//! thread that owns the [`Engine`] takes whatever is waiting (up to its batch size) and
+//! decodes it in one batched forward pass per step, streaming each row's text as it grows.
+//! A scheduler on top of the engine; `rco serve` puts HTTP in front of it.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use burn::prelude::*;
 
 use crate::device::DeviceSpec;
-use crate::engine::{load_local, LmTokenizer, LocalLm};
-use crate::generate::cut_at_stop;
-use crate::lm::{sample_streaming, SamplingConfig};
+use crate::engine::{cut_at_stop, Engine, Settings};
+use crate::local::LmTokenizer;
 use crate::model::CausalLm;
+use crate::sampling::SamplingConfig;
 use crate::LmError;
 
 /// What the model reads.
@@ -85,17 +85,21 @@ impl Batcher {
             .name("rco-model".into())
             .spawn(move || {
                 let outcome: Result<(), LmError> = crate::with_backend!(spec, |B, device| {
-                    match load_local::<B>(&path, &device) {
-                        Ok((model, tokenizer)) => {
-                            let info = ModelInfo {
+                    let settings = Settings {
+                        batch_size,
+                        ..Settings::default()
+                    };
+                    match Engine::<B>::open(&path, device, settings) {
+                        Ok(engine) => {
+                            let info = engine.model().map(|model| ModelInfo {
                                 context: model.max_len(),
-                                architecture: match model {
-                                    LocalLm::Tiny(_) => "tiny",
-                                    LocalLm::Llama(_) => "llama",
-                                },
-                            };
-                            let _ = ready.send(Ok(info));
-                            serve::<B>(&model, &tokenizer, &device, &queue, batch_size, &counters);
+                                architecture: model.architecture(),
+                            });
+                            let loaded = info.is_ok();
+                            let _ = ready.send(info);
+                            if loaded {
+                                serve::<B>(&engine, &queue, &counters);
+                            }
                             Ok(())
                         }
                         Err(e) => {
@@ -148,15 +152,12 @@ struct Row {
     stopped: bool,
 }
 
-fn serve<B: Backend>(
-    model: &LocalLm<B>,
-    tokenizer: &LmTokenizer,
-    device: &B::Device,
-    queue: &mpsc::Receiver<Job>,
-    batch_size: usize,
-    stats: &BatchStats,
-) {
-    let stop_tokens = tokenizer.stop();
+fn serve<B: Backend>(engine: &Engine<B>, queue: &mpsc::Receiver<Job>, stats: &BatchStats) {
+    let tokenizer = &engine.tokenizer;
+    let batch_size = engine.settings.batch_size;
+    let Ok(max_len) = engine.model().map(|model| model.max_len()) else {
+        return;
+    };
     while let Ok(first) = queue.recv() {
         // Whatever arrives within a few milliseconds joins the batch.
         let mut jobs = vec![first];
@@ -171,11 +172,10 @@ fn serve<B: Backend>(
         let mut ready: Vec<(Job, Vec<u32>)> = Vec::new();
         for job in jobs {
             match prompt_ids(tokenizer, &job.prompt).and_then(|ids| {
-                if ids.len() + 2 > model.max_len() {
+                if ids.len() + 2 > max_len {
                     Err(LmError::Tokenize(format!(
-                        "the prompt takes {} tokens; the model reads at most {}",
+                        "the prompt takes {} tokens; the model reads at most {max_len}",
                         ids.len(),
-                        model.max_len()
                     )))
                 } else {
                     Ok(ids)
@@ -208,14 +208,8 @@ fn serve<B: Backend>(
                     stopped: false,
                 })
                 .collect();
-            let completions = sample_streaming(
-                model,
-                &prompts,
-                &seeds,
-                &sampling,
-                &stop_tokens,
-                device,
-                &mut |row, token| {
+            let completions =
+                engine.sample_streaming(&prompts, &seeds, &sampling, &mut |row, token| {
                     let (job, _) = &mut group[row];
                     let state = &mut rows[row];
                     state.ids.push(token);
@@ -252,8 +246,17 @@ fn serve<B: Backend>(
                         on_text(&cut[state.sent..end]);
                         state.sent = end;
                     }
-                },
-            );
+                });
+            let completions = match completions {
+                Ok(completions) => completions,
+                Err(e) => {
+                    let message = e.to_string();
+                    for (job, _) in group {
+                        (job.done)(Err(LmError::Device(message.clone())));
+                    }
+                    continue;
+                }
+            };
             for (((mut job, ids), ids_out), state) in group.into_iter().zip(completions).zip(rows) {
                 let result = tokenizer.decode(&ids_out).map(|text| {
                     let cut = cut_at_stop(text.clone(), &job.stop);

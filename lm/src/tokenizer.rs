@@ -1,4 +1,5 @@
-//! Tokenizers of the burn language models. The tiny quickstart critic reads characters.
+//! The character tokenizer of tiny checkpoints (`model.json` names it): one token per
+//! character of an alphabet, after the special tokens every model here shares.
 
 use serde::{Deserialize, Serialize};
 

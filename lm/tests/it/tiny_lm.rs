@@ -1,18 +1,16 @@
-//! The burn side on the default (flex) backend: sampling, log-probs, warm start, checkpoints,
-//! and the RCO trainer moving probability towards the critique with the highest utility.
-
-use std::sync::Arc;
+//! The tiny character model on the default (flex) backend: sampling, log-probs, the warm
+//! start, checkpoints and the KV cache.
 
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
-use rco_core::{LogProbRequest, NoProgress, ScoredCritique, TrainingGroup};
-use rco_plugin_burn::checkpoint::{self, Architecture, ModelSpec};
-use rco_plugin_burn::device::Cpu;
-use rco_plugin_burn::lm::{completion_log_probs, sample, SamplingConfig, StopTokens};
-use rco_plugin_burn::model::TinyLmConfig;
-use rco_plugin_burn::tokenizer::{CharTokenizer, Tokenizer};
+use rco_core::NoProgress;
+use rco_lm::checkpoint::{self, Architecture, ModelSpec};
+use rco_lm::device::Cpu;
+use rco_lm::sampling::{completion_log_probs, sample, SamplingConfig, StopTokens};
+use rco_lm::tiny::TinyLmConfig;
+use rco_lm::tokenizer::{CharTokenizer, Tokenizer};
 
-fn spec() -> ModelSpec {
+pub fn spec() -> ModelSpec {
     let tokenizer = Tokenizer::Chars(CharTokenizer {
         alphabet: "0123456789abcdefghijklmnopqrstuvwxyz:|>@= ".into(),
     });
@@ -30,7 +28,7 @@ fn spec() -> ModelSpec {
     }
 }
 
-fn ids(spec: &ModelSpec, text: &str, bos: bool) -> Vec<u32> {
+pub fn ids(spec: &ModelSpec, text: &str, bos: bool) -> Vec<u32> {
     let mut out = if bos {
         vec![spec.tokenizer.bos()]
     } else {
@@ -139,14 +137,8 @@ fn warm_start_learns_and_checkpoint_round_trips() {
             ids(&spec, "no", false).into_iter().chain([2]).collect(),
         ),
     ];
-    let (model, loss) = rco_plugin_burn::train::supervised(
-        model,
-        150,
-        3e-3,
-        &device,
-        |_| examples.clone(),
-        &NoProgress,
-    );
+    let (model, loss) =
+        rco_lm::loss::supervised(model, 150, 3e-3, &device, |_| examples.clone(), &NoProgress);
     assert!(loss < 0.05, "final nll {loss}");
     let model = model.valid();
     let greedy = SamplingConfig {
@@ -188,141 +180,12 @@ fn warm_start_learns_and_checkpoint_round_trips() {
     assert!(err.contains("model.mpk"), "{err}");
 }
 
-/// Progress that panics after a number of steps, to stop a training run the hard way.
-struct StopAfter(std::sync::atomic::AtomicU64, u64);
-impl rco_core::Progress for StopAfter {
-    fn inc(&self, delta: u64) {
-        let done = self.0.fetch_add(delta, std::sync::atomic::Ordering::SeqCst) + delta;
-        if done > self.1 {
-            panic!("simulated crash after step {}", self.1);
-        }
-    }
-}
-
-fn trainer(
-    section: &serde_json::Value,
-    base: &std::path::Path,
-    output: &std::path::Path,
-) -> Box<dyn rco_core::Trainer> {
-    let mut ctx = rco_core::BuildContext::new("trainer", 5);
-    ctx.checkpoint = Some(base.to_path_buf());
-    ctx.output = Some(output.to_path_buf());
-    let descriptor = rco_core::registry::find(rco_core::Role::Trainer, section).unwrap();
-    let rco_core::Builder::Trainer(build) = &descriptor.build else {
-        panic!("not a trainer")
-    };
-    build(section, &ctx).unwrap()
-}
-
-#[tokio::test]
-async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
-    let spec = spec();
-    let device = Default::default();
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("base");
-    checkpoint::save(&base, &spec, checkpoint::init::<Cpu>(&spec, &device)).unwrap();
-    let critic =
-        rco_plugin_burn::critic::open_critic("critic", &base, "cpu", SamplingConfig::default(), 16)
-            .unwrap();
-    let prompt = "copy:12|13>".to_string();
-    let texts = ["@2=2", "ok", "@1=5", "@2"];
-    let cus = [1.0, 0.5, 0.0, 0.5];
-    let requests: Vec<LogProbRequest> = texts
-        .iter()
-        .map(|t| LogProbRequest {
-            prompt: prompt.clone(),
-            completion: t.to_string(),
-        })
-        .collect();
-    let before = critic.log_probs(&requests).await.unwrap();
-    let group = TrainingGroup {
-        item_id: "a".into(),
-        prompt: prompt.clone(),
-        critiques: texts
-            .iter()
-            .zip(cus)
-            .zip(&before)
-            .map(|((t, cu), lp)| ScoredCritique {
-                text: t.to_string(),
-                cu,
-                ref_logprob: Some(*lp),
-            })
-            .collect(),
-    };
-    let groups = vec![group; 4];
-    let section = serde_json::json!({"kind": "rco", "beta": 0.5, "learning_rate": 0.002, "epochs": 6, "groups_per_batch": 2, "accumulation": 2, "checkpoint_every": 1});
-
-    let summary = trainer(&section, &base, &dir.path().join("rco"))
-        .train(&groups, Arc::new(NoProgress))
-        .await
-        .unwrap();
-    assert_eq!(summary.steps, 6);
-    assert!(summary.last_loss < summary.first_loss, "{summary:?}");
-    let trained = rco_plugin_burn::critic::open_critic(
-        "critic",
-        &dir.path().join("rco"),
-        "cpu",
-        SamplingConfig::default(),
-        16,
-    )
-    .unwrap();
-    let after = trained.log_probs(&requests).await.unwrap();
-    assert!(
-        after[0] > before[0],
-        "best critique {} -> {}",
-        before[0],
-        after[0]
-    );
-    assert!(
-        after[2] < before[2],
-        "worst critique {} -> {}",
-        before[2],
-        after[2]
-    );
-
-    // Training again on a finished directory does nothing more.
-    let again = trainer(&section, &base, &dir.path().join("rco"))
-        .train(&groups, Arc::new(NoProgress))
-        .await
-        .unwrap();
-    assert_eq!((again.resumed_from_step, again.steps), (6, 6));
-
-    // A run that crashes during step 3 (after its checkpoint) and is resumed ends with the same weights.
-    let crashed_dir = dir.path().join("crashed");
-    let (s, b, o, g) = (
-        section.clone(),
-        base.clone(),
-        crashed_dir.clone(),
-        groups.clone(),
-    );
-    let crashed = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(trainer(&s, &b, &o).train(&g, Arc::new(StopAfter(Default::default(), 2))))
-    })
-    .join();
-    assert!(crashed.is_err(), "the simulated crash did not happen");
-    let resumed = trainer(&section, &base, &crashed_dir)
-        .train(&groups, Arc::new(NoProgress))
-        .await
-        .unwrap();
-    assert_eq!(resumed.resumed_from_step, 3);
-    let resumed_critic = rco_plugin_burn::critic::open_critic(
-        "critic",
-        &crashed_dir,
-        "cpu",
-        SamplingConfig::default(),
-        16,
-    )
-    .unwrap();
-    assert_eq!(resumed_critic.log_probs(&requests).await.unwrap(), after);
-}
-
 /// Greedy decoding through the KV cache (rows of different lengths, rows stopping early and
 /// leaving the batch) gives what recomputing each row's whole sequence gives.
 #[test]
 fn cached_decoding_matches_full_recompute() {
-    use rco_plugin_burn::lm::PaddedBatch;
-    use rco_plugin_burn::model::CausalLm;
+    use rco_lm::model::CausalLm;
+    use rco_lm::sampling::PaddedBatch;
 
     let spec = spec();
     let device = Default::default();

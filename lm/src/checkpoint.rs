@@ -9,7 +9,7 @@ use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{TinyLm, TinyLmConfig};
+use crate::tiny::{TinyLm, TinyLmConfig};
 use crate::tokenizer::Tokenizer;
 use crate::LmError;
 

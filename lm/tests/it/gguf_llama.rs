@@ -3,29 +3,12 @@
 //! The file comes from `scripts/fetch-models.sh` (run by `scripts/test.sh`), whose path is
 //! in `SMOLLM2_GGUF`.
 
-use std::path::PathBuf;
+use rco_lm::device::Cpu;
+use rco_lm::engine::Engine;
+use rco_lm::gguf::GgufFile;
+use rco_lm::sampling::SamplingConfig;
 
-use rco_plugin_burn::device::Cpu;
-use rco_plugin_burn::generate::LoadedLm;
-use rco_plugin_burn::gguf::GgufFile;
-use rco_plugin_burn::lm::SamplingConfig;
-
-fn gguf() -> PathBuf {
-    let path = std::env::var_os("SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/rco/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/fetch-models.sh (scripts/test.sh does) or set SMOLLM2_GGUF",
-        path.display()
-    );
-    path
-}
+use crate::common::smollm2_gguf as gguf;
 
 #[test]
 fn smollm2_loads_tokenizes_and_predicts_like_the_reference() {
@@ -33,7 +16,7 @@ fn smollm2_loads_tokenizes_and_predicts_like_the_reference() {
     let file = GgufFile::open(&path).expect("open gguf");
     assert_eq!(file.version, 3);
     assert_eq!(file.tensors.len(), 272);
-    let config = rco_plugin_burn::llama::LlamaConfig::from_gguf(&file).expect("config");
+    let config = rco_lm::llama::LlamaConfig::from_gguf(&file).expect("config");
     assert_eq!(
         (
             config.layers,
@@ -49,11 +32,11 @@ fn smollm2_loads_tokenizes_and_predicts_like_the_reference() {
     assert!(config.tied_embeddings);
     drop(file);
 
-    let lm = LoadedLm::<Cpu>::open(&path, Default::default()).expect("load");
+    let lm = Engine::<Cpu>::load(&path, Default::default()).expect("load");
     // The tokenizer reproduces llama.cpp's ids.
     let ids = lm
         .tokenizer
-        .encode("Hello world! 12345 The capital of France is")
+        .text_ids("Hello world! 12345 The capital of France is")
         .expect("encode");
     assert_eq!(
         ids,
@@ -64,7 +47,8 @@ fn smollm2_loads_tokenizes_and_predicts_like_the_reference() {
         "Hello world! 12345 The capital of France is"
     );
     let prompt = lm
-        .prompt_ids("The capital of France is", true)
+        .tokenizer
+        .prompt_ids("The capital of France is", false)
         .expect("prompt");
     assert_eq!(prompt, vec![504, 3575, 282, 4649, 314]);
 
@@ -72,7 +56,7 @@ fn smollm2_loads_tokenizes_and_predicts_like_the_reference() {
     // " Paris" -0.2581, " the" -2.7408, " London" -4.384 (llama.cpp, with 8-bit activations:
     // -0.2589, -2.7646, -4.295). Tolerance 0.02 nats against the f32 reference.
     let log_probs = lm.next_token_log_probs(&prompt).expect("forward");
-    let id = |text: &str| lm.tokenizer.encode(text).expect("encode")[0] as usize;
+    let id = |text: &str| lm.tokenizer.text_ids(text).expect("encode")[0] as usize;
     for (token, reference) in [
         (" Paris", -0.2581f32),
         (" the", -2.7408),
@@ -100,6 +84,8 @@ fn smollm2_loads_tokenizes_and_predicts_like_the_reference() {
     // Greedy decoding in the chat format answers the question.
     let text = lm
         .tokenizer
+        .text()
+        .expect("a subword tokenizer")
         .chat_prompt("What is the capital of France?")
         .expect("chat prompt");
     assert!(
@@ -108,7 +94,8 @@ fn smollm2_loads_tokenizes_and_predicts_like_the_reference() {
     );
     assert!(text.ends_with("<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"), "{text}");
     let chat = lm
-        .prompt_ids("What is the capital of France?", false)
+        .tokenizer
+        .prompt_ids("What is the capital of France?", true)
         .expect("chat prompt");
     assert_eq!(chat[0], 1, "<|im_start|> is one control token");
     let greedy = SamplingConfig {
@@ -116,8 +103,10 @@ fn smollm2_loads_tokenizes_and_predicts_like_the_reference() {
         max_tokens: 12,
         ..Default::default()
     };
+    let mut lm = lm;
+    lm.settings.sampling = greedy;
     let answer = lm
-        .generate(&[chat], &[0], &greedy)
+        .generate_ids(&[chat], &[0])
         .expect("generate")
         .pop()
         .unwrap_or_default();
@@ -131,7 +120,7 @@ fn damaged_files_name_the_file_and_the_tensor() {
     // Truncated inside the tensor data: the tensor that runs past the end is named.
     let truncated = dir.path().join("truncated.gguf");
     std::fs::write(&truncated, &bytes[..bytes.len() - 1_000_000]).expect("write");
-    let err = LoadedLm::<Cpu>::open(&truncated, Default::default())
+    let err = Engine::<Cpu>::load(&truncated, Default::default())
         .err()
         .expect("truncated file loads")
         .to_string();
@@ -142,7 +131,7 @@ fn damaged_files_name_the_file_and_the_tensor() {
     // Truncated inside the header.
     let header = dir.path().join("header.gguf");
     std::fs::write(&header, &bytes[..4096]).expect("write");
-    let err = LoadedLm::<Cpu>::open(&header, Default::default())
+    let err = Engine::<Cpu>::load(&header, Default::default())
         .err()
         .expect("header-only file loads")
         .to_string();
@@ -153,7 +142,7 @@ fn damaged_files_name_the_file_and_the_tensor() {
     // Not a GGUF file at all.
     let text = dir.path().join("notes.gguf");
     std::fs::write(&text, "hello").expect("write");
-    let err = LoadedLm::<Cpu>::open(&text, Default::default())
+    let err = Engine::<Cpu>::load(&text, Default::default())
         .err()
         .expect("text file loads")
         .to_string();
@@ -167,7 +156,7 @@ fn damaged_files_name_the_file_and_the_tensor() {
     other[at..at + 5].copy_from_slice(b"qwen2");
     let renamed = dir.path().join("other.gguf");
     std::fs::write(&renamed, &other).expect("write");
-    let err = LoadedLm::<Cpu>::open(&renamed, Default::default())
+    let err = Engine::<Cpu>::load(&renamed, Default::default())
         .err()
         .expect("other architecture loads")
         .to_string();
@@ -182,7 +171,7 @@ fn reference(
 ) -> Vec<serde_json::Value> {
     use std::io::Write;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../scripts")
+        .join("../scripts")
         .join(script);
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let mut child = std::process::Command::new(&python)
@@ -242,21 +231,28 @@ fn greedy_decoding_matches_f32_reference_and_llama_cpp() {
         "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n",
         "Once upon a time, there was a little",
     ];
-    let lm = LoadedLm::<Cpu>::open(&path, Default::default()).expect("load");
+    let lm = Engine::<Cpu>::load(&path, Default::default()).expect("load");
     let ids: Vec<Vec<u32>> = prompts
         .iter()
-        .map(|p| lm.prompt_ids(p, true).expect("prompt"))
+        .map(|p| lm.tokenizer.prompt_ids(p, false).expect("prompt"))
         .collect();
     let greedy = SamplingConfig {
         temperature: 0.0,
         max_tokens: 16,
         ..Default::default()
     };
-    let stop = rco_plugin_burn::lm::StopTokens {
-        eos: lm.tokenizer.eos,
+    let stop = rco_lm::sampling::StopTokens {
+        eos: lm.tokenizer.eos(),
         banned: Vec::new(),
     };
-    let ours = rco_plugin_burn::lm::sample(&lm.model, &ids, &[0; 5], &greedy, &stop, &lm.device);
+    let ours = rco_lm::sampling::sample(
+        &*lm.model().expect("model"),
+        &ids,
+        &[0; 5],
+        &greedy,
+        &stop,
+        &lm.device,
+    );
     let first: Vec<Vec<f32>> = ids
         .iter()
         .map(|p| lm.next_token_log_probs(p).expect("forward"))
@@ -307,7 +303,7 @@ fn greedy_decoding_matches_f32_reference_and_llama_cpp() {
             prompts[i]
         );
         let mut theirs = ids_of(&r["tokens"]);
-        if theirs.last() == Some(&lm.tokenizer.eos) {
+        if theirs.last() == Some(&lm.tokenizer.eos()) {
             theirs.pop();
         }
         if theirs == ours[i] {
@@ -385,155 +381,13 @@ fn greedy_decoding_matches_f32_reference_and_llama_cpp() {
     );
 }
 
-/// SmolLM2 as the `burn` critic, actor and self-rewarding judge, built from config sections
-/// through the registry.
-#[tokio::test]
-async fn smollm2_plays_critic_actor_and_judge() {
-    use rco_core::registry::{find, Builder, Role};
-    use rco_core::{
-        BuildContext, Comparison, CritiqueRequest, LogProbRequest, PointwiseRequest, RefineRequest,
-        TaskItem,
-    };
-
-    let path = gguf();
-    let section = |temperature: f64, max_tokens: usize| serde_json::json!({"kind": "burn", "checkpoint": path, "sampling": {"temperature": temperature, "top_p": 0.9, "max_tokens": max_tokens}, "batch_size": 8});
-    let ctx = BuildContext::new("smollm2", 1);
-    let item = |id: &str, prompt: &str, answer: &str| TaskItem {
-        id: id.into(),
-        task: "qa".into(),
-        prompt: prompt.into(),
-        initial_response: answer.into(),
-        reference: None,
-    };
-    let items = [
-        item("a", "What is 2 + 2?", "2 + 2 = 5."),
-        item(
-            "b",
-            "Name the largest planet.",
-            "The largest planet is Mars.",
-        ),
-    ];
-
-    let critic_section = section(0.8, 24);
-    let Builder::Critic(build_critic) = &find(Role::Critic, &critic_section)
-        .expect("critic kind")
-        .build
-    else {
-        panic!("not a critic")
-    };
-    let critic = build_critic(&critic_section, &ctx).expect("critic");
-    let templates = rco_core::PromptTemplates::default();
-    let requests: Vec<CritiqueRequest> = items
-        .iter()
-        .map(|i| CritiqueRequest {
-            prompt: rco_core::template::render(
-                &templates.default.critique,
-                &[("prompt", &i.prompt), ("response", &i.initial_response)],
-            ),
-            item: i.clone(),
-            n: 2,
-            seed: 9,
-        })
-        .collect();
-    let critiques = critic.critique(&requests).await.expect("critique");
-    assert_eq!(
-        critiques.iter().map(Vec::len).collect::<Vec<_>>(),
-        vec![2, 2]
-    );
-    for (request, group) in requests.iter().zip(&critiques) {
-        for c in group {
-            assert!(!c.text.trim().is_empty());
-            let lp = c.ref_logprob.expect("ref log-prob");
-            assert!(lp.is_finite() && lp < 0.0, "{lp}");
-            let again = critic
-                .log_probs(&[LogProbRequest {
-                    prompt: request.prompt.clone(),
-                    completion: c.text.clone(),
-                }])
-                .await
-                .expect("log_probs");
-            assert!((again[0] - lp).abs() < 1e-3, "{} vs {lp}", again[0]);
-        }
-    }
-
-    let actor_section = section(0.7, 24);
-    let Builder::Actor(build_actor) = &find(Role::Actor, &actor_section).expect("actor kind").build
-    else {
-        panic!("not an actor")
-    };
-    let actor = build_actor(&actor_section, &ctx).expect("actor");
-    let refine: Vec<RefineRequest> = items
-        .iter()
-        .zip(&critiques)
-        .map(|(i, c)| RefineRequest {
-            item: i.clone(),
-            critique: c[0].text.clone(),
-            prompt: rco_core::template::render(
-                &templates.default.refinement,
-                &[
-                    ("prompt", &i.prompt),
-                    ("response", &i.initial_response),
-                    ("critique", &c[0].text),
-                ],
-            ),
-            m: 2,
-            seed: 4,
-        })
-        .collect();
-    let refined = actor.refine(&refine).await.expect("refine");
-    assert_eq!(refined.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2]);
-
-    let judge_section = section(0.0, 48);
-    let Builder::Judge(build_judge) = &find(Role::Judge, &judge_section).expect("judge kind").build
-    else {
-        panic!("not a judge")
-    };
-    let judge = build_judge(&judge_section, &ctx).expect("judge");
-    let comparisons: Vec<Comparison> = items
-        .iter()
-        .zip(&refined)
-        .flat_map(|(i, r)| {
-            let pair = |a: &str, b: &str, seed| Comparison {
-                task: i.task.clone(),
-                prompt: i.prompt.clone(),
-                reference: None,
-                a: a.into(),
-                b: b.into(),
-                seed,
-            };
-            vec![
-                pair(&r[0].text, &i.initial_response, 1),
-                pair(&i.initial_response, &r[0].text, 2),
-            ]
-        })
-        .collect();
-    let verdicts = judge.compare(&comparisons).await.expect("compare");
-    assert_eq!(verdicts.len(), 4);
-    for v in &verdicts {
-        if let rco_core::Verdict::Invalid { reason } = &v.verdict {
-            assert!(reason.contains("[[A]]"), "{reason}");
-        }
-    }
-    let scores = judge
-        .score(&[PointwiseRequest {
-            task: "qa".into(),
-            prompt: items[0].prompt.clone(),
-            response: "2 + 2 = 4.".into(),
-            reference: None,
-            seed: 3,
-        }])
-        .await
-        .expect("score");
-    assert_eq!(scores.len(), 1);
-}
-
 /// A model written as a Hugging Face directory reads back with identical logits and tokens.
 #[test]
 fn hugging_face_export_round_trips() {
     let path = gguf();
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("smollm2-hf");
-    rco_plugin_burn::generate::export_hf(&path, &out).expect("export");
+    rco_lm::commands::export_hf(&path, &out).expect("export");
     for name in [
         "config.json",
         "model.safetensors",
@@ -553,11 +407,11 @@ fn hugging_face_export_round_trips() {
         ),
         (Some(30), Some(3), Some(true))
     );
-    let original = LoadedLm::<Cpu>::open(&path, Default::default()).expect("gguf");
-    let exported = LoadedLm::<Cpu>::open(&out, Default::default()).expect("hf directory");
+    let original = Engine::<Cpu>::load(&path, Default::default()).expect("gguf");
+    let exported = Engine::<Cpu>::load(&out, Default::default()).expect("hf directory");
     for prompt in ["The capital of France is", "def fibonacci(n):"] {
-        let a = original.prompt_ids(prompt, true).expect("ids");
-        let b = exported.prompt_ids(prompt, true).expect("ids");
+        let a = original.tokenizer.prompt_ids(prompt, false).expect("ids");
+        let b = exported.tokenizer.prompt_ids(prompt, false).expect("ids");
         assert_eq!(a, b);
         assert_eq!(
             original.next_token_log_probs(&a).expect("forward"),
@@ -565,149 +419,25 @@ fn hugging_face_export_round_trips() {
         );
     }
     assert_eq!(
-        original.tokenizer.chat_prompt("hi").expect("chat"),
-        exported.tokenizer.chat_prompt("hi").expect("chat")
+        original
+            .tokenizer
+            .text()
+            .expect("subword")
+            .chat_prompt("hi")
+            .expect("chat"),
+        exported
+            .tokenizer
+            .text()
+            .expect("subword")
+            .chat_prompt("hi")
+            .expect("chat")
     );
     // A damaged directory names the file and the tensor.
     let bytes = std::fs::read(out.join("model.safetensors")).expect("read");
     std::fs::write(out.join("model.safetensors"), &bytes[..bytes.len() / 2]).expect("write");
-    let err = LoadedLm::<Cpu>::open(&out, Default::default())
+    let err = Engine::<Cpu>::load(&out, Default::default())
         .err()
         .expect("damaged loads")
         .to_string();
     assert!(err.contains("model.safetensors"), "{err}");
-}
-
-/// The RCO trainer fine-tunes SmolLM2 itself: the critique with the highest utility gains
-/// probability, the lowest loses it, and the trained critic is written as a Hugging Face
-/// directory that the `burn` critic reads back.
-#[tokio::test]
-async fn rco_trains_smollm2_and_writes_a_hugging_face_critic() {
-    use rco_core::registry::{find, Builder, Role};
-    use rco_core::{BuildContext, LogProbRequest, NoProgress, ScoredCritique, TrainingGroup};
-
-    let path = gguf();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let critic =
-        rco_plugin_burn::critic::open_critic("critic", &path, "cpu", SamplingConfig::default(), 8)
-            .expect("critic");
-    let prompt = "Critique this answer to 'What is 2 + 2?': 2 + 2 = 5.".to_string();
-    let texts = ["The answer is wrong: 2 + 2 = 4.", "Looks good."];
-    let requests: Vec<LogProbRequest> = texts
-        .iter()
-        .map(|t| LogProbRequest {
-            prompt: prompt.clone(),
-            completion: t.to_string(),
-        })
-        .collect();
-    let before = critic.log_probs(&requests).await.expect("log_probs");
-    let group = TrainingGroup {
-        item_id: "a".into(),
-        prompt: prompt.clone(),
-        critiques: texts
-            .iter()
-            .zip([1.0, 0.0])
-            .zip(&before)
-            .map(|((t, cu), lp)| ScoredCritique {
-                text: t.to_string(),
-                cu,
-                ref_logprob: Some(*lp),
-            })
-            .collect(),
-    };
-    let section = serde_json::json!({"kind": "rco", "beta": 0.5, "learning_rate": 0.000001, "epochs": 2, "groups_per_batch": 1, "checkpoint_every": 100});
-    let mut ctx = BuildContext::new("trainer", 1);
-    ctx.checkpoint = Some(path.clone());
-    ctx.output = Some(dir.path().join("rco"));
-    let Builder::Trainer(build) = &find(Role::Trainer, &section).expect("kind").build else {
-        panic!("not a trainer")
-    };
-    let summary = build(&section, &ctx)
-        .expect("trainer")
-        .train(&[group.clone()], std::sync::Arc::new(NoProgress))
-        .await
-        .expect("train");
-    assert_eq!(summary.steps, 2);
-    assert!(summary.last_loss < summary.first_loss, "{summary:?}");
-    assert!(
-        dir.path().join("rco/config.json").is_file()
-            && dir.path().join("rco/model.safetensors").is_file()
-    );
-    let trained = rco_plugin_burn::critic::open_critic(
-        "critic",
-        &dir.path().join("rco"),
-        "cpu",
-        SamplingConfig::default(),
-        8,
-    )
-    .expect("trained critic");
-    let after = trained.log_probs(&requests).await.expect("log_probs");
-    assert!(
-        after[0] > before[0],
-        "useful critique {} -> {}",
-        before[0],
-        after[0]
-    );
-    assert!(
-        after[1] < before[1],
-        "useless critique {} -> {}",
-        before[1],
-        after[1]
-    );
-
-    // The same training stopped by a crash after its first checkpoint (step 1 of 2), then
-    // resumed from the saved model and AdamW state, ends where the uninterrupted one did.
-    struct CrashAfterFirstStep;
-    impl rco_core::Progress for CrashAfterFirstStep {
-        fn inc(&self, delta: u64) {
-            assert!(delta != 1, "simulated crash after the first step");
-        }
-    }
-    let resumed_dir = dir.path().join("resumed");
-    let mut ctx = ctx.clone();
-    ctx.output = Some(resumed_dir.clone());
-    let section = serde_json::json!({"kind": "rco", "beta": 0.5, "learning_rate": 0.000001, "epochs": 2, "groups_per_batch": 1, "checkpoint_every": 1});
-    let mut trainer = build(&section, &ctx).expect("trainer");
-    let groups = vec![group];
-    let crashed = {
-        let groups = groups.clone();
-        tokio::spawn(async move {
-            let _ = trainer
-                .train(&groups, std::sync::Arc::new(CrashAfterFirstStep))
-                .await;
-        })
-        .await
-    };
-    assert!(
-        crashed.is_err_and(|e| e.is_panic()),
-        "the first run did not crash"
-    );
-    assert!(!resumed_dir.join("config.json").exists());
-    let summary = build(&section, &ctx)
-        .expect("trainer")
-        .train(&groups, std::sync::Arc::new(NoProgress))
-        .await
-        .expect("resumed training");
-    assert_eq!(
-        (summary.resumed_from_step, summary.steps),
-        (1, 2),
-        "{summary:?}"
-    );
-    let resumed = rco_plugin_burn::critic::open_critic(
-        "critic",
-        &resumed_dir,
-        "cpu",
-        SamplingConfig::default(),
-        8,
-    )
-    .expect("resumed critic")
-    .log_probs(&requests)
-    .await
-    .expect("log_probs");
-    for (a, b) in after.iter().zip(&resumed) {
-        assert!(
-            (a - b).abs() < 1e-3,
-            "uninterrupted {after:?} vs resumed {resumed:?}"
-        );
-    }
 }

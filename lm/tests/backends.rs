@@ -4,13 +4,12 @@
 //! step; a `burn` critic whose config names the device gives what the `cpu` one gives.
 //!
 //! Flex is the reference because its own tests compare it with an independent f32 forward
-//! and with llama.cpp (`gguf_llama.rs`). Without a backend feature this file has no tests.
-//! Run: `cargo test -p rco-plugin-burn --features wgpu --test backends -- --nocapture`
+//! and with llama.cpp (`tests/it/gguf_llama.rs`). Without a backend feature this file has no tests.
+//! Run: `cargo test -p rco-lm --features wgpu --test backends -- --nocapture`
 //! (scripts/test.sh does, on lavapipe's software Vulkan when there is no GPU); the figures
 //! it prints are the ones recorded in the README.
 #![cfg(any(feature = "wgpu", feature = "cuda"))]
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::backend::Autodiff;
@@ -18,13 +17,17 @@ use burn::module::AutodiffModule;
 use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use rco_core::LogProbRequest;
-use rco_plugin_burn::checkpoint::{self, Architecture, ModelSpec};
-use rco_plugin_burn::device::Cpu;
-use rco_plugin_burn::generate::LoadedLm;
-use rco_plugin_burn::lm::{completion_log_probs, sample, PaddedBatch, SamplingConfig, StopTokens};
-use rco_plugin_burn::model::{CausalLm, TinyLmConfig};
-use rco_plugin_burn::tokenizer::{CharTokenizer, Tokenizer};
-use rco_plugin_burn::train::{rco_step, RcoGroup};
+use rco_lm::checkpoint::{self, Architecture, ModelSpec};
+use rco_lm::device::Cpu;
+use rco_lm::engine::{Engine, Settings};
+use rco_lm::loss::{rco_step, RcoGroup};
+use rco_lm::model::CausalLm;
+use rco_lm::sampling::{completion_log_probs, sample, PaddedBatch, SamplingConfig, StopTokens};
+use rco_lm::tiny::TinyLmConfig;
+use rco_lm::tokenizer::{CharTokenizer, Tokenizer};
+
+mod common;
+use common::smollm2_gguf as smollm2;
 
 /// How far a backend may be from flex.
 #[derive(Debug, Clone, Copy)]
@@ -101,23 +104,6 @@ fn tiny_checkpoint() -> (tempfile::TempDir, ModelSpec) {
     let model = checkpoint::init_seeded::<Cpu>(&spec, &Default::default(), 11);
     checkpoint::save(dir.path(), &spec, model).expect("save");
     (dir, spec)
-}
-
-fn smollm2() -> PathBuf {
-    let path = std::env::var_os("SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/rco/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/fetch-models.sh (scripts/test.sh does) or set SMOLLM2_GGUF",
-        path.display()
-    );
-    path
 }
 
 /// Logits `[batch, time, vocab]` of a left-padded batch, flattened.
@@ -322,12 +308,14 @@ fn tiny_training_step_matches_flex<B: Backend>(
 fn critic_on_configured_device_matches_cpu(device_name: &str, tolerance: Tolerance) {
     let (dir, _) = tiny_checkpoint();
     let open = |device: &str| {
-        rco_plugin_burn::critic::open_critic(
+        rco_lm::critic::open_critic(
             "critic",
             dir.path(),
             device,
-            SamplingConfig::default(),
-            4,
+            Settings {
+                batch_size: 4,
+                ..Settings::default()
+            },
         )
         .expect("critic")
     };
@@ -361,18 +349,18 @@ fn critic_on_configured_device_matches_cpu(device_name: &str, tolerance: Toleran
 fn smollm2_matches_flex<B: Backend>(backend: &str, device: B::Device, tolerance: Tolerance) {
     let path = smollm2();
     let start = Instant::now();
-    let lm = LoadedLm::<B>::open(&path, device).expect("load on the backend");
+    let lm = Engine::<B>::load(&path, device).expect("load on the backend");
     eprintln!("{backend} SmolLM2: loaded in {:.2?}", start.elapsed());
-    let reference = LoadedLm::<Cpu>::open(&path, Default::default()).expect("load on flex");
+    let reference = Engine::<Cpu>::load(&path, Default::default()).expect("load on flex");
     let raw = ["The capital of France is", "def fibonacci(n):"]
-        .map(|p| lm.prompt_ids(p, true).expect("prompt"))
+        .map(|p| lm.tokenizer.prompt_ids(p, false).expect("prompt"))
         .to_vec();
 
     let start = Instant::now();
-    let (ours, vocab) = logits(&lm.model, &raw, &lm.device);
+    let (ours, vocab) = logits(&*lm.model().expect("model"), &raw, &lm.device);
     let forward = start.elapsed();
     let start = Instant::now();
-    let (theirs, _) = logits(&reference.model, &raw, &reference.device);
+    let (theirs, _) = logits(&*reference.model().expect("model"), &raw, &reference.device);
     let g = gap(&ours, &theirs, vocab);
     eprintln!(
         "{backend} SmolLM2, 2 prompts of {} and {} tokens: {g:?}; forward {forward:.2?} (flex {:.2?})",
@@ -389,7 +377,7 @@ fn smollm2_matches_flex<B: Backend>(backend: &str, device: B::Device, tolerance:
 
     // The next-token log-probs the flex test checks against the f32 reference.
     let next = lm.next_token_log_probs(&raw[0]).expect("forward");
-    let id = |text: &str| lm.tokenizer.encode(text).expect("encode")[0] as usize;
+    let id = |text: &str| lm.tokenizer.text_ids(text).expect("encode")[0] as usize;
     for (token, f32_reference) in [
         (" Paris", -0.2581f32),
         (" the", -2.7408),
@@ -404,7 +392,8 @@ fn smollm2_matches_flex<B: Backend>(backend: &str, device: B::Device, tolerance:
 
     // Batched greedy decoding: a chat turn and a code prompt, 12 tokens each.
     let chat = lm
-        .prompt_ids("What is the capital of France?", false)
+        .tokenizer
+        .prompt_ids("What is the capital of France?", true)
         .expect("chat");
     let prompts = vec![chat, raw[1].clone()];
     let greedy = SamplingConfig {
@@ -413,15 +402,22 @@ fn smollm2_matches_flex<B: Backend>(backend: &str, device: B::Device, tolerance:
         ..Default::default()
     };
     let stop = StopTokens {
-        eos: lm.tokenizer.eos,
+        eos: lm.tokenizer.eos(),
         banned: Vec::new(),
     };
     let start = Instant::now();
-    let ours = sample(&lm.model, &prompts, &[0, 0], &greedy, &stop, &lm.device);
+    let ours = sample(
+        &*lm.model().expect("model"),
+        &prompts,
+        &[0, 0],
+        &greedy,
+        &stop,
+        &lm.device,
+    );
     let decode = start.elapsed();
     let start = Instant::now();
     let theirs = sample(
-        &reference.model,
+        &*reference.model().expect("model"),
         &prompts,
         &[0, 0],
         &greedy,
@@ -435,7 +431,7 @@ fn smollm2_matches_flex<B: Backend>(backend: &str, device: B::Device, tolerance:
     );
     assert_greedy_agrees(
         backend,
-        &reference.model,
+        &*reference.model().expect("model"),
         &prompts,
         &ours,
         &theirs,

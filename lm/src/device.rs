@@ -45,33 +45,70 @@ impl DeviceSpec {
     }
 }
 
-/// Calls `$body` with `B` bound to the backend of a [`DeviceSpec`] and `$device` to its device.
+/// Calls `$body` with `B` bound to the backend of a [`DeviceSpec`] and `$device` to its device;
+/// evaluates to `Err(LmError::Device(..).into())` for a backend this build lacks. Which
+/// backends are compiled in is decided by this crate's `wgpu` and `cuda` features, wherever
+/// the macro is expanded.
 #[macro_export]
 macro_rules! with_backend {
     ($spec:expr, |$B:ident, $device:ident| $body:expr) => {{
         match $spec {
             $crate::device::DeviceSpec::Cpu => {
                 type $B = $crate::device::Cpu;
-                let $device = Default::default();
+                let $device = ::core::default::Default::default();
                 $body
             }
-            #[cfg(feature = "wgpu")]
-            $crate::device::DeviceSpec::Wgpu => {
-                type $B = burn::backend::Wgpu;
-                let $device = burn::backend::wgpu::WgpuDevice::default();
-                $body
+            $crate::device::DeviceSpec::Wgpu => $crate::__with_wgpu!(|$B, $device| $body),
+            $crate::device::DeviceSpec::Cuda(_index) => {
+                $crate::__with_cuda!(_index, |$B, $device| $body)
             }
-            #[cfg(feature = "cuda")]
-            $crate::device::DeviceSpec::Cuda(index) => {
-                type $B = burn::backend::Cuda;
-                let $device = burn::backend::cuda::CudaDevice::new(index);
-                $body
-            }
-            #[allow(unreachable_patterns)]
-            other => Err($crate::LmError::Device(format!(
-                "{other:?} is not compiled into this build"
-            ))
-            .into()),
         }
     }};
+}
+
+#[cfg(feature = "wgpu")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_wgpu {
+    (|$B:ident, $device:ident| $body:expr) => {{
+        type $B = $crate::burn::backend::Wgpu;
+        let $device = $crate::burn::backend::wgpu::WgpuDevice::default();
+        $body
+    }};
+}
+
+#[cfg(not(feature = "wgpu"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_wgpu {
+    (|$B:ident, $device:ident| $body:expr) => {
+        Err(
+            $crate::LmError::Device("device `wgpu` is not compiled into this build".to_string())
+                .into(),
+        )
+    };
+}
+
+#[cfg(feature = "cuda")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_cuda {
+    ($index:ident, |$B:ident, $device:ident| $body:expr) => {{
+        type $B = $crate::burn::backend::Cuda;
+        let $device = $crate::burn::backend::cuda::CudaDevice::new($index);
+        $body
+    }};
+}
+
+#[cfg(not(feature = "cuda"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_cuda {
+    ($index:ident, |$B:ident, $device:ident| $body:expr) => {
+        Err($crate::LmError::Device(format!(
+            "device `cuda:{}` is not compiled into this build",
+            $index
+        ))
+        .into())
+    };
 }

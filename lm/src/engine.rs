@@ -1,0 +1,352 @@
+//! The loaded model: one local model (a tiny checkpoint directory, a Llama GGUF file or a
+//! Hugging Face directory) with its tokenizer, device and sampling settings, ready for
+//! batched generation and scoring. The `burn` critic, actor and judge are thin roles over
+//! it; `rco generate`, `rco logprob` ([`crate::commands`]) and `rco serve`'s scheduler
+//! ([`crate::batcher`]) run it too.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+
+use crate::local::{load_local, LmTokenizer, LocalLm};
+use crate::model::CausalLm;
+use crate::sampling::{
+    completion_log_probs, sample, sample_streaming, PaddedBatch, SamplingConfig, StopTokens,
+};
+use crate::LmError;
+
+/// How an engine samples, batches and reads prompts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// How text is sampled.
+    pub sampling: SamplingConfig,
+    /// Most sequences decoded or scored together (at least 1).
+    pub batch_size: usize,
+    /// Wrap prompts in the model's chat template (subword models; character models ignore it).
+    pub chat: bool,
+    /// Completions are cut before the first of these strings.
+    pub stop: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            sampling: SamplingConfig::default(),
+            batch_size: 64,
+            chat: true,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// A loaded model with its tokenizer, device and settings.
+pub struct Engine<B: Backend> {
+    model: Mutex<LocalLm<B>>,
+    pub tokenizer: LmTokenizer,
+    pub device: B::Device,
+    pub settings: Settings,
+}
+
+impl<B: Backend> Engine<B> {
+    /// Loads the model at `path` ([`load_local`] reads it) with `settings`.
+    pub fn open(path: &Path, device: B::Device, settings: Settings) -> Result<Self, LmError> {
+        let (model, tokenizer) = load_local::<B>(path, &device)?;
+        Ok(Self::new(model, tokenizer, device, settings))
+    }
+
+    /// Loads the model at `path` with the default settings.
+    pub fn load(path: &Path, device: B::Device) -> Result<Self, LmError> {
+        Self::open(path, device, Settings::default())
+    }
+
+    /// An engine over a model already in memory.
+    pub fn new(
+        model: LocalLm<B>,
+        tokenizer: LmTokenizer,
+        device: B::Device,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            model: Mutex::new(model),
+            tokenizer,
+            device,
+            settings: Settings {
+                batch_size: settings.batch_size.max(1),
+                ..settings
+            },
+        }
+    }
+
+    /// The model, for direct use (the engine's methods take it the same way).
+    pub fn model(&self) -> Result<MutexGuard<'_, LocalLm<B>>, LmError> {
+        self.model
+            .lock()
+            .map_err(|_| LmError::Device("the model lock is poisoned".into()))
+    }
+
+    /// Prompt ids, the chat template applied when the settings say so.
+    pub fn prompt_ids(&self, prompt: &str) -> Result<Vec<u32>, LmError> {
+        self.tokenizer.prompt_ids(prompt, self.settings.chat)
+    }
+
+    /// One completion per (prompt, seed), decoded and cut at the stop strings.
+    pub fn generate(&self, prompts: &[String], seeds: &[u64]) -> Result<Vec<String>, LmError> {
+        self.generate_after(prompts, "", seeds)
+    }
+
+    /// [`Engine::generate`] with the model's answer started by `answer_prefix` (written into
+    /// its turn after the chat template); the returned texts begin with the prefix.
+    pub fn generate_after(
+        &self,
+        prompts: &[String],
+        answer_prefix: &str,
+        seeds: &[u64],
+    ) -> Result<Vec<String>, LmError> {
+        let ids = self.prompts_with_prefix(prompts, answer_prefix)?;
+        let model = self.model()?;
+        let stop = self.tokenizer.stop();
+        let mut out = Vec::with_capacity(ids.len());
+        for (chunk, chunk_seeds) in ids
+            .chunks(self.settings.batch_size)
+            .zip(seeds.chunks(self.settings.batch_size))
+        {
+            for completion in sample(
+                &*model,
+                chunk,
+                chunk_seeds,
+                &self.settings.sampling,
+                &stop,
+                &self.device,
+            ) {
+                let text = cut_at_stop(self.tokenizer.decode(&completion)?, &self.settings.stop);
+                out.push(format!("{answer_prefix}{text}"));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Prompt ids (chat template applied as configured) followed by the answer prefix's.
+    fn prompts_with_prefix(
+        &self,
+        prompts: &[String],
+        answer_prefix: &str,
+    ) -> Result<Vec<Vec<u32>>, LmError> {
+        let prefix = if answer_prefix.is_empty() {
+            Vec::new()
+        } else {
+            self.tokenizer.text_ids(answer_prefix)?
+        };
+        prompts
+            .iter()
+            .map(|p| {
+                let mut ids = self.tokenizer.prompt_ids(p, self.settings.chat)?;
+                ids.extend_from_slice(&prefix);
+                Ok(ids)
+            })
+            .collect()
+    }
+
+    /// Log-probabilities of each of `choices` (their first token) as the next token after
+    /// each prompt (chat template applied as for generation) followed by `answer_prefix`.
+    pub fn choice_log_probs(
+        &self,
+        prompts: &[String],
+        answer_prefix: &str,
+        choices: &[&str],
+    ) -> Result<Vec<Vec<f64>>, LmError> {
+        let choice_ids = choices
+            .iter()
+            .map(|c| {
+                self.tokenizer
+                    .text_ids(c)?
+                    .first()
+                    .copied()
+                    .ok_or_else(|| LmError::Tokenize(format!("the choice {c:?} has no token")))
+            })
+            .collect::<Result<Vec<u32>, LmError>>()?;
+        let rows = self.prompts_with_prefix(prompts, answer_prefix)?;
+        let model = self.model()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(self.settings.batch_size) {
+            let batch = PaddedBatch::<B>::new(chunk, &self.device);
+            let time = batch.time;
+            let logits = model.logits(batch.tokens, batch.positions, batch.mask);
+            let [n, _, vocab] = logits.dims();
+            let last = burn::tensor::activation::log_softmax(
+                logits
+                    .slice([0..n, time - 1..time, 0..vocab])
+                    .reshape([n, vocab]),
+                1,
+            );
+            let values: Vec<f32> = last
+                .into_data()
+                .convert::<f32>()
+                .into_vec()
+                .map_err(|e| LmError::Tokenize(format!("{e:?}")))?;
+            for row in 0..n {
+                out.push(
+                    choice_ids
+                        .iter()
+                        .map(|&id| values[row * vocab + id as usize] as f64)
+                        .collect(),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Summed log-probs of completions (with their EOS) after prompts.
+    pub fn log_probs(&self, rows: &[(String, String)]) -> Result<Vec<f64>, LmError> {
+        let model = self.model()?;
+        let max_len = model.max_len();
+        let encoded = rows
+            .iter()
+            .map(|(p, c)| {
+                let prompt = self.tokenizer.prompt_ids(p, self.settings.chat)?;
+                let completion = self.tokenizer.completion_ids(c)?;
+                if prompt.len() + completion.len() > max_len {
+                    return Err(LmError::Tokenize(format!(
+                        "prompt and completion take {} tokens; the model reads at most {max_len}",
+                        prompt.len() + completion.len()
+                    )));
+                }
+                Ok((prompt, completion))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(encoded.len());
+        for chunk in encoded.chunks(self.settings.batch_size) {
+            let values = completion_log_probs(&*model, chunk, &self.device)
+                .into_data()
+                .convert::<f64>()
+                .into_vec::<f64>()
+                .map_err(|e| LmError::Tokenize(format!("{e:?}")))?;
+            out.extend(values);
+        }
+        Ok(out)
+    }
+
+    /// Completions of prompts given as token ids, one per seed: sampled with the settings'
+    /// sampling, stopped by the end-of-sequence token alone (no token is banned, unlike
+    /// [`Engine::generate`], which keeps a model from writing its start tokens), decoded and
+    /// cut before the first stop string. What `rco generate` prints.
+    pub fn generate_ids(
+        &self,
+        prompts: &[Vec<u32>],
+        seeds: &[u64],
+    ) -> Result<Vec<String>, LmError> {
+        let model = self.model()?;
+        let stop = StopTokens {
+            eos: self.tokenizer.eos(),
+            banned: Vec::new(),
+        };
+        let mut out = Vec::with_capacity(prompts.len());
+        for (chunk, chunk_seeds) in prompts
+            .chunks(self.settings.batch_size)
+            .zip(seeds.chunks(self.settings.batch_size))
+        {
+            for ids in sample(
+                &*model,
+                chunk,
+                chunk_seeds,
+                &self.settings.sampling,
+                &stop,
+                &self.device,
+            ) {
+                out.push(cut_at_stop(
+                    self.tokenizer.decode(&ids)?,
+                    &self.settings.stop,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`sample_streaming`] on this model with its tokenizer's stop tokens, calling
+    /// `on_token(row, token)` as each token is drawn; returns each row's completion ids.
+    pub fn sample_streaming(
+        &self,
+        prompts: &[Vec<u32>],
+        seeds: &[u64],
+        sampling: &SamplingConfig,
+        on_token: &mut dyn FnMut(usize, u32),
+    ) -> Result<Vec<Vec<u32>>, LmError> {
+        let model = self.model()?;
+        Ok(sample_streaming(
+            &*model,
+            prompts,
+            seeds,
+            sampling,
+            &self.tokenizer.stop(),
+            &self.device,
+            on_token,
+        ))
+    }
+
+    /// Log-probabilities of every vocabulary entry as the next token after `ids`.
+    pub fn next_token_log_probs(&self, ids: &[u32]) -> Result<Vec<f32>, LmError> {
+        let model = self.model()?;
+        let batch = PaddedBatch::<B>::new(&[ids.to_vec()], &self.device);
+        let time = batch.time;
+        let logits = model.logits(batch.tokens, batch.positions, batch.mask);
+        let [_, _, vocab] = logits.dims();
+        let last = log_softmax(
+            logits
+                .slice([0..1, time - 1..time, 0..vocab])
+                .reshape([1, vocab]),
+            1,
+        );
+        last.into_data()
+            .convert::<f32>()
+            .into_vec()
+            .map_err(|e| LmError::Tokenize(format!("{e:?}")))
+    }
+
+    /// Summed log-probability of a completion (its tokens only, no end-of-sequence token
+    /// added) after a prompt, both given as token ids.
+    pub fn completion_log_prob(&self, prompt: &[u32], completion: &[u32]) -> Result<f64, LmError> {
+        let model = self.model()?;
+        if prompt.len() + completion.len() > model.max_len() {
+            return Err(LmError::Tokenize(format!(
+                "{} tokens exceed the model's context of {}",
+                prompt.len() + completion.len(),
+                model.max_len()
+            )));
+        }
+        let values: Vec<f32> = completion_log_probs(
+            &*model,
+            &[(prompt.to_vec(), completion.to_vec())],
+            &self.device,
+        )
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .map_err(|e| LmError::Tokenize(format!("{e:?}")))?;
+        Ok(values.first().copied().unwrap_or(f32::NAN) as f64)
+    }
+}
+
+/// `text` up to the earliest occurrence of any stop string.
+pub fn cut_at_stop(mut text: String, stop_strings: &[String]) -> String {
+    if let Some(at) = stop_strings
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+    {
+        text.truncate(at);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stop_strings_cut_at_the_earliest() {
+        let stops = ["\n\n".to_string(), "END".to_string(), String::new()];
+        assert_eq!(super::cut_at_stop("a b END c\n\nd".into(), &stops), "a b ");
+        assert_eq!(super::cut_at_stop("a\n\nb END".into(), &stops), "a");
+        assert_eq!(super::cut_at_stop("plain".into(), &stops), "plain");
+    }
+}

@@ -1,0 +1,20 @@
+//! The one error type of the models.
+
+use std::path::PathBuf;
+
+/// Errors of the burn models.
+#[derive(Debug, thiserror::Error)]
+pub enum LmError {
+    #[error("tokenizer: {0}")]
+    Tokenize(String),
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("{0}")]
+    Device(String),
+}
+
+impl From<LmError> for rco_core::Error {
+    fn from(e: LmError) -> Self {
+        rco_core::Error::Other(e.to_string())
+    }
+}

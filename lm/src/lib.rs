@@ -1,0 +1,40 @@
+//! rco-lm: local language models in burn — the models themselves, not the plugins that give
+//! them roles.
+//!
+//! # Design
+//! Everything model-specific sits behind [`model::CausalLm`] (token logits for a padded
+//! batch): the tiny character transformer ([`tiny`]) and the Llama decoder ([`llama`]).
+//! Batched sampling and completion log-probs ([`sampling`]), the supervised warm start and
+//! the RCO loss ([`loss`]) are written once against it and generic over `B: Backend`; the
+//! device (`cpu` = flex, `wgpu`, `cuda:N`) is chosen from a config string at run time
+//! ([`device`]). Models come from self-describing checkpoint directories ([`checkpoint`]),
+//! GGUF files ([`gguf`]) or Hugging Face directories ([`hf`]), with their tokenizers
+//! ([`tokenizer`], [`text`]); [`local`] opens any of them as one [`local::LocalLm`].
+//! [`engine::Engine`] is the one loaded-model type: generation, scoring and next-token
+//! log-probs with a model's sampling settings. The `burn` plugins' roles, [`critic`], the
+//! one-shot commands of the CLI ([`commands`]) and the continuous-batching scheduler of
+//! `rco serve` ([`batcher`]) are all built on it. No plugin is registered here.
+
+pub mod batcher;
+pub mod checkpoint;
+pub mod commands;
+pub mod critic;
+pub mod device;
+pub mod engine;
+pub mod error;
+pub mod gguf;
+pub mod hf;
+pub mod llama;
+pub mod local;
+pub mod loss;
+pub mod model;
+pub mod sampling;
+pub mod text;
+pub mod tiny;
+pub mod tokenizer;
+
+pub use error::LmError;
+
+/// burn, for [`with_backend!`]'s expansion in crates that do not name it.
+#[doc(hidden)]
+pub use burn;

@@ -1,0 +1,207 @@
+//! A local model of any architecture, with its tokenizer: read from a checkpoint directory
+//! (the tiny transformer), a GGUF file or a Hugging Face directory (Llama), and written back
+//! where it was read from.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::prelude::*;
+
+use crate::checkpoint;
+use crate::llama::{load_gguf, Llama};
+use crate::model::{CausalLm, KvCache};
+use crate::sampling::StopTokens;
+use crate::text::TextTokenizer;
+use crate::tiny::TinyLm;
+use crate::tokenizer::Tokenizer;
+use crate::LmError;
+
+/// The architectures a local model can have.
+#[derive(Module, Debug)]
+pub enum LocalLm<B: Backend> {
+    Tiny(TinyLm<B>),
+    Llama(Llama<B>),
+}
+
+impl<B: Backend> LocalLm<B> {
+    /// `tiny` or `llama`.
+    pub fn architecture(&self) -> &'static str {
+        match self {
+            LocalLm::Tiny(_) => "tiny",
+            LocalLm::Llama(_) => "llama",
+        }
+    }
+}
+
+impl<B: Backend> CausalLm<B> for LocalLm<B> {
+    fn logits_cached(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 4>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 3> {
+        match self {
+            LocalLm::Tiny(m) => m.logits_cached(tokens, positions, attention_mask, cache),
+            LocalLm::Llama(m) => m.logits_cached(tokens, positions, attention_mask, cache),
+        }
+    }
+
+    fn max_len(&self) -> usize {
+        match self {
+            LocalLm::Tiny(m) => m.max_len(),
+            LocalLm::Llama(m) => m.max_len(),
+        }
+    }
+}
+
+/// The tokenizer of a local model.
+pub enum LmTokenizer {
+    Chars(Tokenizer),
+    Text(Box<TextTokenizer>),
+}
+
+impl LmTokenizer {
+    /// Prompt ids; `chat` applies the model's chat template (subword models only).
+    pub fn prompt_ids(&self, text: &str, chat: bool) -> Result<Vec<u32>, LmError> {
+        match self {
+            LmTokenizer::Chars(t) => {
+                let mut ids = vec![t.bos()];
+                ids.extend(t.encode(text)?);
+                Ok(ids)
+            }
+            LmTokenizer::Text(t) if chat => t.encode_prompt(&t.chat_prompt(text)?),
+            LmTokenizer::Text(t) => t.encode_prompt(text),
+        }
+    }
+
+    /// Ids of text that continues a prompt (no BOS, no EOS).
+    pub fn text_ids(&self, text: &str) -> Result<Vec<u32>, LmError> {
+        match self {
+            LmTokenizer::Chars(t) => t.encode(text),
+            LmTokenizer::Text(t) => t.encode(text),
+        }
+    }
+
+    /// Completion ids, ending with the end-of-sequence token.
+    pub fn completion_ids(&self, text: &str) -> Result<Vec<u32>, LmError> {
+        let (mut ids, eos) = match self {
+            LmTokenizer::Chars(t) => (t.encode(text)?, t.eos()),
+            LmTokenizer::Text(t) => (t.encode(text)?, t.eos),
+        };
+        ids.push(eos);
+        Ok(ids)
+    }
+
+    /// The end-of-sequence token.
+    pub fn eos(&self) -> u32 {
+        match self {
+            LmTokenizer::Chars(t) => t.eos(),
+            LmTokenizer::Text(t) => t.eos,
+        }
+    }
+
+    /// The subword tokenizer of a real model (`None` for a character model).
+    pub fn text(&self) -> Option<&TextTokenizer> {
+        match self {
+            LmTokenizer::Chars(_) => None,
+            LmTokenizer::Text(t) => Some(t),
+        }
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String, LmError> {
+        match self {
+            LmTokenizer::Chars(t) => Ok(t.decode(ids)),
+            LmTokenizer::Text(t) => t.decode(ids),
+        }
+    }
+
+    pub fn stop(&self) -> StopTokens {
+        match self {
+            LmTokenizer::Chars(t) => StopTokens::of(t),
+            LmTokenizer::Text(t) => StopTokens {
+                eos: t.eos,
+                banned: t.bos.into_iter().collect(),
+            },
+        }
+    }
+}
+
+/// What a loaded local model is, for writing it back out.
+pub enum LocalSpec {
+    Tiny(checkpoint::ModelSpec),
+    Llama(crate::llama::LlamaConfig),
+}
+
+/// Whether `path` holds a model [`load_local`] can read.
+pub fn model_exists(path: &Path) -> bool {
+    path.is_file()
+        || ["model.json", "config.json", "model.gguf"]
+            .iter()
+            .any(|f| path.join(f).is_file())
+}
+
+/// Loads a model: a `.gguf` file (Llama) or a directory holding `model.gguf`, a Hugging Face
+/// Llama directory (`config.json`), or a checkpoint directory (`model.json`).
+pub fn load_local<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(LocalLm<B>, LmTokenizer), LmError> {
+    load_local_with_spec(path, device).map(|(model, tokenizer, _)| (model, tokenizer))
+}
+
+/// [`load_local`], with the model's description.
+pub fn load_local_with_spec<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(LocalLm<B>, LmTokenizer, LocalSpec), LmError> {
+    if path.join("config.json").is_file() {
+        let (config, model, tokenizer) = crate::hf::load::<B>(path, device)?;
+        return Ok((
+            LocalLm::Llama(model),
+            LmTokenizer::Text(Box::new(tokenizer)),
+            LocalSpec::Llama(config),
+        ));
+    }
+    let gguf = if path.is_file() {
+        Some(path.to_path_buf())
+    } else {
+        Some(path.join("model.gguf")).filter(|p| p.is_file())
+    };
+    if let Some(gguf) = gguf {
+        let file = crate::gguf::GgufFile::open(&gguf)?;
+        let tokenizer = TextTokenizer::from_gguf(&file)?;
+        let (config, model) = load_gguf::<B>(&file, device)?;
+        return Ok((
+            LocalLm::Llama(model),
+            LmTokenizer::Text(Box::new(tokenizer)),
+            LocalSpec::Llama(config),
+        ));
+    }
+    let (spec, model) = checkpoint::load::<B>(path, device)?;
+    Ok((
+        LocalLm::Tiny(model),
+        LmTokenizer::Chars(spec.tokenizer.clone()),
+        LocalSpec::Tiny(spec),
+    ))
+}
+
+/// Writes a model where [`load_local`] reads it back: a checkpoint directory for the tiny
+/// transformer, a Hugging Face directory for Llama.
+pub fn save_local<B: Backend>(
+    model: LocalLm<B>,
+    tokenizer: &LmTokenizer,
+    spec: &LocalSpec,
+    dir: &Path,
+) -> Result<(), LmError> {
+    match (model, tokenizer, spec) {
+        (LocalLm::Tiny(m), _, LocalSpec::Tiny(spec)) => checkpoint::save(dir, spec, m),
+        (LocalLm::Llama(m), LmTokenizer::Text(t), LocalSpec::Llama(config)) => {
+            crate::hf::save(&m, config, t, dir)
+        }
+        _ => Err(LmError::Checkpoint {
+            path: dir.to_path_buf(),
+            message: "the model, its tokenizer and its description do not belong together".into(),
+        }),
+    }
+}

@@ -1,0 +1,24 @@
+//! What the model tests share: where the SmolLM2 file is. Included by `tests/it` and
+//! `tests/backends.rs` here, and by `plugins/burn/tests/roles.rs`.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// SmolLM2-135M-Instruct (GGUF Q4_1): `SMOLLM2_GGUF`, or where `scripts/fetch-models.sh`
+/// puts it. Fails the test when the file is missing.
+pub fn smollm2_gguf() -> PathBuf {
+    let path = std::env::var_os("SMOLLM2_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/rco/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/fetch-models.sh (scripts/test.sh does) or set SMOLLM2_GGUF",
+        path.display()
+    );
+    path
+}

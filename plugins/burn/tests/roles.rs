@@ -1,0 +1,421 @@
+//! The `burn` plugins built from config sections through the registry: the `rco` trainer
+//! moving probability towards the critique with the highest utility and resuming exactly
+//! after a crash (tiny model and SmolLM2), and SmolLM2 as the `burn` critic, actor and
+//! self-rewarding judge. The models themselves are tested in `lm/tests`.
+
+use std::sync::Arc;
+
+use rco_core::{LogProbRequest, NoProgress, ScoredCritique, TrainingGroup};
+use rco_lm::checkpoint::{self, Architecture, ModelSpec};
+use rco_lm::critic::open_critic;
+use rco_lm::device::Cpu;
+use rco_lm::engine::Settings;
+use rco_lm::tiny::TinyLmConfig;
+use rco_lm::tokenizer::{CharTokenizer, Tokenizer};
+// Links the plugin crate, whose registrations the tests find through the registry.
+use rco_plugin_burn as _;
+
+#[path = "../../../lm/tests/common/mod.rs"]
+mod common;
+use common::smollm2_gguf as gguf;
+
+fn spec() -> ModelSpec {
+    let tokenizer = Tokenizer::Chars(CharTokenizer {
+        alphabet: "0123456789abcdefghijklmnopqrstuvwxyz:|>@= ".into(),
+    });
+    let config = TinyLmConfig {
+        vocab_size: tokenizer.vocab_size(),
+        d_model: 32,
+        heads: 2,
+        layers: 1,
+        d_ff: 64,
+        max_len: 32,
+    };
+    ModelSpec {
+        architecture: Architecture::Tiny(config),
+        tokenizer,
+    }
+}
+
+/// A critic's settings: default sampling, chat template, `batch_size` rows at a time.
+fn settings(batch_size: usize) -> Settings {
+    Settings {
+        batch_size,
+        ..Settings::default()
+    }
+}
+
+/// Progress that panics after a number of steps, to stop a training run the hard way.
+struct StopAfter(std::sync::atomic::AtomicU64, u64);
+impl rco_core::Progress for StopAfter {
+    fn inc(&self, delta: u64) {
+        let done = self.0.fetch_add(delta, std::sync::atomic::Ordering::SeqCst) + delta;
+        if done > self.1 {
+            panic!("simulated crash after step {}", self.1);
+        }
+    }
+}
+
+fn trainer(
+    section: &serde_json::Value,
+    base: &std::path::Path,
+    output: &std::path::Path,
+) -> Box<dyn rco_core::Trainer> {
+    let mut ctx = rco_core::BuildContext::new("trainer", 5);
+    ctx.checkpoint = Some(base.to_path_buf());
+    ctx.output = Some(output.to_path_buf());
+    let descriptor = rco_core::registry::find(rco_core::Role::Trainer, section).unwrap();
+    let rco_core::Builder::Trainer(build) = &descriptor.build else {
+        panic!("not a trainer")
+    };
+    build(section, &ctx).unwrap()
+}
+
+#[tokio::test]
+async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
+    let spec = spec();
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    checkpoint::save(&base, &spec, checkpoint::init::<Cpu>(&spec, &device)).unwrap();
+    let critic = open_critic("critic", &base, "cpu", settings(16)).unwrap();
+    let prompt = "copy:12|13>".to_string();
+    let texts = ["@2=2", "ok", "@1=5", "@2"];
+    let cus = [1.0, 0.5, 0.0, 0.5];
+    let requests: Vec<LogProbRequest> = texts
+        .iter()
+        .map(|t| LogProbRequest {
+            prompt: prompt.clone(),
+            completion: t.to_string(),
+        })
+        .collect();
+    let before = critic.log_probs(&requests).await.unwrap();
+    let group = TrainingGroup {
+        item_id: "a".into(),
+        prompt: prompt.clone(),
+        critiques: texts
+            .iter()
+            .zip(cus)
+            .zip(&before)
+            .map(|((t, cu), lp)| ScoredCritique {
+                text: t.to_string(),
+                cu,
+                ref_logprob: Some(*lp),
+            })
+            .collect(),
+    };
+    let groups = vec![group; 4];
+    let section = serde_json::json!({"kind": "rco", "beta": 0.5, "learning_rate": 0.002, "epochs": 6, "groups_per_batch": 2, "accumulation": 2, "checkpoint_every": 1});
+
+    let summary = trainer(&section, &base, &dir.path().join("rco"))
+        .train(&groups, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(summary.steps, 6);
+    assert!(summary.last_loss < summary.first_loss, "{summary:?}");
+    let trained = open_critic("critic", &dir.path().join("rco"), "cpu", settings(16)).unwrap();
+    let after = trained.log_probs(&requests).await.unwrap();
+    assert!(
+        after[0] > before[0],
+        "best critique {} -> {}",
+        before[0],
+        after[0]
+    );
+    assert!(
+        after[2] < before[2],
+        "worst critique {} -> {}",
+        before[2],
+        after[2]
+    );
+
+    // Training again on a finished directory does nothing more.
+    let again = trainer(&section, &base, &dir.path().join("rco"))
+        .train(&groups, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!((again.resumed_from_step, again.steps), (6, 6));
+
+    // A run that crashes during step 3 (after its checkpoint) and is resumed ends with the same weights.
+    let crashed_dir = dir.path().join("crashed");
+    let (s, b, o, g) = (
+        section.clone(),
+        base.clone(),
+        crashed_dir.clone(),
+        groups.clone(),
+    );
+    let crashed = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(trainer(&s, &b, &o).train(&g, Arc::new(StopAfter(Default::default(), 2))))
+    })
+    .join();
+    assert!(crashed.is_err(), "the simulated crash did not happen");
+    let resumed = trainer(&section, &base, &crashed_dir)
+        .train(&groups, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(resumed.resumed_from_step, 3);
+    let resumed_critic = open_critic("critic", &crashed_dir, "cpu", settings(16)).unwrap();
+    assert_eq!(resumed_critic.log_probs(&requests).await.unwrap(), after);
+}
+
+/// SmolLM2 as the `burn` critic, actor and self-rewarding judge, built from config sections
+/// through the registry.
+#[tokio::test]
+async fn smollm2_plays_critic_actor_and_judge() {
+    use rco_core::registry::{find, Builder, Role};
+    use rco_core::{
+        BuildContext, Comparison, CritiqueRequest, LogProbRequest, PointwiseRequest, RefineRequest,
+        TaskItem,
+    };
+
+    let path = gguf();
+    let section = |temperature: f64, max_tokens: usize| serde_json::json!({"kind": "burn", "checkpoint": path, "sampling": {"temperature": temperature, "top_p": 0.9, "max_tokens": max_tokens}, "batch_size": 8});
+    let ctx = BuildContext::new("smollm2", 1);
+    let item = |id: &str, prompt: &str, answer: &str| TaskItem {
+        id: id.into(),
+        task: "qa".into(),
+        prompt: prompt.into(),
+        initial_response: answer.into(),
+        reference: None,
+    };
+    let items = [
+        item("a", "What is 2 + 2?", "2 + 2 = 5."),
+        item(
+            "b",
+            "Name the largest planet.",
+            "The largest planet is Mars.",
+        ),
+    ];
+
+    let critic_section = section(0.8, 24);
+    let Builder::Critic(build_critic) = &find(Role::Critic, &critic_section)
+        .expect("critic kind")
+        .build
+    else {
+        panic!("not a critic")
+    };
+    let critic = build_critic(&critic_section, &ctx).expect("critic");
+    let templates = rco_core::PromptTemplates::default();
+    let requests: Vec<CritiqueRequest> = items
+        .iter()
+        .map(|i| CritiqueRequest {
+            prompt: rco_core::template::render(
+                &templates.default.critique,
+                &[("prompt", &i.prompt), ("response", &i.initial_response)],
+            ),
+            item: i.clone(),
+            n: 2,
+            seed: 9,
+        })
+        .collect();
+    let critiques = critic.critique(&requests).await.expect("critique");
+    assert_eq!(
+        critiques.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![2, 2]
+    );
+    for (request, group) in requests.iter().zip(&critiques) {
+        for c in group {
+            assert!(!c.text.trim().is_empty());
+            let lp = c.ref_logprob.expect("ref log-prob");
+            assert!(lp.is_finite() && lp < 0.0, "{lp}");
+            let again = critic
+                .log_probs(&[LogProbRequest {
+                    prompt: request.prompt.clone(),
+                    completion: c.text.clone(),
+                }])
+                .await
+                .expect("log_probs");
+            assert!((again[0] - lp).abs() < 1e-3, "{} vs {lp}", again[0]);
+        }
+    }
+
+    let actor_section = section(0.7, 24);
+    let Builder::Actor(build_actor) = &find(Role::Actor, &actor_section).expect("actor kind").build
+    else {
+        panic!("not an actor")
+    };
+    let actor = build_actor(&actor_section, &ctx).expect("actor");
+    let refine: Vec<RefineRequest> = items
+        .iter()
+        .zip(&critiques)
+        .map(|(i, c)| RefineRequest {
+            item: i.clone(),
+            critique: c[0].text.clone(),
+            prompt: rco_core::template::render(
+                &templates.default.refinement,
+                &[
+                    ("prompt", &i.prompt),
+                    ("response", &i.initial_response),
+                    ("critique", &c[0].text),
+                ],
+            ),
+            m: 2,
+            seed: 4,
+        })
+        .collect();
+    let refined = actor.refine(&refine).await.expect("refine");
+    assert_eq!(refined.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2]);
+
+    let judge_section = section(0.0, 48);
+    let Builder::Judge(build_judge) = &find(Role::Judge, &judge_section).expect("judge kind").build
+    else {
+        panic!("not a judge")
+    };
+    let judge = build_judge(&judge_section, &ctx).expect("judge");
+    let comparisons: Vec<Comparison> = items
+        .iter()
+        .zip(&refined)
+        .flat_map(|(i, r)| {
+            let pair = |a: &str, b: &str, seed| Comparison {
+                task: i.task.clone(),
+                prompt: i.prompt.clone(),
+                reference: None,
+                a: a.into(),
+                b: b.into(),
+                seed,
+            };
+            vec![
+                pair(&r[0].text, &i.initial_response, 1),
+                pair(&i.initial_response, &r[0].text, 2),
+            ]
+        })
+        .collect();
+    let verdicts = judge.compare(&comparisons).await.expect("compare");
+    assert_eq!(verdicts.len(), 4);
+    for v in &verdicts {
+        if let rco_core::Verdict::Invalid { reason } = &v.verdict {
+            assert!(reason.contains("[[A]]"), "{reason}");
+        }
+    }
+    let scores = judge
+        .score(&[PointwiseRequest {
+            task: "qa".into(),
+            prompt: items[0].prompt.clone(),
+            response: "2 + 2 = 4.".into(),
+            reference: None,
+            seed: 3,
+        }])
+        .await
+        .expect("score");
+    assert_eq!(scores.len(), 1);
+}
+
+/// The RCO trainer fine-tunes SmolLM2 itself: the critique with the highest utility gains
+/// probability, the lowest loses it, and the trained critic is written as a Hugging Face
+/// directory that the `burn` critic reads back.
+#[tokio::test]
+async fn rco_trains_smollm2_and_writes_a_hugging_face_critic() {
+    use rco_core::registry::{find, Builder, Role};
+    use rco_core::{BuildContext, LogProbRequest, NoProgress, ScoredCritique, TrainingGroup};
+
+    let path = gguf();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let critic = open_critic("critic", &path, "cpu", settings(8)).expect("critic");
+    let prompt = "Critique this answer to 'What is 2 + 2?': 2 + 2 = 5.".to_string();
+    let texts = ["The answer is wrong: 2 + 2 = 4.", "Looks good."];
+    let requests: Vec<LogProbRequest> = texts
+        .iter()
+        .map(|t| LogProbRequest {
+            prompt: prompt.clone(),
+            completion: t.to_string(),
+        })
+        .collect();
+    let before = critic.log_probs(&requests).await.expect("log_probs");
+    let group = TrainingGroup {
+        item_id: "a".into(),
+        prompt: prompt.clone(),
+        critiques: texts
+            .iter()
+            .zip([1.0, 0.0])
+            .zip(&before)
+            .map(|((t, cu), lp)| ScoredCritique {
+                text: t.to_string(),
+                cu,
+                ref_logprob: Some(*lp),
+            })
+            .collect(),
+    };
+    let section = serde_json::json!({"kind": "rco", "beta": 0.5, "learning_rate": 0.000001, "epochs": 2, "groups_per_batch": 1, "checkpoint_every": 100});
+    let mut ctx = BuildContext::new("trainer", 1);
+    ctx.checkpoint = Some(path.clone());
+    ctx.output = Some(dir.path().join("rco"));
+    let Builder::Trainer(build) = &find(Role::Trainer, &section).expect("kind").build else {
+        panic!("not a trainer")
+    };
+    let summary = build(&section, &ctx)
+        .expect("trainer")
+        .train(&[group.clone()], std::sync::Arc::new(NoProgress))
+        .await
+        .expect("train");
+    assert_eq!(summary.steps, 2);
+    assert!(summary.last_loss < summary.first_loss, "{summary:?}");
+    assert!(
+        dir.path().join("rco/config.json").is_file()
+            && dir.path().join("rco/model.safetensors").is_file()
+    );
+    let trained =
+        open_critic("critic", &dir.path().join("rco"), "cpu", settings(8)).expect("trained critic");
+    let after = trained.log_probs(&requests).await.expect("log_probs");
+    assert!(
+        after[0] > before[0],
+        "useful critique {} -> {}",
+        before[0],
+        after[0]
+    );
+    assert!(
+        after[1] < before[1],
+        "useless critique {} -> {}",
+        before[1],
+        after[1]
+    );
+
+    // The same training stopped by a crash after its first checkpoint (step 1 of 2), then
+    // resumed from the saved model and AdamW state, ends where the uninterrupted one did.
+    struct CrashAfterFirstStep;
+    impl rco_core::Progress for CrashAfterFirstStep {
+        fn inc(&self, delta: u64) {
+            assert!(delta != 1, "simulated crash after the first step");
+        }
+    }
+    let resumed_dir = dir.path().join("resumed");
+    let mut ctx = ctx.clone();
+    ctx.output = Some(resumed_dir.clone());
+    let section = serde_json::json!({"kind": "rco", "beta": 0.5, "learning_rate": 0.000001, "epochs": 2, "groups_per_batch": 1, "checkpoint_every": 1});
+    let mut trainer = build(&section, &ctx).expect("trainer");
+    let groups = vec![group];
+    let crashed = {
+        let groups = groups.clone();
+        tokio::spawn(async move {
+            let _ = trainer
+                .train(&groups, std::sync::Arc::new(CrashAfterFirstStep))
+                .await;
+        })
+        .await
+    };
+    assert!(
+        crashed.is_err_and(|e| e.is_panic()),
+        "the first run did not crash"
+    );
+    assert!(!resumed_dir.join("config.json").exists());
+    let summary = build(&section, &ctx)
+        .expect("trainer")
+        .train(&groups, std::sync::Arc::new(NoProgress))
+        .await
+        .expect("resumed training");
+    assert_eq!(
+        (summary.resumed_from_step, summary.steps),
+        (1, 2),
+        "{summary:?}"
+    );
+    let resumed = open_critic("critic", &resumed_dir, "cpu", settings(8))
+        .expect("resumed critic")
+        .log_probs(&requests)
+        .await
+        .expect("log_probs");
+    for (a, b) in after.iter().zip(&resumed) {
+        assert!(
+            (a - b).abs() < 1e-3,
+            "uninterrupted {after:?} vs resumed {resumed:?}"
+        );
+    }
+}
