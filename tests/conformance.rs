@@ -1,306 +1,278 @@
-//! One conformance suite per trait, instantiated for every plugin that can run here: results
-//! come back one per input, in input order (a batch gives what each item alone gives, since
-//! every draw is seeded per item), an empty batch gives an empty answer, and bad input or
-//! bad config gives an error or an invalid value, never a panic.
+//! The conformance suites of `rco_core::test_util`, run on every registered plugin: each
+//! dataset, critic, actor, judge, reward estimator and trainer, the `openai` ones against the
+//! in-process OpenAI-compatible test server. A plugin registered without a suite here fails
+//! `every_registered_plugin_is_covered`.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rco_core::registry::{find, Builder, Role};
-use rco_core::{
-    Actor, BothOrders, BuildContext, Comparison, Critic, CritiqueRequest, Judge, Judgement,
-    LogProbRequest, RefineRequest, RewardEstimator, TaskItem, Verdict,
+use rco_core::registry::{
+    build, ActorRole, CriticRole, DatasetRole, JudgeRole, PluginRole, RewardRole, Role, TrainerRole,
 };
+use rco_core::test_util::{
+    actor_conforms, critic_conforms, dataset_conforms, groups, items, judge_conforms,
+    reward_conforms, trainer_conforms,
+};
+use rco_core::{BuildContext, CriticContext, TaskItem, TrainerContext};
+use rco_plugin_openai::testing::{ServerOptions, TestServer};
 use serde_json::{json, Value};
 
-fn context() -> BuildContext {
+/// Every (role, kind) a suite below runs on.
+const COVERED: &[(Role, &str)] = &[
+    (Role::Dataset, "jsonl"),
+    (Role::Dataset, "quickstart"),
+    (Role::Critic, "burn"),
+    (Role::Critic, "openai"),
+    (Role::Critic, "quickstart"),
+    (Role::Actor, "burn"),
+    (Role::Actor, "openai"),
+    (Role::Actor, "quickstart"),
+    (Role::Judge, "burn"),
+    (Role::Judge, "noisy"),
+    (Role::Judge, "openai"),
+    (Role::Judge, "verifier"),
+    (Role::RewardEstimator, "cu"),
+    (Role::Trainer, "rco"),
+];
+
+/// The prompt templates the tiny character model can spell.
+fn context(name: &str) -> BuildContext {
     rco_plugins::link();
-    let mut ctx = BuildContext::new("under-test", 11);
-    ctx.templates.default.critique = "{prompt}|{response}>".into();
+    let mut ctx = BuildContext::new(name, 11);
+    let t = &mut ctx.templates.default;
+    t.critique = "{prompt}|{response}>".into();
+    t.refinement = "{prompt}|{response}|{critique}>".into();
+    t.pairwise = "{prompt}|{a}|{b}>".into();
+    t.pointwise = "{prompt}|{response}>".into();
     ctx
 }
 
-fn items() -> Vec<TaskItem> {
-    let item = |id: &str, task: &str, prompt: &str, initial: &str, reference: &str| TaskItem {
-        id: id.into(),
-        task: task.into(),
-        prompt: prompt.into(),
-        initial_response: initial.into(),
-        reference: Some(reference.into()),
-    };
-    vec![
-        item("a", "copy", "copy:12345", "12945", "12345"),
-        item("b", "reverse", "rev:12345", "54301", "54321"),
-        item("c", "increment", "inc:90127", "01230", "01238"),
-        item("d", "copy", "copy:777", "771", "777"),
-    ]
+fn critique_prompt(item: &TaskItem) -> String {
+    context("critic").templates.critique_prompt(item)
 }
 
-fn build_err(role: Role, section: &Value, ctx: &BuildContext) -> Option<String> {
-    let descriptor = find(role, section).ok()?;
-    let result = match &descriptor.build {
-        Builder::Judge(b) => b(section, ctx).err(),
-        Builder::Actor(b) => b(section, ctx).err(),
-        Builder::Critic(b) => b(section, ctx).err(),
-        Builder::RewardEstimator(b) => b(section, ctx).err(),
-        Builder::Trainer(b) => b(section, ctx).err(),
-        Builder::Dataset(b) => b(section, ctx).err(),
-    };
-    result.map(|e| e.to_string())
+fn refinement_prompt(item: &TaskItem, critique: &str) -> String {
+    context("actor").templates.refinement_prompt(item, critique)
 }
 
-fn judge(section: Value) -> Arc<dyn Judge> {
-    match &find(Role::Judge, &section).expect("kind").build {
-        Builder::Judge(build) => build(&section, &context()).expect("build judge"),
-        _ => unreachable!(),
+fn check<R: PluginRole>(section: &Value, ctx: &R::Context) -> R::Plugin {
+    match build::<R>("under-test", section, ctx) {
+        Ok(plugin) => plugin,
+        Err(e) => panic!("{section} did not build: {e}"),
     }
 }
 
-fn actor(section: Value) -> Arc<dyn Actor> {
-    match &find(Role::Actor, &section).expect("kind").build {
-        Builder::Actor(build) => build(&section, &context()).expect("build actor"),
-        _ => unreachable!(),
-    }
-}
-
-fn reward(section: Value) -> Arc<dyn RewardEstimator> {
-    match &find(Role::RewardEstimator, &section).expect("kind").build {
-        Builder::RewardEstimator(build) => build(&section, &context()).expect("build reward"),
-        _ => unreachable!(),
-    }
-}
-
-/// A quickstart critic warm-started for a few steps into `dir`, and the section that built it.
-fn critic(section: Value, dir: &std::path::Path) -> Arc<dyn Critic> {
-    let mut ctx = context();
+/// A quickstart critic warm-started for a few steps into `dir`: the tiny model every burn
+/// plugin below loads.
+fn quickstart_critic(dir: &Path) -> Arc<dyn rco_core::Critic> {
+    let mut ctx = CriticContext::new(context("critic"));
     ctx.checkpoint = Some(dir.to_path_buf());
     ctx.create_checkpoint = true;
-    match &find(Role::Critic, &section).expect("kind").build {
-        Builder::Critic(build) => build(&section, &ctx).expect("build critic"),
-        _ => unreachable!(),
-    }
+    check::<CriticRole>(
+        &json!({"kind": "quickstart", "warm_start": {"steps": 3, "batch_size": 4}, "model": {"d_model": 16, "heads": 2, "layers": 1, "d_ff": 32, "max_len": 64}}),
+        &ctx,
+    )
 }
 
-macro_rules! judge_conformance {
-    ($name:ident, $section:expr) => {
-        #[tokio::test]
-        async fn $name() {
-            let judge = judge($section);
-            let comparisons: Vec<Comparison> = items()
-                .into_iter()
-                .enumerate()
-                .flat_map(|(i, item)| {
-                    let pair = |a: &str, b: &str, seed: u64| Comparison {
-                        task: item.task.clone(),
-                        prompt: item.prompt.clone(),
-                        reference: item.reference.clone(),
-                        a: a.into(),
-                        b: b.into(),
-                        seed,
-                    };
-                    vec![
-                        pair(
-                            item.reference.as_deref().unwrap_or(""),
-                            &item.initial_response,
-                            2 * i as u64,
-                        ),
-                        pair(
-                            &item.initial_response,
-                            item.reference.as_deref().unwrap_or(""),
-                            2 * i as u64 + 1,
-                        ),
-                    ]
-                })
-                .collect();
-            let batched = judge.compare(&comparisons).await.expect("compare");
-            assert_eq!(batched.len(), comparisons.len());
-            for (c, b) in comparisons.iter().zip(&batched) {
-                assert_eq!(
-                    &judge
-                        .compare(std::slice::from_ref(c))
-                        .await
-                        .expect("compare")[0],
-                    b
-                );
-            }
-            assert!(judge.compare(&[]).await.expect("empty").is_empty());
-            // No reference and junk answers: an invalid verdict or a verdict, never a panic.
-            let junk = Comparison {
-                task: "copy".into(),
-                prompt: "?".into(),
-                reference: None,
-                a: "\u{0}".into(),
-                b: String::new(),
-                seed: 1,
-            };
-            assert_eq!(judge.compare(&[junk]).await.expect("compare").len(), 1);
-        }
-    };
-}
-
-macro_rules! actor_conformance {
-    ($name:ident, $section:expr) => {
-        #[tokio::test]
-        async fn $name() {
-            let actor = actor($section);
-            let requests: Vec<RefineRequest> = items()
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| RefineRequest {
-                    critique: ["ok", "@2", "=12345", "junk"][i % 4].into(),
-                    prompt: String::new(),
-                    m: i + 1,
-                    seed: i as u64,
-                    item,
-                })
-                .collect();
-            let batched = actor.refine(&requests).await.expect("refine");
-            assert_eq!(batched.len(), requests.len());
-            for (r, b) in requests.iter().zip(&batched) {
-                assert_eq!(b.len(), r.m);
-                assert_eq!(
-                    &actor.refine(std::slice::from_ref(r)).await.expect("refine")[0],
-                    b
-                );
-            }
-            assert!(actor.refine(&[]).await.expect("empty").is_empty());
-            let answers = actor
-                .respond(
-                    &items()
-                        .into_iter()
-                        .map(|item| rco_core::RespondRequest { item, seed: 0 })
-                        .collect::<Vec<_>>(),
-                )
-                .await
-                .expect("respond");
-            assert_eq!(answers.len(), items().len());
-        }
-    };
-}
-
-judge_conformance!(verifier_judge_conforms, json!({"kind": "verifier"}));
-judge_conformance!(
-    noisy_judge_conforms,
-    json!({"kind": "noisy", "position_bias": 0.3, "noise": 0.1, "invalid_rate": 0.1})
-);
-actor_conformance!(
-    weak_quickstart_actor_conforms,
-    json!({"kind": "quickstart", "strength": "weak"})
-);
-actor_conformance!(
-    strong_quickstart_actor_conforms,
-    json!({"kind": "quickstart", "strength": "strong"})
-);
-
-#[tokio::test]
-async fn cu_reward_estimator_conforms() {
-    let reward = reward(json!({"kind": "cu", "mode": "hard"}));
-    let pair = |a: Verdict, b: Verdict| BothOrders {
-        refined_first: Judgement::hard(a),
-        refined_second: Judgement::hard(b),
-    };
-    let groups = vec![
-        vec![pair(Verdict::A, Verdict::B)],
-        vec![],
-        vec![
-            pair(Verdict::B, Verdict::A),
-            pair(Verdict::Tie, Verdict::Tie),
-        ],
-    ];
-    let estimates = reward.estimate(&groups).await.expect("estimate");
-    assert_eq!(
-        estimates.iter().map(|e| e.cu).collect::<Vec<_>>(),
-        vec![Some(1.0), None, Some(0.25)]
-    );
-}
-
-#[tokio::test]
-async fn critics_conform() {
+fn tiny_model() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = dir.path().join("base");
-    let quickstart = json!({"kind": "quickstart", "warm_start": {"steps": 3, "batch_size": 4}, "model": {"d_model": 16, "heads": 2, "layers": 1, "d_ff": 32, "max_len": 40}});
-    let from_checkpoint = json!({"kind": "burn", "checkpoint": base.to_string_lossy(), "sampling": {"temperature": 0.7, "top_k": 5, "max_tokens": 6}, "batch_size": 3});
-    for critic in [critic(quickstart, &base), {
-        let mut ctx = context();
-        ctx.checkpoint = None;
-        match &find(Role::Critic, &from_checkpoint).expect("kind").build {
-            Builder::Critic(build) => build(&from_checkpoint, &ctx).expect("build burn critic"),
-            _ => unreachable!(),
-        }
-    }] {
-        let requests: Vec<CritiqueRequest> = items()
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| CritiqueRequest {
-                prompt: format!("{}|{}>", item.prompt, item.initial_response),
-                n: i + 1,
-                seed: 100 + i as u64,
-                item,
-            })
-            .collect();
-        let batched = critic.critique(&requests).await.expect("critique");
-        assert_eq!(batched.len(), requests.len());
-        for (r, b) in requests.iter().zip(&batched) {
-            assert_eq!(b.len(), r.n);
-            assert!(b
-                .iter()
-                .all(|c| c.ref_logprob.is_some_and(|lp| lp < 0.0 && lp.is_finite())));
-            let alone = critic
-                .critique(std::slice::from_ref(r))
-                .await
-                .expect("critique");
-            assert_eq!(
-                alone[0].iter().map(|c| &c.text).collect::<Vec<_>>(),
-                b.iter().map(|c| &c.text).collect::<Vec<_>>()
-            );
-        }
-        assert!(critic.critique(&[]).await.expect("empty").is_empty());
-        let scored = critic
-            .log_probs(&[LogProbRequest {
-                prompt: "copy:1|2>".into(),
-                completion: "=1".into(),
-            }])
-            .await
-            .expect("log_probs");
-        assert_eq!(scored.len(), 1);
-        // A prompt the tokenizer cannot spell is an error, not a panic.
-        let err = critic
-            .log_probs(&[LogProbRequest {
-                prompt: "COPY".into(),
-                completion: "x".into(),
-            }])
-            .await
-            .expect_err("unknown characters");
-        assert!(err.to_string().contains("'C'"), "{err}");
+    quickstart_critic(&base);
+    (dir, base)
+}
+
+async fn server() -> TestServer {
+    TestServer::start(ServerOptions::default())
+        .await
+        .expect("test server")
+}
+
+fn openai(server: &TestServer) -> Value {
+    json!({"kind": "openai", "base_urls": [server.base_url()], "model": "m", "cache": false, "logprobs": true})
+}
+
+#[test]
+fn every_registered_plugin_is_covered() {
+    rco_plugins::link();
+    for plugin in rco_core::registry::plugins() {
+        assert!(
+            COVERED.contains(&(plugin.role, plugin.kind)),
+            "{} `{}` is registered but no conformance suite runs on it",
+            plugin.role.name(),
+            plugin.kind
+        );
     }
 }
 
 #[test]
-fn bad_sections_are_errors_not_panics() {
-    let ctx = context();
-    for (role, section) in [
-        (
-            Role::Judge,
-            json!({"kind": "noisy", "position_bias": "lots"}),
-        ),
-        (
-            Role::Actor,
-            json!({"kind": "quickstart", "strength": "heroic"}),
-        ),
-        (
-            Role::Critic,
-            json!({"kind": "burn", "checkpoint": "/no/such/dir"}),
-        ),
-        (
-            Role::Critic,
-            json!({"kind": "quickstart", "model": {"d_model": "wide"}}),
-        ),
-        (
-            Role::RewardEstimator,
-            json!({"kind": "cu", "mode": "average"}),
-        ),
-        (Role::Trainer, json!({"kind": "rco", "beta": "small"})),
-        (Role::Dataset, json!({"kind": "jsonl", "train": 3})),
+fn datasets_conform() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for split in ["train", "test"] {
+        let lines: Vec<String> = items()
+            .iter()
+            .map(|i| serde_json::to_string(i).expect("json"))
+            .collect();
+        std::fs::write(dir.path().join(format!("{split}.jsonl")), lines.join("\n")).expect("write");
+    }
+    let mut ctx = context("data");
+    ctx.base_dir = dir.path().to_path_buf();
+    for section in [
+        json!({"kind": "jsonl", "train": "train.jsonl", "test": "test.jsonl"}),
+        json!({"kind": "quickstart", "train_items": 6, "test_items": 3}),
     ] {
-        assert!(build_err(role, &section, &ctx).is_some(), "{section} built");
+        let dataset = check::<DatasetRole>(&section, &ctx);
+        dataset_conforms(dataset.as_ref()).unwrap_or_else(|e| panic!("{section}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn critics_conform() {
+    let (_dir, base) = tiny_model();
+    let server = server().await;
+    let quickstart = quickstart_critic(&base);
+    let burn = check::<CriticRole>(
+        &json!({"kind": "burn", "checkpoint": base.to_string_lossy(), "sampling": {"temperature": 0.7, "top_k": 5, "max_tokens": 6}, "batch_size": 3}),
+        &CriticContext::new(context("critic")),
+    );
+    let remote = check::<CriticRole>(&openai(&server), &CriticContext::new(context("critic")));
+    for (name, critic) in [
+        ("quickstart", quickstart),
+        ("burn", burn),
+        ("openai", remote),
+    ] {
+        critic_conforms(critic.as_ref(), &items(), critique_prompt)
+            .await
+            .unwrap_or_else(|e| panic!("critic `{name}`: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn actors_conform() {
+    let (_dir, base) = tiny_model();
+    let server = server().await;
+    let ctx = context("actor");
+    for section in [
+        json!({"kind": "quickstart", "strength": "weak"}),
+        json!({"kind": "quickstart", "strength": "strong"}),
+        json!({"kind": "burn", "checkpoint": base.to_string_lossy(), "sampling": {"temperature": 0.0, "max_tokens": 4}}),
+        openai(&server),
+    ] {
+        let actor = check::<ActorRole>(&section, &ctx);
+        actor_conforms(actor.as_ref(), &items(), refinement_prompt)
+            .await
+            .unwrap_or_else(|e| panic!("{section}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn judges_conform() {
+    let (_dir, base) = tiny_model();
+    let server = server().await;
+    let ctx = context("judge");
+    for section in [
+        json!({"kind": "verifier"}),
+        json!({"kind": "noisy", "position_bias": 0.3, "noise": 0.1, "invalid_rate": 0.1}),
+        json!({"kind": "burn", "checkpoint": base.to_string_lossy(), "sampling": {"temperature": 0.0, "max_tokens": 4}}),
+        openai(&server),
+    ] {
+        let judge = check::<JudgeRole>(&section, &ctx);
+        judge_conforms(judge.as_ref(), &items())
+            .await
+            .unwrap_or_else(|e| panic!("{section}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn reward_estimators_conform() {
+    for mode in ["hard", "soft"] {
+        let reward = check::<RewardRole>(&json!({"kind": "cu", "mode": mode}), &context("reward"));
+        reward_conforms(reward.as_ref())
+            .await
+            .unwrap_or_else(|e| panic!("cu ({mode}): {e}"));
+    }
+}
+
+#[tokio::test]
+async fn trainers_conform() {
+    let (dir, base) = tiny_model();
+    let ctx = TrainerContext {
+        common: context("trainer"),
+        base_checkpoint: base,
+        output: dir.path().join("rco"),
+        critic_section: json!({"kind": "quickstart"}),
+    };
+    let section = json!({"kind": "rco", "epochs": 1, "groups_per_batch": 2, "checkpoint_every": 1});
+    trainer_conforms(
+        || build::<TrainerRole>("trainer", &section, &ctx),
+        &groups(&items(), critique_prompt),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("trainer `rco`: {e}"));
+}
+
+#[test]
+fn bad_sections_are_errors_not_panics() {
+    let ctx = context("bad");
+    let critic = CriticContext::new(ctx.clone());
+    let problems = |r: rco_core::Result<()>| r.err().map(|e| e.to_string());
+    for (what, outcome) in [
+        (
+            "noisy judge",
+            problems(
+                build::<JudgeRole>(
+                    "j",
+                    &json!({"kind": "noisy", "position_bias": "lots"}),
+                    &ctx,
+                )
+                .map(drop),
+            ),
+        ),
+        (
+            "quickstart actor",
+            problems(
+                build::<ActorRole>(
+                    "a",
+                    &json!({"kind": "quickstart", "strength": "heroic"}),
+                    &ctx,
+                )
+                .map(drop),
+            ),
+        ),
+        (
+            "burn critic",
+            problems(
+                build::<CriticRole>(
+                    "c",
+                    &json!({"kind": "burn", "checkpoint": "/no/such/dir"}),
+                    &critic,
+                )
+                .map(drop),
+            ),
+        ),
+        (
+            "quickstart critic",
+            problems(
+                build::<CriticRole>(
+                    "c",
+                    &json!({"kind": "quickstart", "model": {"d_model": "wide"}}),
+                    &critic,
+                )
+                .map(drop),
+            ),
+        ),
+        (
+            "cu reward",
+            problems(
+                build::<RewardRole>("r", &json!({"kind": "cu", "mode": "average"}), &ctx).map(drop),
+            ),
+        ),
+        (
+            "jsonl dataset",
+            problems(
+                build::<DatasetRole>("d", &json!({"kind": "jsonl", "train": 3}), &ctx).map(drop),
+            ),
+        ),
+    ] {
+        assert!(outcome.is_some(), "a bad {what} section built");
     }
 }

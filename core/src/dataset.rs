@@ -6,7 +6,7 @@ use std::sync::Arc;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::registry::{parse_section, Validate};
+use crate::registry::{Validate, ValidateContext};
 use crate::{BuildContext, ConfigProblem, Dataset, Error, Result, TaskItem};
 
 /// A dataset read from JSONL files of task items
@@ -20,7 +20,18 @@ pub struct JsonlDatasetConfig {
     pub test: PathBuf,
 }
 
-impl Validate for JsonlDatasetConfig {}
+impl Validate for JsonlDatasetConfig {
+    /// Both files must be there before a run starts.
+    fn problems(&self, ctx: &ValidateContext) -> Vec<ConfigProblem> {
+        [("train", &self.train), ("test", &self.test)]
+            .into_iter()
+            .filter_map(|(key, path)| {
+                let resolved = ctx.resolve(path);
+                (!resolved.is_file()).then(|| missing_file(key, &resolved))
+            })
+            .collect()
+    }
+}
 
 pub struct JsonlDataset {
     train: PathBuf,
@@ -58,8 +69,7 @@ impl Dataset for JsonlDataset {
     }
 }
 
-fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Dataset>> {
-    let config: JsonlDatasetConfig = parse_section(value)?;
+fn build(config: &JsonlDatasetConfig, ctx: &BuildContext) -> Result<Arc<dyn Dataset>> {
     Ok(Arc::new(JsonlDataset {
         train: ctx.resolve(&config.train),
         test: ctx.resolve(&config.test),

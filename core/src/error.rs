@@ -21,7 +21,9 @@ impl ConfigProblem {
 
     /// The same problem seen from a parent section (`key` gets `prefix.` in front).
     pub fn under(mut self, prefix: &str) -> Self {
-        self.key = if self.key.is_empty() || self.key == "." {
+        self.key = if prefix.is_empty() {
+            self.key
+        } else if self.key.is_empty() || self.key == "." {
             prefix.to_string()
         } else {
             format!("{prefix}.{}", self.key)

@@ -83,6 +83,12 @@ impl Judge for ReaskInvalid {
             if again.is_empty() {
                 break;
             }
+            tracing::info!(
+                "asking {} unreadable verdict(s) of {} again (attempt {attempt} of {})",
+                again.len(),
+                judgements.len(),
+                self.attempts
+            );
             let retry: Vec<Comparison> = again
                 .iter()
                 .map(|&i| Comparison {

@@ -28,7 +28,10 @@ pub mod usage;
 
 pub use error::{ConfigProblem, Error, Result};
 pub use prompts::Order;
-pub use registry::{BuildContext, Builder, PluginDescriptor, Role};
+pub use registry::{
+    BuildContext, CriticContext, PluginDescriptor, PluginInfo, Role, TrainerContext,
+    ValidateContext,
+};
 pub use template::PromptTemplates;
 pub use traits::*;
 pub use types::*;

@@ -120,10 +120,9 @@ impl RewardEstimator for CuEstimator {
 }
 
 fn build_cu(
-    value: &serde_json::Value,
+    config: &CuEstimatorConfig,
     _ctx: &crate::BuildContext,
 ) -> Result<std::sync::Arc<dyn RewardEstimator>> {
-    let config: CuEstimatorConfig = crate::registry::parse_section(value)?;
     Ok(std::sync::Arc::new(CuEstimator { mode: config.mode }))
 }
 

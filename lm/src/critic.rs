@@ -58,6 +58,7 @@ impl<B: Backend> Critic for LmCritic<B> {
         let mut flat = texts.into_iter().zip(log_probs).map(|(text, lp)| Critique {
             text,
             ref_logprob: Some(lp),
+            truncated: false,
         });
         Ok(requests
             .iter()
@@ -79,11 +80,11 @@ impl<B: Backend> Critic for LmCritic<B> {
 pub fn open_critic(
     name: &str,
     path: &Path,
-    device: &str,
+    device: DeviceSpec,
     settings: Settings,
 ) -> Result<Arc<dyn Critic>> {
-    let spec = DeviceSpec::parse(device)
-        .and_then(DeviceSpec::compiled)
+    let spec = device
+        .compiled()
         .map_err(|e| rco_core::Error::plugin(format!("critic `{name}`"), e))?;
     crate::with_backend!(spec, |B, device| {
         Engine::<B>::open(path, device, settings)

@@ -45,6 +45,61 @@ impl DeviceSpec {
     }
 }
 
+impl Default for DeviceSpec {
+    fn default() -> Self {
+        DeviceSpec::Cpu
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSpec::Cpu => write!(f, "cpu"),
+            DeviceSpec::Wgpu => write!(f, "wgpu"),
+            DeviceSpec::Cuda(index) => write!(f, "cuda:{index}"),
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = LmError;
+    fn from_str(text: &str) -> Result<Self, LmError> {
+        DeviceSpec::parse(text)
+    }
+}
+
+/// In config, a device is its name: `cpu`, `wgpu` or `cuda:N`; it is parsed once, when the
+/// section is read, so a misspelt device is an error with its key.
+impl serde::Serialize for DeviceSpec {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DeviceSpec::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for DeviceSpec {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DeviceSpec".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^(cpu|wgpu|cuda(:[0-9]+)?)$"
+        })
+    }
+}
+
 /// Calls `$body` with `B` bound to the backend of a [`DeviceSpec`] and `$device` to its device;
 /// evaluates to `Err(LmError::Device(..).into())` for a backend this build lacks. Which
 /// backends are compiled in is decided by this crate's `wgpu` and `cuda` features, wherever

@@ -141,6 +141,33 @@ pub fn model_exists(path: &Path) -> bool {
             .any(|f| path.join(f).is_file())
 }
 
+/// Why `path` is not a model [`load_local`] could read, checked cheaply (without loading
+/// it): missing, unreadable, a file that is not GGUF, or a directory without a model.
+pub fn model_problem(path: &Path) -> Option<String> {
+    use std::io::Read;
+    if path.is_file() {
+        let mut magic = [0u8; 4];
+        return match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)) {
+            Err(e) => Some(format!("{} cannot be read: {e}", path.display())),
+            Ok(()) if &magic != b"GGUF" => Some(format!(
+                "{} is not a GGUF file (a model file must be GGUF; a model directory holds model.json, config.json or model.gguf)",
+                path.display()
+            )),
+            Ok(()) => None,
+        };
+    }
+    if path.is_dir() {
+        if model_exists(path) {
+            return None;
+        }
+        return Some(format!(
+            "{} holds no model (model.json, config.json or model.gguf)",
+            path.display()
+        ));
+    }
+    Some(format!("no model at {}", path.display()))
+}
+
 /// Loads a model: a `.gguf` file (Llama) or a directory holding `model.gguf`, a Hugging Face
 /// Llama directory (`config.json`), or a checkpoint directory (`model.json`).
 pub fn load_local<B: Backend>(

@@ -311,7 +311,7 @@ fn critic_on_configured_device_matches_cpu(device_name: &str, tolerance: Toleran
         rco_lm::critic::open_critic(
             "critic",
             dir.path(),
-            device,
+            rco_lm::device::DeviceSpec::parse(device).expect("device"),
             Settings {
                 batch_size: 4,
                 ..Settings::default()

@@ -12,7 +12,7 @@ pub use rco_plugin_quickstart as quickstart;
 /// Keeps every plugin crate linked; call it once before reading the registry.
 pub fn link() {
     std::hint::black_box((
-        rco_plugin_burn::config::default_device as fn() -> _,
+        rco_plugin_burn::config::placement as fn(_, _, _) -> _,
         rco_plugin_quickstart::tasks::solve as fn(&str, &str) -> _,
         rco_plugin_openai::config::parse_retry_after as fn(&str) -> _,
     ));

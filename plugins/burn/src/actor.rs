@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use burn::prelude::*;
-use rco_core::registry::parse_section;
 use rco_core::seed::derive_seed;
 use rco_core::{Actor, BuildContext, RefineRequest, Refinement, RespondRequest, Result};
 use rco_lm::engine::Engine;
@@ -61,9 +60,8 @@ impl<B: Backend> Actor for LmActor<B> {
     }
 }
 
-fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Actor>> {
-    let config: BurnModelConfig = parse_section(value)?;
-    let at = placement(&config, ctx, "actor")?;
+fn build(config: &BurnModelConfig, ctx: &BuildContext) -> Result<Arc<dyn Actor>> {
+    let at = placement(config, ctx, "actor")?;
     let name = ctx.name.clone();
     rco_lm::with_backend!(at.device, |B, device| {
         Engine::<B>::open(&at.path, device, config.settings())

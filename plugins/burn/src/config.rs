@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use rco_core::registry::Validate;
+use rco_core::registry::{Validate, ValidateContext};
 use rco_core::{BuildContext, ConfigProblem};
 use rco_lm::device::DeviceSpec;
 use rco_lm::engine::Settings;
@@ -21,8 +21,8 @@ pub struct BurnModelConfig {
     #[serde(default)]
     pub checkpoint: Option<PathBuf>,
     /// `cpu`, `wgpu` or `cuda:N`.
-    #[serde(default = "default_device")]
-    pub device: String,
+    #[serde(default)]
+    pub device: DeviceSpec,
     /// How text is sampled.
     #[serde(default)]
     pub sampling: SamplingConfig,
@@ -48,30 +48,73 @@ fn default_chat() -> bool {
     true
 }
 
-pub fn default_device() -> String {
-    "cpu".into()
-}
-
 pub fn default_batch() -> usize {
     64
 }
 
 impl Validate for BurnModelConfig {
-    fn problems(&self) -> Vec<ConfigProblem> {
+    /// The section's ranges, a device this build can run, and a model file that is there
+    /// and readable (checked without loading it).
+    fn problems(&self, ctx: &ValidateContext) -> Vec<ConfigProblem> {
         let mut p: Vec<ConfigProblem> = self
             .sampling
             .problems()
             .into_iter()
             .map(|p| p.under("sampling"))
             .collect();
-        if let Err(e) = DeviceSpec::parse(&self.device) {
+        if let Err(e) = self.device.compiled() {
             p.push(ConfigProblem::new("device", e.to_string()));
         }
         if self.batch_size == 0 {
             p.push(ConfigProblem::new("batch_size", "must be at least 1"));
         }
+        if let Some(path) = &self.checkpoint {
+            if let Some(problem) = rco_lm::local::model_problem(&ctx.resolve(path)) {
+                p.push(ConfigProblem::new("checkpoint", problem));
+            }
+        }
         p
     }
+}
+
+/// A `burn` judge section: a [`BurnModelConfig`] whose verdict-probability mode needs the
+/// templates' pairwise answer prefix.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct BurnJudgeConfig(pub BurnModelConfig);
+
+impl Validate for BurnJudgeConfig {
+    fn problems(&self, ctx: &ValidateContext) -> Vec<ConfigProblem> {
+        let mut p = self.0.problems(ctx);
+        p.extend(verdict_prefix_problems(&self.0, &ctx.templates));
+        p
+    }
+}
+
+/// `verdict_probabilities` reads the next token after the pairwise answer prefix: every
+/// task's templates must have one.
+pub fn verdict_prefix_problems(
+    config: &BurnModelConfig,
+    templates: &rco_core::PromptTemplates,
+) -> Vec<ConfigProblem> {
+    if !config.verdict_probabilities {
+        return Vec::new();
+    }
+    let missing: Vec<String> = std::iter::once(("templates.default", &templates.default))
+        .chain(templates.tasks.iter().map(|(k, t)| (k.as_str(), t)))
+        .filter(|(_, t)| t.pairwise_answer_prefix.is_empty())
+        .map(|(k, _)| k.to_string())
+        .collect();
+    if missing.is_empty() {
+        return Vec::new();
+    }
+    vec![ConfigProblem::new(
+        "verdict_probabilities",
+        format!(
+            "needs `pairwise_answer_prefix` (for example \"Verdict: [[\") in {}",
+            missing.join(", ")
+        ),
+    )]
 }
 
 impl BurnModelConfig {
@@ -104,8 +147,9 @@ pub fn placement(
             format!("a burn {role} needs a model: a checkpoint directory, a Hugging Face directory or a .gguf file"),
         )])
     })?;
-    let device = DeviceSpec::parse(&config.device)
-        .and_then(DeviceSpec::compiled)
+    let device = config
+        .device
+        .compiled()
         .map_err(|e| rco_core::Error::plugin(format!("{role} `{}`", ctx.name), e))?;
     Ok(Placement { path, device })
 }

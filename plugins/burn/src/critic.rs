@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use rco_core::registry::parse_section;
-use rco_core::{BuildContext, ConfigProblem, Critic, Result};
+use rco_core::{ConfigProblem, Critic, CriticContext, Result};
 use rco_lm::checkpoint;
 use rco_lm::critic::open_critic;
 use rco_lm::local::model_exists;
@@ -15,8 +14,7 @@ use crate::config::BurnModelConfig;
 /// The critic's section.
 pub type BurnCriticConfig = BurnModelConfig;
 
-fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Critic>> {
-    let config: BurnCriticConfig = parse_section(value)?;
+fn build(config: &BurnCriticConfig, ctx: &CriticContext) -> Result<Arc<dyn Critic>> {
     let dir = match (&ctx.checkpoint, &config.checkpoint) {
         (Some(run_checkpoint), _) if model_exists(run_checkpoint) => run_checkpoint.clone(),
         // A run keeps its own copy of a base model file (GGUF) too.
@@ -58,7 +56,7 @@ fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Critic
             )]))
         }
     };
-    open_critic(&ctx.name, &dir, &config.device, config.settings())
+    open_critic(&ctx.name, &dir, config.device, config.settings())
 }
 
 rco_core::register_plugin! {

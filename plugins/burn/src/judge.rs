@@ -8,15 +8,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use burn::prelude::*;
 use rco_core::judge::{parse_pairwise, parse_rating};
-use rco_core::registry::parse_section;
-use rco_core::template::render;
 use rco_core::{
     BuildContext, Comparison, Judge, Judgement, PointwiseRequest, PointwiseScore, PromptTemplates,
     Result,
 };
 use rco_lm::engine::Engine;
 
-use crate::config::{placement, BurnModelConfig};
+use crate::config::{placement, verdict_prefix_problems, BurnJudgeConfig};
 
 pub struct LmJudge<B: Backend> {
     name: String,
@@ -40,18 +38,7 @@ impl<B: Backend> Judge for LmJudge<B> {
     async fn compare(&self, comparisons: &[Comparison]) -> Result<Vec<Judgement>> {
         let prompts: Vec<String> = comparisons
             .iter()
-            .map(|c| {
-                let reference = c.reference.clone().unwrap_or_default();
-                render(
-                    &self.templates.for_task(&c.task).pairwise,
-                    &[
-                        ("prompt", &c.prompt),
-                        ("a", &c.a),
-                        ("b", &c.b),
-                        ("reference", &reference),
-                    ],
-                )
-            })
+            .map(|c| self.templates.pairwise_prompt(c))
             .collect();
         let seeds: Vec<u64> = comparisons.iter().map(|c| c.seed).collect();
         let mut out = Vec::with_capacity(comparisons.len());
@@ -82,17 +69,7 @@ impl<B: Backend> Judge for LmJudge<B> {
     async fn score(&self, requests: &[PointwiseRequest]) -> Result<Vec<PointwiseScore>> {
         let prompts: Vec<String> = requests
             .iter()
-            .map(|r| {
-                let reference = r.reference.clone().unwrap_or_default();
-                render(
-                    &self.templates.for_task(&r.task).pointwise,
-                    &[
-                        ("prompt", &r.prompt),
-                        ("response", &r.response),
-                        ("reference", &reference),
-                    ],
-                )
-            })
+            .map(|r| self.templates.pointwise_prompt(r))
             .collect();
         let seeds: Vec<u64> = requests.iter().map(|r| r.seed).collect();
         let mut out = Vec::with_capacity(requests.len());
@@ -149,26 +126,16 @@ fn runs<'a>(values: impl Iterator<Item = &'a str>) -> Vec<(&'a str, std::ops::Ra
     out
 }
 
-fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Judge>> {
-    let config: BurnModelConfig = parse_section(value)?;
-    if config.verdict_probabilities {
-        let missing: Vec<String> = std::iter::once(("templates.default", &ctx.templates.default))
-            .chain(ctx.templates.tasks.iter().map(|(k, t)| (k.as_str(), t)))
-            .filter(|(_, t)| t.pairwise_answer_prefix.is_empty())
-            .map(|(k, _)| k.to_string())
-            .collect();
-        if !missing.is_empty() {
-            return Err(rco_core::Error::Config(vec![rco_core::ConfigProblem::new(
-                format!("{}.verdict_probabilities", ctx.name),
-                format!(
-                    "needs `pairwise_answer_prefix` (for example \"Verdict: [[\") in {}",
-                    missing.join(", ")
-                ),
-            )]));
-        }
+fn build(config: &BurnJudgeConfig, ctx: &BuildContext) -> Result<Arc<dyn Judge>> {
+    let config = &config.0;
+    let problems = verdict_prefix_problems(config, &ctx.templates);
+    if !problems.is_empty() {
+        return Err(rco_core::Error::Config(
+            problems.into_iter().map(|p| p.under(&ctx.name)).collect(),
+        ));
     }
     let verdict_probabilities = config.verdict_probabilities;
-    let at = placement(&config, ctx, "judge")?;
+    let at = placement(config, ctx, "judge")?;
     let name = ctx.name.clone();
     let templates = ctx.templates.clone();
     rco_lm::with_backend!(at.device, |B, device| {
@@ -190,7 +157,7 @@ rco_core::register_plugin! {
     kind: "burn",
     summary: "Self-rewarding judge: a local burn model prompted with the pairwise/pointwise templates",
     example: "kind = \"burn\"\ncheckpoint = \"models/SmolLM2-135M-Instruct.Q4_1.gguf\"\nsampling = { temperature = 0.0, max_tokens = 256 }\n",
-    config: BurnModelConfig,
+    config: BurnJudgeConfig,
     build: build,
 }
 

@@ -12,13 +12,16 @@ use burn::optim::{AdamWConfig, Optimizer};
 use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use rand::seq::SliceRandom;
-use rco_core::registry::{parse_section, Validate};
+use rco_core::registry::{Validate, ValidateContext};
 use rco_core::{
-    objective, BuildContext, ConfigProblem, Progress, Result, TrainSummary, Trainer, TrainingGroup,
+    objective, ConfigProblem, Progress, Result, TrainSummary, Trainer, TrainerContext,
+    TrainingGroup,
 };
 use rco_lm::checkpoint;
 use rco_lm::device::DeviceSpec;
-use rco_lm::local::{load_local_with_spec, model_exists, save_local, LmTokenizer, LocalLm};
+use rco_lm::local::{
+    load_local_with_spec, model_exists, model_problem, save_local, LmTokenizer, LocalLm,
+};
 use rco_lm::loss::{rco_step, RcoGroup};
 use rco_lm::sampling::completion_log_probs;
 use rco_lm::LmError;
@@ -51,8 +54,8 @@ pub struct RcoTrainerConfig {
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
     /// `cpu`, `wgpu` or `cuda:N`.
-    #[serde(default = "crate::config::default_device")]
-    pub device: String,
+    #[serde(default)]
+    pub device: DeviceSpec,
     /// The model to start from when the critic is not a local model (a remote critic): a
     /// local copy of the model its server serves (GGUF file or Hugging Face directory).
     /// The reference log-probs are then computed again with it, since a server's may come
@@ -81,7 +84,7 @@ fn default_checkpoint_every() -> usize {
 }
 
 impl Validate for RcoTrainerConfig {
-    fn problems(&self) -> Vec<ConfigProblem> {
+    fn problems(&self, ctx: &ValidateContext) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
         if !(self.beta > 0.0 && self.beta.is_finite()) {
             p.push(ConfigProblem::new(
@@ -105,8 +108,13 @@ impl Validate for RcoTrainerConfig {
                 p.push(ConfigProblem::new(key, "must be at least 1"));
             }
         }
-        if let Err(e) = DeviceSpec::parse(&self.device) {
+        if let Err(e) = self.device.compiled() {
             p.push(ConfigProblem::new("device", e.to_string()));
+        }
+        if let Some(path) = &self.base_model {
+            if let Some(problem) = model_problem(&ctx.resolve(path)) {
+                p.push(ConfigProblem::new("base_model", problem));
+            }
         }
         p
     }
@@ -260,7 +268,7 @@ impl RcoTrainer {
             // on a server): evaluation serves the trained weights and asks them there.
             trained_critic: if self.rescore_reference {
                 rco_core::TrainedCritic::Served {
-                    device: self.config.device.clone(),
+                    device: self.config.device.to_string(),
                 }
             } else {
                 rco_core::TrainedCritic::Checkpoint
@@ -382,9 +390,7 @@ impl Trainer for RcoTrainer {
                 self.err("no training groups: the collection produced no critique with a valid CU")
             );
         }
-        let spec = DeviceSpec::parse(&self.config.device)
-            .and_then(DeviceSpec::compiled)
-            .map_err(|e| self.err(e))?;
+        let spec = self.config.device.compiled().map_err(|e| self.err(e))?;
         let summary: Result<TrainSummary> = rco_lm::with_backend!(spec, |B, device| self
             .run::<Autodiff<B>>(device, groups, progress.as_ref())
             .map_err(|e| self.err(e)));
@@ -392,23 +398,11 @@ impl Trainer for RcoTrainer {
     }
 }
 
-fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Box<dyn Trainer>> {
-    let config: RcoTrainerConfig = parse_section(value)?;
-    let missing = |what: &str| {
-        rco_core::Error::plugin(
-            format!("trainer `{}` (rco)", ctx.name),
-            format!("the build context has no {what}"),
-        )
-    };
+fn build(config: &RcoTrainerConfig, ctx: &TrainerContext) -> Result<Box<dyn Trainer>> {
     // A remote critic has no local base model: the trainer starts from `base_model`.
     let (base, rescore_reference) = match &config.base_model {
         Some(path) => (ctx.resolve(path), true),
-        None => (
-            ctx.checkpoint
-                .clone()
-                .ok_or_else(|| missing("base critic checkpoint"))?,
-            false,
-        ),
+        None => (ctx.base_checkpoint.clone(), false),
     };
     if !model_exists(&base) {
         let hint = if config.base_model.is_some() {
@@ -423,18 +417,14 @@ fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Box<dyn Traine
     }
     Ok(Box::new(RcoTrainer {
         name: ctx.name.clone(),
-        config,
+        config: config.clone(),
         seed: ctx.seed,
         rescore_reference,
         base,
-        output: ctx
-            .output
-            .clone()
-            .ok_or_else(|| missing("output directory"))?,
+        output: ctx.output.clone(),
         chat: ctx
             .critic_section
-            .as_ref()
-            .and_then(|c| c.get("chat"))
+            .get("chat")
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(true),
     }))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rco_core::{LogProbRequest, NoProgress, ScoredCritique, TrainingGroup};
 use rco_lm::checkpoint::{self, Architecture, ModelSpec};
 use rco_lm::critic::open_critic;
-use rco_lm::device::Cpu;
+use rco_lm::device::{Cpu, DeviceSpec};
 use rco_lm::engine::Settings;
 use rco_lm::tiny::TinyLmConfig;
 use rco_lm::tokenizer::{CharTokenizer, Tokenizer};
@@ -61,14 +61,13 @@ fn trainer(
     base: &std::path::Path,
     output: &std::path::Path,
 ) -> Box<dyn rco_core::Trainer> {
-    let mut ctx = rco_core::BuildContext::new("trainer", 5);
-    ctx.checkpoint = Some(base.to_path_buf());
-    ctx.output = Some(output.to_path_buf());
-    let descriptor = rco_core::registry::find(rco_core::Role::Trainer, section).unwrap();
-    let rco_core::Builder::Trainer(build) = &descriptor.build else {
-        panic!("not a trainer")
+    let ctx = rco_core::TrainerContext {
+        common: rco_core::BuildContext::new("trainer", 5),
+        base_checkpoint: base.to_path_buf(),
+        output: output.to_path_buf(),
+        critic_section: serde_json::json!({}),
     };
-    build(section, &ctx).unwrap()
+    rco_core::registry::build::<rco_core::registry::TrainerRole>("trainer", section, &ctx).unwrap()
 }
 
 #[tokio::test]
@@ -78,7 +77,7 @@ async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base");
     checkpoint::save(&base, &spec, checkpoint::init::<Cpu>(&spec, &device)).unwrap();
-    let critic = open_critic("critic", &base, "cpu", settings(16)).unwrap();
+    let critic = open_critic("critic", &base, DeviceSpec::Cpu, settings(16)).unwrap();
     let prompt = "copy:12|13>".to_string();
     let texts = ["@2=2", "ok", "@1=5", "@2"];
     let cus = [1.0, 0.5, 0.0, 0.5];
@@ -113,7 +112,13 @@ async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
         .unwrap();
     assert_eq!(summary.steps, 6);
     assert!(summary.last_loss < summary.first_loss, "{summary:?}");
-    let trained = open_critic("critic", &dir.path().join("rco"), "cpu", settings(16)).unwrap();
+    let trained = open_critic(
+        "critic",
+        &dir.path().join("rco"),
+        DeviceSpec::Cpu,
+        settings(16),
+    )
+    .unwrap();
     let after = trained.log_probs(&requests).await.unwrap();
     assert!(
         after[0] > before[0],
@@ -154,7 +159,8 @@ async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
         .await
         .unwrap();
     assert_eq!(resumed.resumed_from_step, 3);
-    let resumed_critic = open_critic("critic", &crashed_dir, "cpu", settings(16)).unwrap();
+    let resumed_critic =
+        open_critic("critic", &crashed_dir, DeviceSpec::Cpu, settings(16)).unwrap();
     assert_eq!(resumed_critic.log_probs(&requests).await.unwrap(), after);
 }
 
@@ -162,10 +168,10 @@ async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
 /// through the registry.
 #[tokio::test]
 async fn smollm2_plays_critic_actor_and_judge() {
-    use rco_core::registry::{find, Builder, Role};
+    use rco_core::registry::{build, ActorRole, CriticRole, JudgeRole};
     use rco_core::{
-        BuildContext, Comparison, CritiqueRequest, LogProbRequest, PointwiseRequest, RefineRequest,
-        TaskItem,
+        BuildContext, Comparison, CriticContext, CritiqueRequest, LogProbRequest, PointwiseRequest,
+        RefineRequest, TaskItem,
     };
 
     let path = gguf();
@@ -188,13 +194,8 @@ async fn smollm2_plays_critic_actor_and_judge() {
     ];
 
     let critic_section = section(0.8, 24);
-    let Builder::Critic(build_critic) = &find(Role::Critic, &critic_section)
-        .expect("critic kind")
-        .build
-    else {
-        panic!("not a critic")
-    };
-    let critic = build_critic(&critic_section, &ctx).expect("critic");
+    let critic = build::<CriticRole>("critic", &critic_section, &CriticContext::new(ctx.clone()))
+        .expect("critic");
     let templates = rco_core::PromptTemplates::default();
     let requests: Vec<CritiqueRequest> = items
         .iter()
@@ -230,11 +231,7 @@ async fn smollm2_plays_critic_actor_and_judge() {
     }
 
     let actor_section = section(0.7, 24);
-    let Builder::Actor(build_actor) = &find(Role::Actor, &actor_section).expect("actor kind").build
-    else {
-        panic!("not an actor")
-    };
-    let actor = build_actor(&actor_section, &ctx).expect("actor");
+    let actor = build::<ActorRole>("actor", &actor_section, &ctx).expect("actor");
     let refine: Vec<RefineRequest> = items
         .iter()
         .zip(&critiques)
@@ -257,11 +254,7 @@ async fn smollm2_plays_critic_actor_and_judge() {
     assert_eq!(refined.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2]);
 
     let judge_section = section(0.0, 48);
-    let Builder::Judge(build_judge) = &find(Role::Judge, &judge_section).expect("judge kind").build
-    else {
-        panic!("not a judge")
-    };
-    let judge = build_judge(&judge_section, &ctx).expect("judge");
+    let judge = build::<JudgeRole>("judge", &judge_section, &ctx).expect("judge");
     let comparisons: Vec<Comparison> = items
         .iter()
         .zip(&refined)
@@ -305,12 +298,14 @@ async fn smollm2_plays_critic_actor_and_judge() {
 /// directory that the `burn` critic reads back.
 #[tokio::test]
 async fn rco_trains_smollm2_and_writes_a_hugging_face_critic() {
-    use rco_core::registry::{find, Builder, Role};
-    use rco_core::{BuildContext, LogProbRequest, NoProgress, ScoredCritique, TrainingGroup};
+    use rco_core::registry::TrainerRole;
+    use rco_core::{
+        BuildContext, LogProbRequest, NoProgress, ScoredCritique, TrainerContext, TrainingGroup,
+    };
 
     let path = gguf();
     let dir = tempfile::tempdir().expect("tempdir");
-    let critic = open_critic("critic", &path, "cpu", settings(8)).expect("critic");
+    let critic = open_critic("critic", &path, DeviceSpec::Cpu, settings(8)).expect("critic");
     let prompt = "Critique this answer to 'What is 2 + 2?': 2 + 2 = 5.".to_string();
     let texts = ["The answer is wrong: 2 + 2 = 4.", "Looks good."];
     let requests: Vec<LogProbRequest> = texts
@@ -336,11 +331,14 @@ async fn rco_trains_smollm2_and_writes_a_hugging_face_critic() {
             .collect(),
     };
     let section = serde_json::json!({"kind": "rco", "beta": 0.5, "learning_rate": 0.000001, "epochs": 2, "groups_per_batch": 1, "checkpoint_every": 100});
-    let mut ctx = BuildContext::new("trainer", 1);
-    ctx.checkpoint = Some(path.clone());
-    ctx.output = Some(dir.path().join("rco"));
-    let Builder::Trainer(build) = &find(Role::Trainer, &section).expect("kind").build else {
-        panic!("not a trainer")
+    let ctx = TrainerContext {
+        common: BuildContext::new("trainer", 1),
+        base_checkpoint: path.clone(),
+        output: dir.path().join("rco"),
+        critic_section: serde_json::json!({}),
+    };
+    let build = |section: &serde_json::Value, ctx: &TrainerContext| {
+        rco_core::registry::build::<TrainerRole>("trainer", section, ctx)
     };
     let summary = build(&section, &ctx)
         .expect("trainer")
@@ -353,8 +351,13 @@ async fn rco_trains_smollm2_and_writes_a_hugging_face_critic() {
         dir.path().join("rco/config.json").is_file()
             && dir.path().join("rco/model.safetensors").is_file()
     );
-    let trained =
-        open_critic("critic", &dir.path().join("rco"), "cpu", settings(8)).expect("trained critic");
+    let trained = open_critic(
+        "critic",
+        &dir.path().join("rco"),
+        DeviceSpec::Cpu,
+        settings(8),
+    )
+    .expect("trained critic");
     let after = trained.log_probs(&requests).await.expect("log_probs");
     assert!(
         after[0] > before[0],
@@ -379,7 +382,7 @@ async fn rco_trains_smollm2_and_writes_a_hugging_face_critic() {
     }
     let resumed_dir = dir.path().join("resumed");
     let mut ctx = ctx.clone();
-    ctx.output = Some(resumed_dir.clone());
+    ctx.output = resumed_dir.clone();
     let section = serde_json::json!({"kind": "rco", "beta": 0.5, "learning_rate": 0.000001, "epochs": 2, "groups_per_batch": 1, "checkpoint_every": 1});
     let mut trainer = build(&section, &ctx).expect("trainer");
     let groups = vec![group];
@@ -407,7 +410,7 @@ async fn rco_trains_smollm2_and_writes_a_hugging_face_critic() {
         (1, 2),
         "{summary:?}"
     );
-    let resumed = open_critic("critic", &resumed_dir, "cpu", settings(8))
+    let resumed = open_critic("critic", &resumed_dir, DeviceSpec::Cpu, settings(8))
         .expect("resumed critic")
         .log_probs(&requests)
         .await

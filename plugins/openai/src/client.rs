@@ -381,13 +381,19 @@ impl Client {
                             ),
                         });
                     }
-                    *usage.retries.entry(reason).or_default() += 1;
+                    *usage.retries.entry(reason.clone()).or_default() += 1;
                     let backoff = (self.config.backoff_s * 2f64.powi(attempt as i32))
                         .min(self.config.max_backoff_s);
                     let jittered = backoff * rand::rng().random_range(0.5..1.5);
                     let wait = after
                         .map(|a| a.min(self.config.max_backoff_s).max(jittered * 0.1))
                         .unwrap_or(jittered);
+                    tracing::info!(
+                        "{} ({url}): retry {} of {} in {wait:.2}s after {reason}: {message}",
+                        self.name,
+                        attempt + 1,
+                        self.config.max_retries
+                    );
                     tokio::time::sleep(Duration::from_secs_f64(wait)).await;
                     avoid = (self.pool.endpoints.len() > 1).then_some(index);
                     attempt += 1;

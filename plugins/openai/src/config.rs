@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use rco_core::registry::Validate;
+use rco_core::registry::{Validate, ValidateContext};
 use rco_core::ConfigProblem;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -114,8 +114,69 @@ fn yes() -> bool {
     true
 }
 
+/// API hosts that always want a key: a section naming one without `api_key_env` would fail
+/// on its first call with a 401.
+const HOSTS_NEEDING_A_KEY: [&str; 9] = [
+    "api.openai.com",
+    "api.anthropic.com",
+    "api.together.xyz",
+    "openrouter.ai",
+    "api.groq.com",
+    "api.deepseek.com",
+    "api.mistral.ai",
+    "api.fireworks.ai",
+    "generativelanguage.googleapis.com",
+];
+
+fn host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .rsplit('@')
+        .next()
+        .unwrap_or(authority)
+        .split(':')
+        .next()
+        .unwrap_or(authority)
+}
+
 impl Validate for OpenAiConfig {
-    fn problems(&self) -> Vec<ConfigProblem> {
+    /// The section's own checks, and what a run would hit on its first call: a key variable
+    /// that is not set, or a hosted API named without a key.
+    fn problems(&self, _ctx: &ValidateContext) -> Vec<ConfigProblem> {
+        let mut p = self.check();
+        match &self.api_key_env {
+            Some(var) if !var.is_empty() && !var.contains('=') => {
+                if std::env::var(var).map_or(true, |v| v.trim().is_empty()) {
+                    p.push(ConfigProblem::new(
+                        "api_key_env",
+                        format!("the environment variable `{var}` is not set (or empty)"),
+                    ));
+                }
+            }
+            Some(_) => {}
+            None => {
+                for (i, url) in self.base_urls.iter().enumerate() {
+                    let host = host(url);
+                    if HOSTS_NEEDING_A_KEY
+                        .iter()
+                        .any(|h| host == *h || host.ends_with(&format!(".{h}")))
+                    {
+                        p.push(ConfigProblem::new(
+                            format!("base_urls[{i}]"),
+                            format!("{host} needs an API key: set `api_key_env` to the name of the variable that holds it"),
+                        ));
+                    }
+                }
+            }
+        }
+        p
+    }
+}
+
+impl OpenAiConfig {
+    /// Every problem of the section on its own, keys relative to it.
+    pub fn check(&self) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
         if self.base_urls.is_empty() {
             p.push(ConfigProblem::new("base_urls", "needs at least one URL"));
@@ -205,4 +266,82 @@ pub fn parse_retry_after(value: &str) -> Option<f64> {
         .parse::<f64>()
         .ok()
         .filter(|s| s.is_finite() && *s >= 0.0)
+}
+
+/// An `openai` judge section: an [`OpenAiConfig`] whose answer prefixes the templates may ask
+/// the server to continue.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct OpenAiJudgeConfig(pub OpenAiConfig);
+
+impl Validate for OpenAiJudgeConfig {
+    /// As [`OpenAiConfig`], and an answer prefix in the templates needs the server to
+    /// continue the final assistant message.
+    fn problems(&self, ctx: &ValidateContext) -> Vec<ConfigProblem> {
+        let mut p = self.0.problems(ctx);
+        if !self.0.continue_final_message {
+            let templates = std::iter::once(("default".to_string(), &ctx.templates.default)).chain(
+                ctx.templates
+                    .tasks
+                    .iter()
+                    .map(|(task, t)| (format!("tasks.{task}"), t)),
+            );
+            for (name, t) in templates {
+                for (key, prefix) in [
+                    ("pairwise_answer_prefix", &t.pairwise_answer_prefix),
+                    ("pointwise_answer_prefix", &t.pointwise_answer_prefix),
+                ] {
+                    if !prefix.is_empty() {
+                        p.push(ConfigProblem::new(
+                            "continue_final_message",
+                            format!("is false, so the server starts a new turn after `templates.{name}.{key}` ({prefix:?}) instead of continuing it: the verdict would be read from an answer the prefix is not part of; set it to true or drop the prefix"),
+                        ));
+                    }
+                }
+            }
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod validate_tests {
+    use super::*;
+
+    fn config(extra: serde_json::Value) -> OpenAiConfig {
+        let mut section = serde_json::json!({"base_urls": ["http://127.0.0.1:9/v1"], "model": "m"});
+        if let (Some(map), serde_json::Value::Object(extra)) = (section.as_object_mut(), extra) {
+            map.extend(extra);
+        }
+        rco_core::registry::parse_config(&section).unwrap()
+    }
+
+    #[test]
+    fn a_check_names_what_the_first_call_would_hit() {
+        let ctx = ValidateContext::new("judge");
+        let unset = config(serde_json::json!({"api_key_env": "RCO_TEST_KEY_THAT_IS_NOT_SET"}));
+        let p = unset.problems(&ctx);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "api_key_env");
+        let hosted = config(serde_json::json!({"base_urls": ["https://api.openai.com/v1"]}));
+        let p = hosted.problems(&ctx);
+        assert_eq!(p[0].key, "base_urls[0]");
+        assert!(p[0].message.contains("api_key_env"), "{p:?}");
+        assert!(config(serde_json::json!({})).problems(&ctx).is_empty());
+    }
+
+    #[test]
+    fn a_judge_that_cannot_continue_a_prefix_is_refused() {
+        let mut ctx = ValidateContext::new("judge");
+        ctx.templates.default.pairwise_answer_prefix = "Verdict: [[".into();
+        let judge = OpenAiJudgeConfig(config(serde_json::json!({"continue_final_message": false})));
+        let p = judge.problems(&ctx);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "continue_final_message");
+        assert!(p[0]
+            .message
+            .contains("templates.default.pairwise_answer_prefix"));
+        let judge = OpenAiJudgeConfig(config(serde_json::json!({})));
+        assert!(judge.problems(&ctx).is_empty());
+    }
 }

@@ -15,6 +15,7 @@ pub mod cache;
 pub mod client;
 pub mod config;
 pub mod plugins;
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
 pub use client::{Call, Client, Message};

@@ -4,17 +4,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use rco_core::judge::{parse_pairwise, parse_rating};
-use rco_core::registry::parse_section;
 use rco_core::seed::derive_seed;
-use rco_core::template::render;
 use rco_core::{
-    Actor, BuildContext, Comparison, Critic, Critique, CritiqueRequest, Judge, Judgement,
-    PointwiseRequest, PointwiseScore, PromptTemplates, RefineRequest, Refinement, RespondRequest,
-    Result,
+    Actor, BuildContext, Comparison, Critic, CriticContext, Critique, CritiqueRequest, Judge,
+    Judgement, PointwiseRequest, PointwiseScore, PromptTemplates, RefineRequest, Refinement,
+    RespondRequest, Result,
 };
 
 use crate::client::{Call, Client, Message};
-use crate::config::OpenAiConfig;
+use crate::config::{OpenAiConfig, OpenAiJudgeConfig};
 
 fn user(content: &str) -> Vec<Message> {
     vec![Message {
@@ -34,9 +32,8 @@ fn samples(messages: &[Message], n: usize, seed: u64) -> Vec<Call> {
         .collect()
 }
 
-fn client(value: &serde_json::Value, ctx: &BuildContext) -> Result<Client> {
-    let config: OpenAiConfig = parse_section(value)?;
-    Client::new(&ctx.name, config, ctx)
+fn client(config: &OpenAiConfig, ctx: &BuildContext) -> Result<Client> {
+    Client::new(&ctx.name, config.clone(), ctx)
 }
 
 /// Batches are split only by the pool's limits, so a plugin takes everything at once.
@@ -99,6 +96,16 @@ impl Critic for OpenAiCritic {
         BATCH
     }
 
+    fn sampling(&self) -> Option<rco_core::CriticSampling> {
+        let s = &self.client.config().sampling;
+        Some(rco_core::CriticSampling {
+            temperature: s.temperature,
+            top_p: s.top_p,
+            top_k: 0,
+            max_tokens: s.max_tokens as usize,
+        })
+    }
+
     async fn critique(&self, requests: &[CritiqueRequest]) -> Result<Vec<Vec<Critique>>> {
         let calls: Vec<Call> = requests
             .iter()
@@ -112,9 +119,9 @@ impl Critic for OpenAiCritic {
                     .by_ref()
                     .take(r.n)
                     .map(|a| Critique {
+                        truncated: a.finish_reason.as_deref() == Some("length"),
                         text: a.text,
                         ref_logprob: a.logprob,
-                        truncated: false,
                     })
                     .collect()
             })
@@ -158,15 +165,8 @@ impl Judge for OpenAiJudge {
     async fn compare(&self, comparisons: &[Comparison]) -> Result<Vec<Judgement>> {
         let asks = comparisons.iter().map(|c| {
             let t = self.templates.for_task(&c.task);
-            let reference = c.reference.clone().unwrap_or_default();
-            let values = [
-                ("prompt", c.prompt.as_str()),
-                ("a", c.a.as_str()),
-                ("b", c.b.as_str()),
-                ("reference", reference.as_str()),
-            ];
             (
-                render(&t.pairwise, &values),
+                t.pairwise_prompt(c),
                 t.pairwise_answer_prefix.clone(),
                 c.seed,
             )
@@ -181,14 +181,8 @@ impl Judge for OpenAiJudge {
     async fn score(&self, requests: &[PointwiseRequest]) -> Result<Vec<PointwiseScore>> {
         let asks = requests.iter().map(|r| {
             let t = self.templates.for_task(&r.task);
-            let reference = r.reference.clone().unwrap_or_default();
-            let values = [
-                ("prompt", r.prompt.as_str()),
-                ("response", r.response.as_str()),
-                ("reference", reference.as_str()),
-            ];
             (
-                render(&t.pointwise, &values),
+                t.pointwise_prompt(r),
                 t.pointwise_answer_prefix.clone(),
                 r.seed,
             )
@@ -218,14 +212,14 @@ impl OpenAiJudge {
     }
 }
 
-fn build_actor(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Actor>> {
+fn build_actor(config: &OpenAiConfig, ctx: &BuildContext) -> Result<Arc<dyn Actor>> {
     Ok(Arc::new(OpenAiActor {
-        client: client(value, ctx)?,
+        client: client(config, ctx)?,
     }))
 }
 
-fn build_critic(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Critic>> {
-    let mut config: OpenAiConfig = parse_section(value)?;
+fn build_critic(config: &OpenAiConfig, ctx: &CriticContext) -> Result<Arc<dyn Critic>> {
+    let mut config = config.clone();
     match &ctx.endpoint {
         // The trained critic: its weights are served on this machine for the run, so the
         // section's servers, key and rate limits (meant for the base model) do not apply.
@@ -235,7 +229,7 @@ fn build_critic(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn
             config.requests_per_second = None;
             config.tokens_per_minute = None;
         }
-        None if ctx.checkpoint.is_some() && !ctx.create_checkpoint => {
+        None if ctx.is_trained() => {
             return Err(rco_core::Error::plugin(
                 format!("critic `{}` (openai)", ctx.name),
                 "the trained critic of a critic on a server must be served, but the training summary says nothing about serving it (it was written by an older rco): delete train_summary.json and rerun `rco train` to continue",
@@ -248,9 +242,9 @@ fn build_critic(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn
     }))
 }
 
-fn build_judge(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Judge>> {
+fn build_judge(config: &OpenAiJudgeConfig, ctx: &BuildContext) -> Result<Arc<dyn Judge>> {
     Ok(Arc::new(OpenAiJudge {
-        client: client(value, ctx)?,
+        client: client(&config.0, ctx)?,
         templates: ctx.templates.clone(),
     }))
 }
@@ -280,7 +274,7 @@ rco_core::register_plugin! {
     kind: "openai",
     summary: "Pairwise ([[A]]/[[B]]/[[C]]) and pointwise (1-10) judge on an OpenAI-compatible chat-completions server",
     example: EXAMPLE,
-    config: OpenAiConfig,
+    config: OpenAiJudgeConfig,
     build: build_judge,
 }
 
@@ -302,7 +296,7 @@ mod tests {
         let mut ctx = BuildContext::new("judge", 0);
         ctx.templates.default.pairwise_answer_prefix = "Verdict: [[".into();
         OpenAiJudge {
-            client: client(&section, &ctx).unwrap(),
+            client: client(&rco_core::registry::parse_config(&section).unwrap(), &ctx).unwrap(),
             templates: ctx.templates,
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use rand::Rng;
-use rco_core::registry::{parse_section, Validate};
+use rco_core::registry::{Validate, ValidateContext};
 use rco_core::seed::rng_for;
 use rco_core::{
     Actor, BuildContext, ConfigProblem, RefineRequest, Refinement, RespondRequest, Result, TaskItem,
@@ -115,7 +115,14 @@ impl QuickstartActorConfig {
 }
 
 impl Validate for QuickstartActorConfig {
-    fn problems(&self) -> Vec<ConfigProblem> {
+    fn problems(&self, _ctx: &ValidateContext) -> Vec<ConfigProblem> {
+        self.check()
+    }
+}
+
+impl QuickstartActorConfig {
+    /// Every problem of the config, keys relative to the section.
+    pub fn check(&self) -> Vec<ConfigProblem> {
         self.overrides()
             .into_iter()
             .filter_map(|(key, value)| {
@@ -256,9 +263,8 @@ impl Actor for QuickstartActor {
     }
 }
 
-fn build(value: &serde_json::Value, _ctx: &BuildContext) -> Result<Arc<dyn Actor>> {
-    let config: QuickstartActorConfig = parse_section(value)?;
-    let problems = config.problems();
+fn build(config: &QuickstartActorConfig, _ctx: &BuildContext) -> Result<Arc<dyn Actor>> {
+    let problems = config.check();
     if !problems.is_empty() {
         return Err(rco_core::Error::Config(problems));
     }
@@ -279,8 +285,9 @@ mod tests {
     use super::*;
     use crate::mix::{critique_of_kind, helpful_critique, CritiqueKind};
     use crate::tasks::{error_count, QuickstartDataConfig, QuickstartDataset};
-    use rco_core::registry::{validate, Role};
+    use rco_core::registry::{validate, ActorRole};
     use rco_core::Dataset;
+    use rco_core::ValidateContext;
     use serde_json::json;
 
     fn items() -> Vec<TaskItem> {
@@ -414,13 +421,15 @@ mod tests {
 
     #[test]
     fn config_overrides_and_validation() {
-        let config: QuickstartActorConfig =
-            parse_section(&json!({"kind": "quickstart", "strength": "strong", "noise": 0.5}))
-                .unwrap();
+        let config: QuickstartActorConfig = rco_core::registry::parse_section(
+            &json!({"kind": "quickstart", "strength": "strong", "noise": 0.5}),
+        )
+        .unwrap();
         let params = config.params();
         assert_eq!(params.noise, 0.5);
         assert_eq!(params.skill, 0.9);
-        let section = |v: serde_json::Value| validate(Role::Actor, &v);
+        let section =
+            |v: serde_json::Value| validate::<ActorRole>(&v, &ValidateContext::new("actor"));
         assert!(section(json!({"kind": "quickstart", "strength": "weak"})).is_empty());
         let problems = section(json!({"kind": "quickstart", "strength": "weak", "follow": 1.5}));
         assert_eq!(problems.len(), 1);

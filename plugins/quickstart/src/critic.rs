@@ -9,9 +9,9 @@ use std::sync::Arc;
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use rand::SeedableRng;
-use rco_core::registry::{parse_section, Validate};
+use rco_core::registry::{Validate, ValidateContext};
 use rco_core::template::render;
-use rco_core::{BuildContext, ConfigProblem, Critic, Result};
+use rco_core::{BuildContext, ConfigProblem, Critic, CriticContext, Result};
 use rco_lm::checkpoint::{self, Architecture, ModelSpec};
 use rco_lm::critic::open_critic;
 use rco_lm::device::DeviceSpec;
@@ -78,8 +78,8 @@ pub struct QuickstartCriticConfig {
     #[serde(default = "default_sampling")]
     pub sampling: SamplingConfig,
     /// `cpu`, `wgpu` or `cuda:N`.
-    #[serde(default = "default_device")]
-    pub device: String,
+    #[serde(default)]
+    pub device: DeviceSpec,
     /// Most sequences decoded together.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
@@ -91,15 +91,19 @@ fn default_sampling() -> SamplingConfig {
         ..Default::default()
     }
 }
-fn default_device() -> String {
-    "cpu".into()
-}
 fn default_batch() -> usize {
     256
 }
 
 impl Validate for QuickstartCriticConfig {
-    fn problems(&self) -> Vec<ConfigProblem> {
+    fn problems(&self, _ctx: &ValidateContext) -> Vec<ConfigProblem> {
+        self.check()
+    }
+}
+
+impl QuickstartCriticConfig {
+    /// Every problem of the config, keys relative to the section.
+    pub fn check(&self) -> Vec<ConfigProblem> {
         let mut p: Vec<ConfigProblem> = self
             .model
             .problems()
@@ -125,7 +129,7 @@ impl Validate for QuickstartCriticConfig {
             max_digits: self.warm_start.max_digits,
             ..Default::default()
         };
-        p.extend(data.problems().into_iter().map(|p| p.under("warm_start")));
+        p.extend(data.check().into_iter().map(|p| p.under("warm_start")));
         if self.warm_start.batch_size == 0 {
             p.push(ConfigProblem::new(
                 "warm_start.batch_size",
@@ -138,7 +142,7 @@ impl Validate for QuickstartCriticConfig {
                 "must be > 0",
             ));
         }
-        if let Err(e) = DeviceSpec::parse(&self.device) {
+        if let Err(e) = self.device.compiled() {
             p.push(ConfigProblem::new("device", e.to_string()));
         }
         p
@@ -204,9 +208,7 @@ pub fn warm_start(config: &QuickstartCriticConfig, ctx: &BuildContext, dir: &Pat
         }
         examples.push((prompt_ids, completion));
     }
-    let device = DeviceSpec::parse(&config.device)
-        .and_then(DeviceSpec::compiled)
-        .map_err(|e| err(&e))?;
+    let device = config.device.compiled().map_err(|e| err(&e))?;
     let progress = ctx.progress.start("warm start", ws.steps as u64);
     let saved: Result<()> = rco_lm::with_backend!(device, |B, device| {
         let model = checkpoint::init_seeded::<Autodiff<B>>(
@@ -229,8 +231,7 @@ pub fn warm_start(config: &QuickstartCriticConfig, ctx: &BuildContext, dir: &Pat
     saved
 }
 
-fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Critic>> {
-    let config: QuickstartCriticConfig = parse_section(value)?;
+fn build(config: &QuickstartCriticConfig, ctx: &CriticContext) -> Result<Arc<dyn Critic>> {
     let dir = ctx.checkpoint.clone().ok_or_else(|| {
         rco_core::Error::plugin(
             format!("critic `{}` (quickstart)", ctx.name),
@@ -244,14 +245,14 @@ fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Critic
                 format!("no checkpoint at {}", dir.display()),
             ));
         }
-        warm_start(&config, ctx, &dir)?;
+        warm_start(config, ctx, &dir)?;
     }
     let settings = Settings {
-        sampling: config.sampling,
+        sampling: config.sampling.clone(),
         batch_size: config.batch_size,
         ..Settings::default()
     };
-    open_critic(&ctx.name, &dir, &config.device, settings)
+    open_critic(&ctx.name, &dir, config.device, settings)
 }
 
 rco_core::register_plugin! {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use rand::Rng;
-use rco_core::registry::{parse_section, Validate};
+use rco_core::registry::{Validate, ValidateContext};
 use rco_core::seed::rng_for;
 use rco_core::{
     BuildContext, Comparison, ConfigProblem, Error, Judge, Judgement, PointwiseRequest,
@@ -86,8 +86,7 @@ impl Judge for VerifierJudge {
     }
 }
 
-fn build_verifier(value: &serde_json::Value, _ctx: &BuildContext) -> Result<Arc<dyn Judge>> {
-    let _: VerifierJudgeConfig = parse_section(value)?;
+fn build_verifier(_config: &VerifierJudgeConfig, _ctx: &BuildContext) -> Result<Arc<dyn Judge>> {
     Ok(Arc::new(VerifierJudge))
 }
 
@@ -124,7 +123,14 @@ impl Default for NoisyJudgeConfig {
 }
 
 impl Validate for NoisyJudgeConfig {
-    fn problems(&self) -> Vec<ConfigProblem> {
+    fn problems(&self, _ctx: &ValidateContext) -> Vec<ConfigProblem> {
+        self.check()
+    }
+}
+
+impl NoisyJudgeConfig {
+    /// Every problem of the config, keys relative to the section.
+    pub fn check(&self) -> Vec<ConfigProblem> {
         let mut problems: Vec<ConfigProblem> = [
             ("position_bias", self.position_bias),
             ("noise", self.noise),
@@ -205,13 +211,12 @@ impl Judge for NoisyJudge {
     }
 }
 
-fn build_noisy(value: &serde_json::Value, _ctx: &BuildContext) -> Result<Arc<dyn Judge>> {
-    let config: NoisyJudgeConfig = parse_section(value)?;
-    let problems = config.problems();
+fn build_noisy(config: &NoisyJudgeConfig, _ctx: &BuildContext) -> Result<Arc<dyn Judge>> {
+    let problems = config.check();
     if !problems.is_empty() {
         return Err(Error::Config(problems));
     }
-    Ok(Arc::new(NoisyJudge::new(config)))
+    Ok(Arc::new(NoisyJudge::new(config.clone())))
 }
 
 rco_core::register_plugin! {
@@ -227,9 +232,10 @@ rco_core::register_plugin! {
 mod tests {
     use super::*;
     use crate::tasks::{QuickstartDataConfig, QuickstartDataset};
-    use rco_core::registry::{find, validate, Role};
+    use rco_core::registry::{build, validate, JudgeRole};
     use rco_core::reward::{critique_utility, CuMode};
     use rco_core::seed::derive_seed;
+    use rco_core::ValidateContext;
     use rco_core::{BothOrders, Dataset};
     use serde_json::json;
 
@@ -437,7 +443,8 @@ mod tests {
 
     #[test]
     fn validation_names_the_key() {
-        let judge = |v: serde_json::Value| validate(Role::Judge, &v);
+        let judge =
+            |v: serde_json::Value| validate::<JudgeRole>(&v, &ValidateContext::new("judge"));
         assert!(judge(json!({"kind": "verifier"})).is_empty());
         assert!(judge(json!({"kind": "noisy"})).is_empty());
         let problems = judge(json!({"kind": "verifier", "strict": true}));
@@ -456,17 +463,9 @@ mod tests {
     #[test]
     fn builds_from_the_registry() {
         for section in [json!({"kind": "verifier"}), json!({"kind": "noisy"})] {
-            let descriptor = find(Role::Judge, &section).unwrap();
-            let rco_core::Builder::Judge(build) = descriptor.build else {
-                panic!("not a judge builder");
-            };
-            assert!(build(&section, &BuildContext::new("judge", 0)).is_ok());
+            assert!(build::<JudgeRole>("judge", &section, &BuildContext::new("judge", 0)).is_ok());
         }
-        let descriptor = find(Role::Judge, &json!({"kind": "noisy"})).unwrap();
-        let rco_core::Builder::Judge(build) = descriptor.build else {
-            panic!("not a judge builder");
-        };
         let bad = json!({"kind": "noisy", "invalid_rate": 2.0});
-        assert!(build(&bad, &BuildContext::new("judge", 0)).is_err());
+        assert!(build::<JudgeRole>("judge", &bad, &BuildContext::new("judge", 0)).is_err());
     }
 }

@@ -12,7 +12,6 @@
 use std::fmt;
 
 use rand::Rng;
-use rco_core::registry::Validate;
 use rco_core::{ConfigProblem, TaskItem};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -159,8 +158,9 @@ impl Default for CritiqueMix {
     }
 }
 
-impl Validate for CritiqueMix {
-    fn problems(&self) -> Vec<ConfigProblem> {
+impl CritiqueMix {
+    /// Every problem of the mix, keys relative to it.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
         for (key, share) in self.named_shares() {
             if !share.is_finite() || share < 0.0 {

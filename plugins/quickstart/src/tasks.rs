@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use rand::Rng;
-use rco_core::registry::{parse_section, Validate};
+use rco_core::registry::{Validate, ValidateContext};
 use rco_core::seed::rng_for;
 use rco_core::{BuildContext, ConfigProblem, Dataset, Error, Result, TaskItem};
 use schemars::JsonSchema;
@@ -152,7 +152,14 @@ impl Default for QuickstartDataConfig {
 }
 
 impl Validate for QuickstartDataConfig {
-    fn problems(&self) -> Vec<ConfigProblem> {
+    fn problems(&self, _ctx: &ValidateContext) -> Vec<ConfigProblem> {
+        self.check()
+    }
+}
+
+impl QuickstartDataConfig {
+    /// Every problem of the config, keys relative to the section.
+    pub fn check(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
         // Split readers treat an empty split as an error, so catch it before any run starts.
         for (key, n) in [
@@ -215,7 +222,7 @@ pub struct QuickstartDataset {
 impl QuickstartDataset {
     /// A dataset for a validated config and a run seed.
     pub fn new(config: QuickstartDataConfig, seed: u64) -> Result<Self> {
-        let problems = config.problems();
+        let problems = config.check();
         if !problems.is_empty() {
             return Err(Error::Config(problems));
         }
@@ -278,9 +285,8 @@ impl Dataset for QuickstartDataset {
     }
 }
 
-fn build(value: &serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn Dataset>> {
-    let config: QuickstartDataConfig = parse_section(value)?;
-    let dataset = QuickstartDataset::new(config, ctx.seed)
+fn build(config: &QuickstartDataConfig, ctx: &BuildContext) -> Result<Arc<dyn Dataset>> {
+    let dataset = QuickstartDataset::new(config.clone(), ctx.seed)
         .map_err(|e| Error::plugin(format!("dataset `{}` (quickstart)", ctx.name), e))?;
     Ok(Arc::new(dataset))
 }
@@ -297,7 +303,8 @@ rco_core::register_plugin! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rco_core::registry::{find, validate, Role};
+    use rco_core::registry::{build, validate, DatasetRole};
+    use rco_core::ValidateContext;
     use serde_json::json;
 
     fn dataset(config: QuickstartDataConfig, seed: u64) -> QuickstartDataset {
@@ -417,7 +424,8 @@ mod tests {
 
     #[test]
     fn validation_names_the_key() {
-        let section = |v: serde_json::Value| validate(Role::Dataset, &v);
+        let section =
+            |v: serde_json::Value| validate::<DatasetRole>(&v, &ValidateContext::new("data"));
         assert!(section(json!({"kind": "quickstart"})).is_empty());
         let problems = section(json!({"kind": "quickstart", "items": 3}));
         assert_eq!(problems.len(), 1);
@@ -436,14 +444,11 @@ mod tests {
     #[test]
     fn builds_from_the_registry() {
         let section = json!({"kind": "quickstart", "train_items": 5, "test_items": 2});
-        let descriptor = find(Role::Dataset, &section).unwrap();
-        let rco_core::Builder::Dataset(build) = descriptor.build else {
-            panic!("not a dataset builder");
-        };
-        let data = build(&section, &BuildContext::new("dataset", 3)).unwrap();
+        let data =
+            build::<DatasetRole>("data", &section, &BuildContext::new("dataset", 3)).unwrap();
         assert_eq!(data.items("train").unwrap().len(), 5);
         assert_eq!(data.items("test").unwrap().len(), 2);
         let bad = json!({"kind": "quickstart", "tasks": []});
-        assert!(build(&bad, &BuildContext::new("dataset", 3)).is_err());
+        assert!(build::<DatasetRole>("data", &bad, &BuildContext::new("dataset", 3)).is_err());
     }
 }

@@ -191,14 +191,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             device,
             raw,
         } => {
-            let report = rco_lm::commands::log_prob_text(
-                &model,
-                &device,
-                &prompt,
-                &completion,
-                raw,
-                top,
-            )?;
+            let report =
+                rco_lm::commands::log_prob_text(&model, &device, &prompt, &completion, raw, top)?;
             if !completion.is_empty() {
                 println!(
                     "log p(completion | prompt) = {:.4} over {} tokens {:?}",
@@ -308,14 +302,14 @@ async fn run_stages(run: &runner::Run, stages: &[Stage]) -> anyhow::Result<()> {
                     );
                 }
                 Stage::Eval => run.eval().await?,
-                Stage::Report => write_report(run)?,
+                Stage::Report => write_report(run).await?,
             }
         }
         anyhow::Ok(())
     }
 }
 
-fn write_report(run: &runner::Run) -> anyhow::Result<()> {
-    print!("{}", run.report()?);
+async fn write_report(run: &runner::Run) -> anyhow::Result<()> {
+    print!("{}", run.report().await?);
     Ok(())
 }

@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context};
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
-use rco_core::registry::{self, Role};
+use rco_core::registry::{
+    self, ActorRole, CriticRole, DatasetRole, JudgeRole, Parsed, PluginRole, RewardRole, Role,
+    TrainerRole,
+};
+use rco_core::ValidateContext;
 use rco_core::{ConfigProblem, PromptTemplates};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -143,6 +147,8 @@ impl Default for EvalConfig {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub config: RunConfig,
+    /// The plugin sections, parsed into their plugins' configs.
+    pub sections: Sections,
     /// The config after layering, as JSON (hashed into the run manifest).
     pub resolved: Value,
     pub path: PathBuf,
@@ -205,7 +211,8 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     let resolved: Value = figment
         .extract()
         .map_err(|e| anyhow!("{}: {}", path.display(), figment_message(&e)))?;
-    let problems = validate(&resolved);
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let (sections, problems) = check(&resolved, &base_dir);
     if !problems.is_empty() {
         let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
         return Err(anyhow!(
@@ -217,8 +224,11 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     }
     let config: RunConfig =
         serde_json::from_value(resolved.clone()).with_context(|| format!("{}", path.display()))?;
+    let sections =
+        sections.ok_or_else(|| anyhow!("{}: the plugin sections did not parse", path.display()))?;
     Ok(Loaded {
         config,
+        sections,
         resolved,
         path: path.to_path_buf(),
     })
@@ -263,11 +273,33 @@ fn typed<T: DeserializeOwned>(
     }
 }
 
-/// Every problem of a layered config, each with its key path.
+/// The plugin sections of a config, each parsed once into its plugin's config.
+#[derive(Debug, Clone)]
+pub struct Sections {
+    pub data: Parsed<DatasetRole>,
+    pub critic: Parsed<CriticRole>,
+    pub actors: BTreeMap<String, Parsed<ActorRole>>,
+    pub judge: Parsed<JudgeRole>,
+    pub reward: Parsed<RewardRole>,
+    pub trainer: Parsed<TrainerRole>,
+}
+
+/// Every problem of a layered config, each with its key path (paths resolved against the
+/// current directory).
 pub fn validate(resolved: &Value) -> Vec<ConfigProblem> {
+    check(resolved, Path::new(".")).1
+}
+
+/// Parses every plugin section once and validates the whole config with each plugin's
+/// own checks, which see the rest of the config (paths resolved against `base_dir`).
+/// The sections come back when there was no problem.
+pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<ConfigProblem>) {
     let mut problems = Vec::new();
     let Some(top) = resolved.as_object() else {
-        return vec![ConfigProblem::new("", "the config must be a table")];
+        return (
+            None,
+            vec![ConfigProblem::new("", "the config must be a table")],
+        );
     };
     let known_keys = top_level_keys();
     for key in top.keys() {
@@ -281,36 +313,69 @@ pub fn validate(resolved: &Value) -> Vec<ConfigProblem> {
     if let Some(seed) = top.get("seed") {
         typed::<u64>(seed, "seed", &mut problems);
     }
-    let mut section = |role: Role, key: &str, required: bool| match top.get(key) {
-        Some(value) => problems.extend(
-            registry::validate(role, value)
-                .into_iter()
-                .map(|p| p.under(key)),
-        ),
-        None if required => problems.push(ConfigProblem::new(
-            key,
-            format!(
-                "missing; add a [{key}] section naming a {} plugin with `kind`",
-                role.name()
-            ),
-        )),
-        None => {}
+    let templates = top
+        .get("templates")
+        .map(|v| typed::<PromptTemplates>(v, "templates", &mut problems))
+        .unwrap_or_default();
+    if let Some(templates) = &templates {
+        problems.extend(templates.problems());
+    }
+    let context = ValidateContext {
+        key: String::new(),
+        base_dir: base_dir.to_path_buf(),
+        templates: templates.unwrap_or_default(),
+        config: resolved.clone(),
     };
-    section(Role::Dataset, "data", true);
-    section(Role::Critic, "critic", true);
-    section(Role::Judge, "judge", true);
-    section(Role::RewardEstimator, "reward", false);
-    section(Role::Trainer, "trainer", true);
+    fn section<R: PluginRole>(
+        key: &str,
+        value: Option<&Value>,
+        context: &ValidateContext,
+        problems: &mut Vec<ConfigProblem>,
+    ) -> Option<Parsed<R>> {
+        let Some(value) = value else {
+            problems.push(ConfigProblem::new(
+                key,
+                format!(
+                    "missing; add a [{key}] section naming a {} plugin with `kind`",
+                    R::ROLE.name()
+                ),
+            ));
+            return None;
+        };
+        match registry::parse::<R>(key, value) {
+            Ok(parsed) => {
+                problems.extend(parsed.validate(&context.for_key(key)));
+                Some(parsed)
+            }
+            Err(problem) => {
+                problems.push(problem);
+                None
+            }
+        }
+    }
+    let default_reward = default_reward();
+    let data = section::<DatasetRole>("data", top.get("data"), &context, &mut problems);
+    let critic = section::<CriticRole>("critic", top.get("critic"), &context, &mut problems);
+    let judge = section::<JudgeRole>("judge", top.get("judge"), &context, &mut problems);
+    let reward = section::<RewardRole>(
+        "reward",
+        Some(top.get("reward").unwrap_or(&default_reward)),
+        &context,
+        &mut problems,
+    );
+    let trainer = section::<TrainerRole>("trainer", top.get("trainer"), &context, &mut problems);
     let mut actor_names = Vec::new();
+    let mut actors = BTreeMap::new();
     match top.get("actors") {
-        Some(Value::Object(actors)) if !actors.is_empty() => {
-            for (name, value) in actors {
+        Some(Value::Object(sections)) if !sections.is_empty() => {
+            for (name, value) in sections {
                 actor_names.push(name.clone());
-                problems.extend(
-                    registry::validate(Role::Actor, value)
-                        .into_iter()
-                        .map(|p| p.under(&format!("actors.{name}"))),
-                );
+                let key = format!("actors.{name}");
+                if let Some(parsed) =
+                    section::<ActorRole>(&key, Some(value), &context, &mut problems)
+                {
+                    actors.insert(name.clone(), parsed);
+                }
             }
         }
         Some(Value::Object(_)) | None => problems.push(ConfigProblem::new(
@@ -384,20 +449,28 @@ pub fn validate(resolved: &Value) -> Vec<ConfigProblem> {
             }
         }
     }
-    if let Some(templates) = top
-        .get("templates")
-        .map(|v| typed::<PromptTemplates>(v, "templates", &mut problems))
-        .unwrap_or_default()
-    {
-        problems.extend(templates.problems());
-    }
     if let Some(prices) = top.get("prices") {
         typed::<BTreeMap<String, rco_core::usage::Price>>(prices, "prices", &mut problems);
     }
     if let Some(budget) = top.get("budget") {
         typed::<rco_core::usage::Budget>(budget, "budget", &mut problems);
     }
-    problems
+    let sections = match (data, critic, judge, reward, trainer) {
+        (Some(data), Some(critic), Some(judge), Some(reward), Some(trainer))
+            if problems.is_empty() =>
+        {
+            Some(Sections {
+                data,
+                critic,
+                actors,
+                judge,
+                reward,
+                trainer,
+            })
+        }
+        _ => None,
+    };
+    (sections, problems)
 }
 
 /// JSON Schema of a config file: the run config with each plugin section expanded into the
@@ -408,7 +481,7 @@ pub fn schema() -> Value {
         let variants: Vec<Value> = registry::plugins()
             .into_iter()
             .filter(|d| d.role == role)
-            .map(registry::section_schema)
+            .map(|d| registry::section_schema(&d))
             .collect();
         serde_json::json!({ "oneOf": variants })
     };

@@ -63,6 +63,9 @@ pub struct Report {
     #[serde(default)]
     pub improvement_hi: BTreeMap<String, f64>,
     pub train: Option<rco_core::TrainSummary>,
+    /// What makes the numbers questionable without stopping the run (`warnings.jsonl`).
+    #[serde(default)]
+    pub warnings: Vec<crate::run::RunWarning>,
     /// Calls of remote plugins per stage and section (calls, cache hits, requests, retries
     /// by reason, tokens, cost), and their total; empty for runs without remote plugins.
     #[serde(default)]
@@ -126,7 +129,26 @@ fn cell(
     cells
 }
 
-fn judge_health(records: &[EvalRecord]) -> JudgeHealth {
+/// The score of every refinement's both-order pair under the run's reward estimator, in
+/// the order of the records, their critiques and their refinements (`None` where the pair
+/// has no valid score).
+pub type PairScores = Vec<Option<f64>>;
+
+/// Every pair of the records in [`PairScores`] order.
+pub fn pairs_in_order(records: &[EvalRecord]) -> Vec<rco_core::BothOrders> {
+    records
+        .iter()
+        .flat_map(|r| {
+            r.refinements
+                .iter()
+                .zip(&r.pairs)
+                .flat_map(|(refined, pairs)| pairs.iter().take(refined.len()).cloned())
+        })
+        .collect()
+}
+
+fn judge_health(records: &[EvalRecord], scores: Option<&[Option<f64>]>) -> JudgeHealth {
+    let mut scores = scores.map(|s| s.iter());
     let (mut judgements, mut valid, mut first_wins, mut ties, mut invalid) =
         (0usize, 0usize, 0usize, 0usize, 0usize);
     let (mut pairs, mut consistent) = (0usize, 0usize);
@@ -151,11 +173,20 @@ fn judge_health(records: &[EvalRecord]) -> JudgeHealth {
                         Verdict::Invalid { .. } => invalid += 1,
                     }
                 }
-                if let Some((score, disagree)) = pair_score(pair, CuMode::Hard) {
+                // Position consistency is the hard rule's (do the two orders agree?); the
+                // CU split by length uses the run's own estimator where it was given.
+                let hard = pair_score(pair, CuMode::Hard);
+                if let Some((_, disagree)) = hard {
                     pairs += 1;
                     if !disagree {
                         consistent += 1;
                     }
+                }
+                let score = match scores.as_mut() {
+                    Some(scores) => scores.next().copied().flatten(),
+                    None => hard.map(|(score, _)| score),
+                };
+                if let Some(score) = score {
                     if change > 0.0 {
                         longer.push(score * 100.0);
                     } else {
@@ -192,6 +223,7 @@ pub fn build(
     resamples: usize,
     seed: u64,
     train: Option<rco_core::TrainSummary>,
+    pair_scores: Option<&[Option<f64>]>,
 ) -> Report {
     let mut cells = Vec::new();
     for critic in CRITICS {
@@ -227,12 +259,13 @@ pub fn build(
     }
     Report {
         cu_scale: "x100".into(),
-        judge_health: judge_health(records),
+        judge_health: judge_health(records, pair_scores),
         cells,
         improvement,
         improvement_lo,
         improvement_hi,
         train,
+        warnings: Vec::new(),
         usage: Default::default(),
         usage_total: Default::default(),
     }
@@ -263,8 +296,6 @@ fn paired_items(records: &[EvalRecord], actor: &str) -> Vec<Vec<(Option<f64>, Op
 
 /// The terminal line of an actor's improvement and its interval, for example
 /// ``rco - base with actor `weak`: +31.2 CU points [+25.0, +37.4]``.
-// Printed by `rco report` once `main.rs` (being split) calls it instead of its own line.
-#[allow(dead_code)]
 pub fn improvement_line(report: &Report, actor: &str) -> Option<String> {
     let delta = report.improvement.get(actor)?;
     let interval = match (
@@ -429,7 +460,7 @@ mod tests {
     fn improvement_has_a_deterministic_paired_interval_around_it() {
         let recs = records(60);
         let actors = vec!["weak".to_string()];
-        let report = build(&recs, &actors, 1000, 9, None);
+        let report = build(&recs, &actors, 1000, 9, None, None);
         let delta = report.improvement["weak"];
         let (lo, hi) = (report.improvement_lo["weak"], report.improvement_hi["weak"]);
         assert!(lo < delta && delta < hi, "{lo} {delta} {hi}");
@@ -444,7 +475,7 @@ mod tests {
         // The same records, seed and resamples give the same interval, whatever the order.
         let mut shuffled = recs.clone();
         shuffled.reverse();
-        let again = build(&shuffled, &actors, 1000, 9, None);
+        let again = build(&shuffled, &actors, 1000, 9, None, None);
         assert_eq!(again.improvement_lo, report.improvement_lo);
         assert_eq!(again.improvement_hi, report.improvement_hi);
         // Existing fields keep their names and shapes; the interval is added beside them.

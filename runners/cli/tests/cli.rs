@@ -398,7 +398,20 @@ fn schema_file_is_current_and_example_configs_load() {
     for entry in std::fs::read_dir(workspace().join("configs")).expect("configs/") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let output = rco().arg("check").arg(&path).output().expect("run rco");
+            // What the configs need from outside: a key in the variable they name, and the
+            // model file `scripts/fetch-models.sh` fetches.
+            let mut check = rco();
+            check
+                .arg("check")
+                .arg(&path)
+                .env("OPENAI_API_KEY", "placeholder");
+            let smollm2 = path.file_name().is_some_and(|n| n == "smollm2.toml");
+            if let (true, Ok(model)) = (smollm2, std::env::var("SMOLLM2_GGUF")) {
+                for key in ["CRITIC", "JUDGE", "ACTORS__SMOLLM2"] {
+                    check.env(format!("RCO_{key}__CHECKPOINT"), &model);
+                }
+            }
+            let output = check.output().expect("run rco");
             assert!(
                 output.status.success(),
                 "{}: {}",
@@ -420,5 +433,70 @@ fn schema_file_is_current_and_example_configs_load() {
         "jsonl",
     ] {
         assert!(listing.contains(kind), "{kind} not listed: {listing}");
+    }
+}
+
+/// `rco check` finds what a run would only hit minutes in, before any model loads: data
+/// files that are not there, a model file that is not a model, a judge asked to continue an
+/// answer prefix it cannot, an API key variable that is not set, each with its key.
+#[test]
+fn check_finds_what_a_run_would_hit_later() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("not-a-model.gguf"), "hello").expect("write");
+    let config = dir.path().join("hidden.toml");
+    std::fs::write(
+        &config,
+        r#"
+[data]
+kind = "jsonl"
+train = "absent-train.jsonl"
+test = "absent-test.jsonl"
+
+[critic]
+kind = "burn"
+checkpoint = "not-a-model.gguf"
+
+[actors.main]
+kind = "burn"
+checkpoint = "no-such-model"
+
+[judge]
+kind = "openai"
+base_urls = ["http://127.0.0.1:9/v1"]
+model = "m"
+api_key_env = "JUDGE_KEY_THAT_IS_NOT_SET"
+continue_final_message = false
+
+[trainer]
+kind = "rco"
+base_model = "missing.gguf"
+
+[templates.default]
+pairwise_answer_prefix = "Verdict: [["
+"#,
+    )
+    .expect("write config");
+    let output = rco()
+        .arg("check")
+        .arg(&config)
+        .env_remove("JUDGE_KEY_THAT_IS_NOT_SET")
+        .output()
+        .expect("run rco");
+    let text = text(&output);
+    assert!(!output.status.success(), "{text}");
+    for (key, about) in [
+        ("data.train", "absent-train.jsonl"),
+        ("data.test", "absent-test.jsonl"),
+        ("critic.checkpoint", "not a GGUF file"),
+        ("actors.main.checkpoint", "no model at"),
+        ("judge.api_key_env", "JUDGE_KEY_THAT_IS_NOT_SET"),
+        ("judge.continue_final_message", "pairwise_answer_prefix"),
+        ("trainer.base_model", "missing.gguf"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("`{key}`")))
+            .unwrap_or_else(|| panic!("no problem for `{key}` in:\n{text}"));
+        assert!(line.contains(about), "`{key}`: {line}");
     }
 }

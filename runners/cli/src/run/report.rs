@@ -10,7 +10,7 @@ use super::Run;
 
 impl Run {
     /// Writes the report files and returns the text to print.
-    pub fn report(&self) -> anyhow::Result<String> {
+    pub async fn report(&self) -> anyhow::Result<String> {
         let records: Vec<EvalRecord> = self.store.read(EVAL_FILE)?;
         if records.is_empty() {
             bail!(
@@ -22,13 +22,34 @@ impl Run {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let cfg = &self.loaded.config;
+        // Each pair scored alone by the run's reward estimator (hard, soft, or a plugin's).
+        let pairs: Vec<Vec<rco_core::BothOrders>> = crate::report::pairs_in_order(&records)
+            .into_iter()
+            .map(|pair| vec![pair])
+            .collect();
+        let scores: crate::report::PairScores = self
+            .reward()?
+            .estimate(&pairs)
+            .await?
+            .into_iter()
+            .map(|e| e.cu)
+            .collect();
+        if scores.len() != pairs.len() {
+            bail!(
+                "the reward estimator returned {} estimates for {} pairs",
+                scores.len(),
+                pairs.len()
+            );
+        }
         let mut report = crate::report::build(
             &records,
             &self.loaded.eval_actors(),
             cfg.eval.bootstrap_resamples,
             cfg.seed,
             train,
+            Some(&scores),
         );
+        report.warnings = self.warnings()?;
         report.usage = self.usage.table();
         report.usage_total = self.usage.total();
         let items = self.items("test")?.len();
@@ -40,10 +61,14 @@ impl Run {
         )?;
         let mut out = format!("CU x100 on {items} held-out items, 95% bootstrap intervals (base = before training, rco = after)\n\n");
         out.push_str(&crate::report::table(&report));
-        for (actor, delta) in &report.improvement {
-            out.push_str(&format!(
-                "rco - base with actor `{actor}`: {delta:+.1} CU points\n"
-            ));
+        for actor in report.improvement.keys() {
+            if let Some(line) = crate::report::improvement_line(&report, actor) {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+        for w in &report.warnings {
+            out.push_str(&format!("warning ({}): {}\n", w.stage, w.message));
         }
         let h = &report.judge_health;
         out.push_str(&format!("judge health: position consistency {:.3}, first-slot win rate {:.3}, tie rate {:.3}, invalid rate {:.3}\n", h.position_consistency, h.first_slot_win_rate, h.tie_rate, h.invalid_rate));
