@@ -79,11 +79,18 @@ impl<B: Backend> Engine<B> {
         }
     }
 
-    /// The model, for direct use (the engine's methods take it the same way).
+    /// The model, for direct use. The engine's methods lock it too: drop the guard before
+    /// calling them (holding it across such a call deadlocks).
     pub fn model(&self) -> Result<MutexGuard<'_, LocalLm<B>>, LmError> {
         self.model
             .lock()
             .map_err(|_| LmError::Device("the model lock is poisoned".into()))
+    }
+
+    /// Rows per forward pass: the settings' batch size (a batch size of 0 set after opening
+    /// counts as 1).
+    fn rows_per_batch(&self) -> usize {
+        self.settings.batch_size.max(1)
     }
 
     /// Prompt ids, the chat template applied when the settings say so.
@@ -109,8 +116,8 @@ impl<B: Backend> Engine<B> {
         let stop = self.tokenizer.stop();
         let mut out = Vec::with_capacity(ids.len());
         for (chunk, chunk_seeds) in ids
-            .chunks(self.settings.batch_size)
-            .zip(seeds.chunks(self.settings.batch_size))
+            .chunks(self.rows_per_batch())
+            .zip(seeds.chunks(self.rows_per_batch()))
         {
             for completion in sample(
                 &*model,
@@ -169,7 +176,7 @@ impl<B: Backend> Engine<B> {
         let rows = self.prompts_with_prefix(prompts, answer_prefix)?;
         let model = self.model()?;
         let mut out = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(self.settings.batch_size) {
+        for chunk in rows.chunks(self.rows_per_batch()) {
             let batch = PaddedBatch::<B>::new(chunk, &self.device);
             let time = batch.time;
             let logits = model.logits(batch.tokens, batch.positions, batch.mask);
@@ -216,7 +223,7 @@ impl<B: Backend> Engine<B> {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut out = Vec::with_capacity(encoded.len());
-        for chunk in encoded.chunks(self.settings.batch_size) {
+        for chunk in encoded.chunks(self.rows_per_batch()) {
             let values = completion_log_probs(&*model, chunk, &self.device)
                 .into_data()
                 .convert::<f64>()
@@ -243,8 +250,8 @@ impl<B: Backend> Engine<B> {
         };
         let mut out = Vec::with_capacity(prompts.len());
         for (chunk, chunk_seeds) in prompts
-            .chunks(self.settings.batch_size)
-            .zip(seeds.chunks(self.settings.batch_size))
+            .chunks(self.rows_per_batch())
+            .zip(seeds.chunks(self.rows_per_batch()))
         {
             for ids in sample(
                 &*model,
