@@ -13,6 +13,19 @@ python3 -c "import xllamacpp, gguf, numpy" 2>/dev/null \
 export SMOLLM2_GGUF
 cargo test --workspace "$@"
 
+# A plugin crate outside the workspace: examples/custom-judge depends on rco-cli and rco-core
+# by path, registers its own judge, and its binary is the whole CLI with that judge in it.
+example=(cargo run --quiet --manifest-path examples/custom-judge/Cargo.toml --)
+cargo test --manifest-path examples/custom-judge/Cargo.toml
+"${example[@]}" plugins | grep -E '^judge +shorter ' >/dev/null \
+  || { echo "test.sh: custom-judge does not list its judge" >&2; exit 1; }
+"${example[@]}" check examples/custom-judge/shorter.toml
+example_run="$(mktemp -d)"
+"${example[@]}" collect examples/custom-judge/shorter.toml --out "$example_run/run"
+test -s "$example_run/run/groups.jsonl" \
+  || { echo "test.sh: the custom-judge collection wrote no groups" >&2; exit 1; }
+rm -rf "$example_run"
+
 if [ "${SKIP_BACKEND_TESTS:-0}" = 1 ]; then
   echo "test.sh: SKIP_BACKEND_TESTS=1: skipped the wgpu tests and the cuda build check" >&2
   exit 0
