@@ -270,3 +270,36 @@ pub struct NoMetrics;
 impl Metrics for NoMetrics {
     fn record(&self, _record: serde_json::Value) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_untempered_untruncated_sampling_is_the_reference_policy() {
+        let reference = CriticSampling {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_tokens: 16,
+        };
+        assert!(reference.deviation().is_none());
+        for off in [
+            CriticSampling {
+                temperature: 0.7,
+                ..reference
+            },
+            CriticSampling {
+                top_p: 0.95,
+                ..reference
+            },
+            CriticSampling {
+                top_k: 40,
+                ..reference
+            },
+        ] {
+            let warning = off.deviation().expect("a warning");
+            assert!(warning.contains("reference policy"), "{warning}");
+        }
+    }
+}

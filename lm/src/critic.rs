@@ -37,6 +37,16 @@ impl<B: Backend> Critic for LmCritic<B> {
         self.engine.settings.batch_size
     }
 
+    fn sampling(&self) -> Option<rco_core::CriticSampling> {
+        let s = &self.engine.settings.sampling;
+        Some(rco_core::CriticSampling {
+            temperature: s.temperature,
+            top_p: s.top_p,
+            top_k: s.top_k,
+            max_tokens: s.max_tokens,
+        })
+    }
+
     async fn critique(&self, requests: &[CritiqueRequest]) -> Result<Vec<Vec<Critique>>> {
         let mut prompts = Vec::new();
         let mut seeds = Vec::new();
@@ -49,17 +59,23 @@ impl<B: Backend> Critic for LmCritic<B> {
                 ));
             }
         }
-        let texts = self
+        let generated = self
             .engine
-            .generate(&prompts, &seeds)
+            .generations(&prompts, "", &seeds)
             .map_err(|e| self.err(e))?;
-        let rows: Vec<(String, String)> = prompts.into_iter().zip(texts.iter().cloned()).collect();
+        let rows: Vec<(String, String)> = prompts
+            .into_iter()
+            .zip(generated.iter().map(|g| g.text.clone()))
+            .collect();
         let log_probs = self.engine.log_probs(&rows).map_err(|e| self.err(e))?;
-        let mut flat = texts.into_iter().zip(log_probs).map(|(text, lp)| Critique {
-            text,
-            ref_logprob: Some(lp),
-            truncated: false,
-        });
+        let mut flat = generated
+            .into_iter()
+            .zip(log_probs)
+            .map(|(g, lp)| Critique {
+                text: g.text,
+                ref_logprob: Some(lp),
+                truncated: g.truncated,
+            });
         Ok(requests
             .iter()
             .map(|r| flat.by_ref().take(r.n).collect())

@@ -41,6 +41,15 @@ impl Default for Settings {
     }
 }
 
+/// One generated text, and whether it was cut at the token limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    pub text: String,
+    /// The model was stopped by `max_tokens` or its context, not by its end-of-sequence
+    /// token or a stop string.
+    pub truncated: bool,
+}
+
 /// A loaded model with its tokenizer, device and settings.
 pub struct Engine<B: Backend> {
     model: Mutex<LocalLm<B>>,
@@ -111,6 +120,21 @@ impl<B: Backend> Engine<B> {
         answer_prefix: &str,
         seeds: &[u64],
     ) -> Result<Vec<String>, LmError> {
+        Ok(self
+            .generations(prompts, answer_prefix, seeds)?
+            .into_iter()
+            .map(|g| g.text)
+            .collect())
+    }
+
+    /// [`Engine::generate_after`], saying of each text whether it was cut at the token limit
+    /// (`max_tokens`, or the model's context) rather than ended by the model or a stop string.
+    pub fn generations(
+        &self,
+        prompts: &[String],
+        answer_prefix: &str,
+        seeds: &[u64],
+    ) -> Result<Vec<Generation>, LmError> {
         let ids = self.prompts_with_prefix(prompts, answer_prefix)?;
         let model = self.model()?;
         let stop = self.tokenizer.stop();
@@ -119,16 +143,25 @@ impl<B: Backend> Engine<B> {
             .chunks(self.rows_per_batch())
             .zip(seeds.chunks(self.rows_per_batch()))
         {
-            for completion in sample(
+            let completions = sample(
                 &*model,
                 chunk,
                 chunk_seeds,
                 &self.settings.sampling,
                 &stop,
                 &self.device,
-            ) {
-                let text = cut_at_stop(self.tokenizer.decode(&completion)?, &self.settings.stop);
-                out.push(format!("{answer_prefix}{text}"));
+            );
+            for (prompt, completion) in chunk.iter().zip(completions) {
+                let decoded = self.tokenizer.decode(&completion)?;
+                let full = decoded.len();
+                let text = cut_at_stop(decoded, &self.settings.stop);
+                let ended_by_stop = text.len() < full;
+                let room = model.max_len().saturating_sub(prompt.len());
+                let at_limit = completion.len() >= self.settings.sampling.max_tokens.min(room);
+                out.push(Generation {
+                    text: format!("{answer_prefix}{text}"),
+                    truncated: at_limit && !ended_by_stop,
+                });
             }
         }
         Ok(out)

@@ -134,6 +134,8 @@ struct TrainState {
 
 pub struct RcoTrainer {
     name: String,
+    /// Where each step's loss, learning rate and throughput go.
+    metrics: Arc<dyn rco_core::Metrics>,
     config: RcoTrainerConfig,
     seed: u64,
     base: PathBuf,
@@ -226,7 +228,16 @@ impl RcoTrainer {
         progress.set_length(schedule.len() as u64);
         progress.inc(state.step as u64);
         if !state.done {
+            if resumed_from_step > 0 {
+                tracing::info!(
+                    "trainer `{}`: resuming at step {resumed_from_step} of {} from {}",
+                    self.name,
+                    schedule.len(),
+                    state_dir.display()
+                );
+            }
             for (index, step) in schedule.iter().enumerate().skip(state.step) {
+                let started = std::time::Instant::now();
                 let micro: Vec<Vec<&RcoGroup>> = step
                     .iter()
                     .map(|ids| ids.iter().map(|&i| &encoded[i]).collect())
@@ -247,8 +258,27 @@ impl RcoTrainer {
                 }
                 state.losses.push(loss);
                 state.step = index + 1;
+                let seconds = started.elapsed().as_secs_f64();
+                let groups_in_step: usize = step.iter().map(Vec::len).sum();
+                self.metrics.record(serde_json::json!({
+                    "stage": "train",
+                    "step": state.step,
+                    "steps": schedule.len(),
+                    "loss": loss,
+                    "learning_rate": self.config.learning_rate,
+                    "groups": groups_in_step,
+                    "groups_per_second": groups_in_step as f64 / seconds.max(1e-9),
+                    "seconds": seconds,
+                }));
                 if state.step % self.config.checkpoint_every == 0 || state.step == schedule.len() {
                     self.save_state(&state_dir, &model, &optimizer, &mut state)?;
+                    tracing::info!(
+                        "trainer `{}`: checkpoint at step {} of {} in {}",
+                        self.name,
+                        state.step,
+                        schedule.len(),
+                        state_dir.display()
+                    );
                 }
                 progress.set_message(&format!("loss {loss:.4}"));
                 progress.inc(1);
@@ -417,6 +447,7 @@ fn build(config: &RcoTrainerConfig, ctx: &TrainerContext) -> Result<Box<dyn Trai
     }
     Ok(Box::new(RcoTrainer {
         name: ctx.name.clone(),
+        metrics: ctx.metrics.clone(),
         config: config.clone(),
         seed: ctx.seed,
         rescore_reference,

@@ -123,7 +123,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| "model".into())
     });
-    eprintln!("loading {} on {}", args.model.display(), args.device);
+    tracing::info!("loading {} on {}", args.model.display(), args.device);
     let batcher = Batcher::start(&args.model, &args.device, args.batch_size)?;
     let server = Arc::new(Server {
         batcher,
@@ -151,7 +151,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {addr}"))?;
         let bound = listener.local_addr()?;
-        eprintln!(
+        tracing::info!(
             "serving `{}` ({}, context {} tokens) at http://{bound}/v1{}",
             server.name,
             server.batcher.info.architecture,
@@ -478,9 +478,22 @@ async fn generate(
                 let _ = text_tx.send(piece.to_string());
             }) as Box<dyn FnMut(&str) + Send>
         }),
-        done: Box::new(move |result| {
-            let _ = done_tx.send(result);
-        }),
+        done: {
+            let (id, started) = (id.clone(), std::time::Instant::now());
+            Box::new(move |result: Result<Generated, rco_lm::LmError>| {
+                match &result {
+                    Ok(g) => tracing::info!(
+                        "{id}: {} prompt + {} completion tokens in {:.2}s ({})",
+                        g.prompt_tokens,
+                        g.completion_tokens,
+                        started.elapsed().as_secs_f64(),
+                        g.finish_reason
+                    ),
+                    Err(e) => tracing::warn!("{id}: failed: {e}"),
+                }
+                let _ = done_tx.send(result);
+            })
+        },
     };
     if let Err(e) = server.batcher.submit(job) {
         return error(
