@@ -59,6 +59,16 @@ impl TaskTemplates {
 }
 
 impl PromptTemplates {
+    /// Every set of templates with its key under `templates`: `default`, then
+    /// `tasks.NAME` for each per-task override.
+    pub fn named(&self) -> impl Iterator<Item = (String, &TaskTemplates)> {
+        std::iter::once(("default".to_string(), &self.default)).chain(
+            self.tasks
+                .iter()
+                .map(|(task, t)| (format!("tasks.{task}"), t)),
+        )
+    }
+
     /// [`TaskTemplates::critique_prompt`] with the item's task templates.
     pub fn critique_prompt(&self, item: &TaskItem) -> String {
         self.for_task(&item.task).critique_prompt(item)

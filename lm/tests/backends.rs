@@ -17,17 +17,19 @@ use burn::module::AutodiffModule;
 use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use rco_core::LogProbRequest;
-use rco_lm::checkpoint::{self, Architecture, ModelSpec};
+use rco_lm::checkpoint::{self, ModelSpec};
 use rco_lm::device::Cpu;
 use rco_lm::engine::{Engine, Settings};
 use rco_lm::loss::{rco_step, RcoGroup};
 use rco_lm::model::CausalLm;
 use rco_lm::sampling::{completion_log_probs, sample, PaddedBatch, SamplingConfig, StopTokens};
-use rco_lm::tiny::TinyLmConfig;
-use rco_lm::tokenizer::{CharTokenizer, Tokenizer};
 
 mod common;
 use common::smollm2_gguf as smollm2;
+
+fn tiny_spec() -> ModelSpec {
+    common::tiny_spec(2)
+}
 
 /// How far a backend may be from flex.
 #[derive(Debug, Clone, Copy)]
@@ -68,23 +70,6 @@ const CUDA: Tolerance = Tolerance {
     log_probs: 5e-2,
     near_tie: 0.1,
 };
-
-fn tiny_spec() -> ModelSpec {
-    let tokenizer = Tokenizer::Chars(CharTokenizer {
-        alphabet: "0123456789abcdefghijklmnopqrstuvwxyz:|>@= ".into(),
-    });
-    ModelSpec {
-        architecture: Architecture::Tiny(TinyLmConfig {
-            vocab_size: tokenizer.vocab_size(),
-            d_model: 32,
-            heads: 2,
-            layers: 2,
-            d_ff: 64,
-            max_len: 32,
-        }),
-        tokenizer,
-    }
-}
 
 fn tiny_prompts(spec: &ModelSpec) -> Vec<Vec<u32>> {
     ["copy:123|124>", "rev:98|89>", "a>"]

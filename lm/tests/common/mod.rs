@@ -1,8 +1,30 @@
-//! What the model tests share: where the SmolLM2 file is. Included by `tests/it` and
+//! What the model tests share: where the SmolLM2 file is, and the tiny character model. Included by `tests/it` and
 //! `tests/backends.rs` here, and by `plugins/burn/tests/roles.rs`.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+
+use rco_lm::checkpoint::{Architecture, ModelSpec};
+use rco_lm::tiny::TinyLmConfig;
+use rco_lm::tokenizer::{CharTokenizer, Tokenizer};
+
+/// A tiny character transformer with `layers` layers over the quickstart alphabet.
+pub fn tiny_spec(layers: usize) -> ModelSpec {
+    let tokenizer = Tokenizer::Chars(CharTokenizer {
+        alphabet: "0123456789abcdefghijklmnopqrstuvwxyz:|>@= ".into(),
+    });
+    ModelSpec {
+        architecture: Architecture::Tiny(TinyLmConfig {
+            vocab_size: tokenizer.vocab_size(),
+            d_model: 32,
+            heads: 2,
+            layers,
+            d_ff: 64,
+            max_len: 32,
+        }),
+        tokenizer,
+    }
+}
 
 /// SmolLM2-135M-Instruct (GGUF Q4_1): `SMOLLM2_GGUF`, or where `scripts/fetch-models.sh`
 /// puts it. Fails the test when the file is missing.

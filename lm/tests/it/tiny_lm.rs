@@ -4,28 +4,13 @@
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use rco_core::NoProgress;
-use rco_lm::checkpoint::{self, Architecture, ModelSpec};
+use rco_lm::checkpoint::{self, ModelSpec};
 use rco_lm::device::Cpu;
 use rco_lm::sampling::{completion_log_probs, sample, SamplingConfig, StopTokens};
-use rco_lm::tiny::TinyLmConfig;
-use rco_lm::tokenizer::{CharTokenizer, Tokenizer};
 
+/// The one-layer tiny model these tests train.
 pub fn spec() -> ModelSpec {
-    let tokenizer = Tokenizer::Chars(CharTokenizer {
-        alphabet: "0123456789abcdefghijklmnopqrstuvwxyz:|>@= ".into(),
-    });
-    let config = TinyLmConfig {
-        vocab_size: tokenizer.vocab_size(),
-        d_model: 32,
-        heads: 2,
-        layers: 1,
-        d_ff: 64,
-        max_len: 32,
-    };
-    ModelSpec {
-        architecture: Architecture::Tiny(config),
-        tokenizer,
-    }
+    crate::common::tiny_spec(1)
 }
 
 pub fn ids(spec: &ModelSpec, text: &str, bos: bool) -> Vec<u32> {

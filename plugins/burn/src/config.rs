@@ -100,10 +100,10 @@ pub fn verdict_prefix_problems(
     if !config.verdict_probabilities {
         return Vec::new();
     }
-    let missing: Vec<String> = std::iter::once(("templates.default", &templates.default))
-        .chain(templates.tasks.iter().map(|(k, t)| (k.as_str(), t)))
+    let missing: Vec<String> = templates
+        .named()
         .filter(|(_, t)| t.pairwise_answer_prefix.is_empty())
-        .map(|(k, _)| k.to_string())
+        .map(|(k, _)| format!("templates.{k}"))
         .collect();
     if missing.is_empty() {
         return Vec::new();

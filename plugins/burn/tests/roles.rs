@@ -6,12 +6,10 @@
 use std::sync::Arc;
 
 use rco_core::{LogProbRequest, NoProgress, ScoredCritique, TrainingGroup};
-use rco_lm::checkpoint::{self, Architecture, ModelSpec};
+use rco_lm::checkpoint::{self, ModelSpec};
 use rco_lm::critic::open_critic;
 use rco_lm::device::{Cpu, DeviceSpec};
 use rco_lm::engine::Settings;
-use rco_lm::tiny::TinyLmConfig;
-use rco_lm::tokenizer::{CharTokenizer, Tokenizer};
 // Links the plugin crate, whose registrations the tests find through the registry.
 use rco_plugin_burn as _;
 
@@ -20,21 +18,7 @@ mod common;
 use common::smollm2_gguf as gguf;
 
 fn spec() -> ModelSpec {
-    let tokenizer = Tokenizer::Chars(CharTokenizer {
-        alphabet: "0123456789abcdefghijklmnopqrstuvwxyz:|>@= ".into(),
-    });
-    let config = TinyLmConfig {
-        vocab_size: tokenizer.vocab_size(),
-        d_model: 32,
-        heads: 2,
-        layers: 1,
-        d_ff: 64,
-        max_len: 32,
-    };
-    ModelSpec {
-        architecture: Architecture::Tiny(config),
-        tokenizer,
-    }
+    common::tiny_spec(1)
 }
 
 /// A critic's settings: default sampling, chat template, `batch_size` rows at a time.

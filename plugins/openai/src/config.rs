@@ -280,13 +280,7 @@ impl Validate for OpenAiJudgeConfig {
     fn problems(&self, ctx: &ValidateContext) -> Vec<ConfigProblem> {
         let mut p = self.0.problems(ctx);
         if !self.0.continue_final_message {
-            let templates = std::iter::once(("default".to_string(), &ctx.templates.default)).chain(
-                ctx.templates
-                    .tasks
-                    .iter()
-                    .map(|(task, t)| (format!("tasks.{task}"), t)),
-            );
-            for (name, t) in templates {
+            for (name, t) in ctx.templates.named() {
                 for (key, prefix) in [
                     ("pairwise_answer_prefix", &t.pairwise_answer_prefix),
                     ("pointwise_answer_prefix", &t.pointwise_answer_prefix),

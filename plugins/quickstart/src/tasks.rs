@@ -157,6 +157,9 @@ impl Validate for QuickstartDataConfig {
     }
 }
 
+/// Most items a split may have (every item is generated in memory).
+pub const MAX_ITEMS: usize = 10_000_000;
+
 impl QuickstartDataConfig {
     /// Every problem of the config, keys relative to the section.
     pub fn check(&self) -> Vec<ConfigProblem> {
@@ -168,6 +171,11 @@ impl QuickstartDataConfig {
         ] {
             if n == 0 {
                 problems.push(ConfigProblem::new(key, "must be at least 1"));
+            } else if n > MAX_ITEMS {
+                problems.push(ConfigProblem::new(
+                    key,
+                    format!("is {n}, more than the limit of {MAX_ITEMS}"),
+                ));
             }
         }
         if self.tasks.is_empty() {

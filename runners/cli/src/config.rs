@@ -198,6 +198,28 @@ pub const OWN_VARIABLES: [&str; 3] = [
     crate::progress::PROGRESS_EVERY_VAR,
 ];
 
+/// The `RCO_` variables read as config overrides, with the key path each sets
+/// (`RCO_TRAINER__BETA` sets `trainer.beta`).
+fn env_overrides() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| name.starts_with("RCO_") && !OWN_VARIABLES.contains(&name.as_str()))
+        .map(|name| {
+            let key = name["RCO_".len()..].to_lowercase().replace("__", ".");
+            (name, key)
+        })
+        .collect()
+}
+
+/// The variable whose override a problem's key lies under, if any.
+fn from_override<'a>(key: &str, overrides: &'a [(String, String)]) -> Option<&'a str> {
+    overrides
+        .iter()
+        .filter(|(_, path)| key == path || key.starts_with(&format!("{path}.")))
+        .max_by_key(|(_, path)| path.len())
+        .map(|(name, _)| name.as_str())
+}
+
 /// Loads and validates a config file, reporting every problem at once.
 pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     if !path.is_file() {
@@ -208,13 +230,36 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
             .ignore(&OWN_VARIABLES.map(|v| v.trim_start_matches("RCO_")))
             .split("__"),
     );
+    // JSON has no NaN or infinity: find them (and say so, with their key) before the
+    // layered config becomes JSON, where they would read as a confusing `null`.
+    let raw: figment::value::Value = figment
+        .extract()
+        .map_err(|e| anyhow!("{}: {}", path.display(), figment_message(&e)))?;
+    let mut non_finite = Vec::new();
+    find_non_finite(&raw, "", &mut non_finite);
+    if !non_finite.is_empty() {
+        let list: Vec<String> = non_finite.iter().map(|p| format!("  - {p}")).collect();
+        return Err(anyhow!(
+            "{} has {} problem(s):\n{}",
+            path.display(),
+            non_finite.len(),
+            list.join("\n")
+        ));
+    }
     let resolved: Value = figment
         .extract()
         .map_err(|e| anyhow!("{}: {}", path.display(), figment_message(&e)))?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let (sections, problems) = check(&resolved, &base_dir);
     if !problems.is_empty() {
-        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+        let overrides = env_overrides();
+        let list: Vec<String> = problems
+            .iter()
+            .map(|p| match from_override(&p.key, &overrides) {
+                Some(var) => format!("  - {p} (set by the environment variable {var})"),
+                None => format!("  - {p}"),
+            })
+            .collect();
         return Err(anyhow!(
             "{} has {} problem(s):\n{}",
             path.display(),
@@ -232,6 +277,39 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         resolved,
         path: path.to_path_buf(),
     })
+}
+
+/// Every NaN or infinite number in a layered config, with its key.
+fn find_non_finite(value: &figment::value::Value, key: &str, out: &mut Vec<ConfigProblem>) {
+    use figment::value::Value as V;
+    let join = |k: &str| {
+        if key.is_empty() {
+            k.to_string()
+        } else {
+            format!("{key}.{k}")
+        }
+    };
+    match value {
+        V::Num(_, n) => {
+            if let Some(x) = n.to_f64().filter(|x| !x.is_finite()) {
+                out.push(ConfigProblem::new(
+                    key,
+                    format!("is {x}; a number here must be finite"),
+                ));
+            }
+        }
+        V::Dict(_, map) => {
+            for (k, v) in map {
+                find_non_finite(v, &join(k), out);
+            }
+        }
+        V::Array(_, items) => {
+            for (i, v) in items.iter().enumerate() {
+                find_non_finite(v, &format!("{key}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn figment_message(error: &figment::Error) -> String {
@@ -270,6 +348,48 @@ fn typed<T: DeserializeOwned>(
             problems.push(ConfigProblem::new(key, e.inner().to_string()));
             None
         }
+    }
+}
+
+/// Most critiques per item, or refinements per critique.
+pub const MAX_SAMPLES: usize = 1024;
+/// Most items in one batch.
+pub const MAX_BATCH: usize = 100_000;
+/// Most batches in flight at once.
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// Most bootstrap resamples.
+pub const MAX_RESAMPLES: usize = 1_000_000;
+/// Most judgements (items × N × M × 2 orders) one batch may hold in memory at once.
+pub const MAX_BATCH_JUDGEMENTS: usize = 10_000_000;
+
+/// A size that must be at least 1 and at most `limit` (a larger one could not fit in memory).
+fn size_problem(key: &str, value: usize, limit: usize) -> Option<ConfigProblem> {
+    if value == 0 {
+        Some(ConfigProblem::new(key, "must be at least 1"))
+    } else if value > limit {
+        Some(ConfigProblem::new(
+            key,
+            format!("is {value}, more than the limit of {limit}"),
+        ))
+    } else {
+        None
+    }
+}
+
+/// One batch's judgements (items × N × M × both orders) must fit in memory.
+fn work_problem(stage: &str, items: usize, n: usize, m: usize) -> Option<ConfigProblem> {
+    let judgements = items
+        .checked_mul(n)
+        .and_then(|x| x.checked_mul(m))
+        .and_then(|x| x.checked_mul(2));
+    match judgements {
+        Some(j) if j <= MAX_BATCH_JUDGEMENTS => None,
+        _ => Some(ConfigProblem::new(
+            format!("{stage}.items_per_batch"),
+            format!(
+                "a batch of {items} items × {n} critiques × {m} refinements × 2 orders is more than {MAX_BATCH_JUDGEMENTS} judgements at once; use smaller batches"
+            ),
+        )),
     }
 }
 
@@ -404,19 +524,36 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
                 ));
             }
         }
-        for (key, value) in [
-            ("collect.critiques_per_item", collect.critiques_per_item),
+        for (key, value, limit) in [
+            (
+                "collect.critiques_per_item",
+                collect.critiques_per_item,
+                MAX_SAMPLES,
+            ),
             (
                 "collect.refinements_per_critique",
                 collect.refinements_per_critique,
+                MAX_SAMPLES,
             ),
-            ("collect.items_per_batch", collect.items_per_batch),
-            ("collect.batches_in_flight", collect.batches_in_flight),
+            (
+                "collect.items_per_batch",
+                collect.items_per_batch,
+                MAX_BATCH,
+            ),
+            (
+                "collect.batches_in_flight",
+                collect.batches_in_flight,
+                MAX_IN_FLIGHT,
+            ),
         ] {
-            if value == 0 {
-                problems.push(ConfigProblem::new(key, "must be at least 1"));
-            }
+            problems.extend(size_problem(key, value, limit));
         }
+        problems.extend(work_problem(
+            "collect",
+            collect.items_per_batch,
+            collect.critiques_per_item,
+            collect.refinements_per_critique,
+        ));
     }
     if let Some(eval) = top
         .get("eval")
@@ -434,20 +571,37 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
                 ));
             }
         }
-        for (key, value) in [
-            ("eval.critiques_per_item", eval.critiques_per_item),
+        for (key, value, limit) in [
+            (
+                "eval.critiques_per_item",
+                eval.critiques_per_item,
+                MAX_SAMPLES,
+            ),
             (
                 "eval.refinements_per_critique",
                 eval.refinements_per_critique,
+                MAX_SAMPLES,
             ),
-            ("eval.items_per_batch", eval.items_per_batch),
-            ("eval.batches_in_flight", eval.batches_in_flight),
-            ("eval.bootstrap_resamples", eval.bootstrap_resamples),
+            ("eval.items_per_batch", eval.items_per_batch, MAX_BATCH),
+            (
+                "eval.batches_in_flight",
+                eval.batches_in_flight,
+                MAX_IN_FLIGHT,
+            ),
+            (
+                "eval.bootstrap_resamples",
+                eval.bootstrap_resamples,
+                MAX_RESAMPLES,
+            ),
         ] {
-            if value == 0 {
-                problems.push(ConfigProblem::new(key, "must be at least 1"));
-            }
+            problems.extend(size_problem(key, value, limit));
         }
+        problems.extend(work_problem(
+            "eval",
+            eval.items_per_batch,
+            eval.critiques_per_item,
+            eval.refinements_per_critique,
+        ));
     }
     if let Some(prices) = top.get("prices") {
         typed::<BTreeMap<String, rco_core::usage::Price>>(prices, "prices", &mut problems);
@@ -514,6 +668,53 @@ pub fn schema() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_past_their_limits_and_non_finite_numbers_are_named() {
+        rco_plugins::link();
+        let config = serde_json::json!({
+            "data": {"kind": "quickstart", "train_items": 1_000_000_000_000u64},
+            "critic": {"kind": "quickstart"},
+            "actors": {"weak": {"kind": "quickstart", "strength": "weak"}},
+            "judge": {"kind": "verifier"},
+            "trainer": {"kind": "rco"},
+            "collect": {"critiques_per_item": 1_000_000_000_000u64},
+            "eval": {"items_per_batch": 100_000, "critiques_per_item": 1000, "refinements_per_critique": 1000},
+        });
+        let problems = validate(&config);
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "data.train_items",
+            "collect.critiques_per_item",
+            "eval.items_per_batch",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {problems:#?}");
+        }
+        let mut found = Vec::new();
+        let raw = figment::Figment::from(figment::providers::Toml::string(
+            "[trainer]\nbeta = nan\nlist = [1.0, inf]\n",
+        ))
+        .extract::<figment::value::Value>()
+        .expect("toml");
+        find_non_finite(&raw, "", &mut found);
+        let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["trainer.beta", "trainer.list[1]"], "{found:?}");
+    }
+
+    #[test]
+    fn a_problem_under_an_override_names_the_variable() {
+        let overrides = vec![
+            ("RCO_TRAINER__BETA".to_string(), "trainer.beta".to_string()),
+            ("RCO_SURPRISE".to_string(), "surprise".to_string()),
+        ];
+        assert_eq!(
+            from_override("trainer.beta", &overrides),
+            Some("RCO_TRAINER__BETA")
+        );
+        assert_eq!(from_override("surprise", &overrides), Some("RCO_SURPRISE"));
+        assert_eq!(from_override("trainer.epochs", &overrides), None);
+        assert!(OWN_VARIABLES.contains(&"RCO_MODELS_DIR"));
+    }
 
     #[test]
     fn every_problem_is_reported_with_its_key() {
