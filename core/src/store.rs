@@ -114,6 +114,65 @@ impl RunStore {
         Ok(committed)
     }
 
+    /// [`RunStore::recover`], then the same check the other way: a committed unit whose
+    /// detail records are not all there (a torn or lost line under a commit that was
+    /// written) is dropped from every table, commit included, so that it is redone rather
+    /// than trained on incomplete. `details` pairs each detail table with the number of
+    /// records one unit has in it. Returns the units that stay committed.
+    pub fn recover_complete(
+        &self,
+        details: &[(&str, usize)],
+        commit: &str,
+        key: &str,
+    ) -> Result<HashSet<String>> {
+        let tables: Vec<&str> = details.iter().map(|(t, _)| *t).collect();
+        let mut committed = self.recover(&tables, commit, key)?;
+        let mut incomplete = HashSet::new();
+        for (table, expected) in details {
+            let mut counts: std::collections::HashMap<String, usize> = Default::default();
+            for record in self.read::<Value>(table)? {
+                if let Some(unit) = record.get(key).and_then(Value::as_str) {
+                    *counts.entry(unit.to_string()).or_default() += 1;
+                }
+            }
+            for unit in &committed {
+                let found = counts.get(unit).copied().unwrap_or(0);
+                if found != *expected {
+                    incomplete.insert(unit.clone());
+                    tracing::warn!(
+                        "{}: unit `{unit}` has {found} records of {expected} in {table}; it is redone",
+                        self.dir.display()
+                    );
+                }
+            }
+        }
+        if !incomplete.is_empty() {
+            for table in tables.iter().chain(std::iter::once(&commit)) {
+                self.drop_units(table, key, &incomplete)?;
+            }
+            committed.retain(|unit| !incomplete.contains(unit));
+        }
+        Ok(committed)
+    }
+
+    /// Rewrites a table without the records of some units.
+    fn drop_units(&self, table: &str, key: &str, units: &HashSet<String>) -> Result<()> {
+        let path = self.path(table);
+        if !path.exists() {
+            return Ok(());
+        }
+        let records: Vec<Value> = read_jsonl(&path)?;
+        let mut text = String::new();
+        for record in &records {
+            let unit = record.get(key).and_then(Value::as_str);
+            if !unit.is_some_and(|u| units.contains(u)) {
+                text.push_str(&record.to_string());
+                text.push('\n');
+            }
+        }
+        write_atomic(&path, text.as_bytes())
+    }
+
     /// Writes a whole file atomically (temporary file, then rename).
     pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
         write_atomic(&self.path(name), bytes)
@@ -226,12 +285,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         file.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
         file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        // The rename itself is durable only once the directory is synced.
+        sync_parent(path)
     })();
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     written
+}
+
+/// Syncs the directory holding `path`, so that a new or renamed entry survives power loss.
+fn sync_parent(path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| Error::io(parent, e))
 }
 
 /// `NAME.PID.N.tmp` beside `path`: unique per process and per write, so two writers (threads
@@ -253,6 +325,35 @@ fn temp_path(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_committed_unit_with_a_torn_detail_line_is_redone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::open(dir.path()).unwrap();
+        for unit in ["a", "b"] {
+            store
+                .append(
+                    "details.jsonl",
+                    &[json!({"id": unit, "n": 0}), json!({"id": unit, "n": 1})],
+                )
+                .unwrap();
+            store
+                .append("commit.jsonl", &[json!({"id": unit})])
+                .unwrap();
+        }
+        // Unit `b`'s last detail record is torn, though `b` was committed.
+        let path = store.path("details.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, &text[..text.len() - 5]).unwrap();
+        let committed = store
+            .recover_complete(&[("details.jsonl", 2)], "commit.jsonl", "id")
+            .unwrap();
+        assert_eq!(committed, HashSet::from(["a".to_string()]));
+        let details: Vec<Value> = store.read("details.jsonl").unwrap();
+        let commits: Vec<Value> = store.read("commit.jsonl").unwrap();
+        assert_eq!(details.len(), 2, "{details:?}");
+        assert_eq!(commits, vec![json!({"id": "a"})]);
+    }
 
     #[test]
     fn recover_drops_torn_lines_and_uncommitted_units() {

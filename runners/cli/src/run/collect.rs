@@ -57,8 +57,20 @@ impl Run {
 
     async fn collect_stage(&self) -> anyhow::Result<()> {
         let items = self.items("train")?;
-        let committed = self.store.recover(&DETAIL_FILES, GROUPS_FILE, "item_id")?;
         let cfg = &self.loaded.config.collect;
+        // Every committed item has N critiques and CU records and N × M refinements and
+        // verdicts; one that lost any (a torn line under its commit) is collected again.
+        let (n, m) = (cfg.critiques_per_item, cfg.refinements_per_critique);
+        let committed = self.store.recover_complete(
+            &[
+                (DETAIL_FILES[0], n),
+                (DETAIL_FILES[1], n * m),
+                (DETAIL_FILES[2], n * m),
+                (DETAIL_FILES[3], n),
+            ],
+            GROUPS_FILE,
+            "item_id",
+        )?;
         let pending = pending_batches(&items, cfg.items_per_batch, |i| committed.contains(&i.id));
         if pending.is_empty() {
             return Ok(());
