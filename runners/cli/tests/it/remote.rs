@@ -5,27 +5,23 @@
 //! and `kill -9` in the middle of a collection.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use rco_plugin_openai::testing::{Faults, ServerOptions, TestServer};
 
-fn rco() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rco"));
-    command.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
-    command
-}
+use crate::util::{json, kill_when, line_count, rco_into, records, text, write};
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-async fn run(args: Vec<String>, envs: Vec<(&'static str, String)>) -> Output {
-    tokio::task::spawn_blocking(move || rco().args(&args).envs(envs).output().expect("run rco"))
+/// `rco SUBCOMMAND CONFIG --out OUT` with `envs` set, off the async runtime.
+async fn run(
+    subcommand: &str,
+    config: &Path,
+    out: &Path,
+    envs: Vec<(&'static str, String)>,
+) -> Output {
+    let mut command = rco_into(subcommand, config, out);
+    command.envs(envs);
+    tokio::task::spawn_blocking(move || command.output().expect("run rco"))
         .await
         .expect("join")
 }
@@ -33,8 +29,7 @@ async fn run(args: Vec<String>, envs: Vec<(&'static str, String)>) -> Output {
 /// A small quickstart whose actor and judge are remote: the trainable tiny critic stays
 /// local, so the whole run (collect, train, eval, report) goes through the remote plugins.
 fn config(dir: &Path, url: &str, remote: &str) -> PathBuf {
-    let path = dir.join("remote.toml");
-    let text = format!(
+    let toml = format!(
         r#"seed = 3
 
 [data]
@@ -84,20 +79,7 @@ pipelined = true
 critique = "{{prompt}}|{{response}}>"
 "#
     );
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
-fn lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("JSON")
+    write(dir, "remote.toml", &toml)
 }
 
 /// Client settings that make faults cheap: short timeout, short backoff.
@@ -127,16 +109,7 @@ async fn faulty_server_every_item_completes_retries_are_reported_nothing_lost_or
     let remote = format!("{FAST}\ncache_path = \"{}\"", cache.display());
     let config = config(tmp.path(), &server.base_url(), &remote);
     let out = tmp.path().join("run");
-    let output = run(
-        vec![
-            "run".into(),
-            config.display().to_string(),
-            "--out".into(),
-            out.display().to_string(),
-        ],
-        vec![],
-    )
-    .await;
+    let output = run("run", &config, &out, vec![]).await;
     assert!(output.status.success(), "{}", text(&output));
 
     let stats = server.stats();
@@ -188,7 +161,7 @@ async fn faulty_server_every_item_completes_retries_are_reported_nothing_lost_or
         .contains("Calls to remote plugins"));
 
     // Collection: 12 items × N=2 critiques, M=2 refinements, both orders.
-    let cu = lines(&out.join("cu.jsonl"));
+    let cu = records(&out.join("cu.jsonl"));
     assert_eq!(cu.len(), 12 * 2);
     let mut keys: Vec<String> = cu
         .iter()
@@ -197,22 +170,13 @@ async fn faulty_server_every_item_completes_retries_are_reported_nothing_lost_or
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), 24, "duplicated CU records");
-    assert_eq!(lines(&out.join("verdicts.jsonl")).len(), 12 * 2 * 2);
+    assert_eq!(records(&out.join("verdicts.jsonl")).len(), 12 * 2 * 2);
 
     // The same collection into a new directory, sharing the call cache: no HTTP call at all,
     // and the same records.
     let before = server.stats().requests;
     let again = tmp.path().join("again");
-    let output = run(
-        vec![
-            "collect".into(),
-            config.display().to_string(),
-            "--out".into(),
-            again.display().to_string(),
-        ],
-        vec![],
-    )
-    .await;
+    let output = run("collect", &config, &again, vec![]).await;
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(server.stats().requests, before, "the rerun made HTTP calls");
     // Batches in flight commit in the order they finish: the same records, in any order.
@@ -245,12 +209,9 @@ async fn unauthorized_stops_the_run_at_once_naming_endpoint_and_status_never_the
     let out = tmp.path().join("run");
     let started = Instant::now();
     let output = run(
-        vec![
-            "collect".into(),
-            config.display().to_string(),
-            "--out".into(),
-            out.display().to_string(),
-        ],
+        "collect",
+        &config,
+        &out,
         vec![("REMOTE_TEST_API_KEY", "sk-wrong-secret-0042".into())],
     )
     .await;
@@ -276,16 +237,7 @@ async fn unauthorized_stops_the_run_at_once_naming_endpoint_and_status_never_the
     }
 
     // A missing variable is a config error naming the key.
-    let output = run(
-        vec![
-            "collect".into(),
-            config.display().to_string(),
-            "--out".into(),
-            tmp.path().join("other").display().to_string(),
-        ],
-        vec![],
-    )
-    .await;
+    let output = run("collect", &config, &tmp.path().join("other"), vec![]).await;
     let message = text(&output);
     assert!(!output.status.success());
     assert!(
@@ -302,14 +254,10 @@ async fn budget_stops_cleanly_and_a_larger_budget_continues_from_the_saved_calls
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = config(tmp.path(), &server.base_url(), FAST);
     let out = tmp.path().join("run");
-    let args = vec![
-        "collect".into(),
-        config.display().to_string(),
-        "--out".into(),
-        out.display().to_string(),
-    ];
     let output = run(
-        args.clone(),
+        "collect",
+        &config,
+        &out,
         vec![("RCO_BUDGET__MAX_TOKENS", "3000".into())],
     )
     .await;
@@ -330,9 +278,15 @@ async fn budget_stops_cleanly_and_a_larger_budget_continues_from_the_saved_calls
     let answered = server.stats().answered;
     assert!(answered > 0);
 
-    let output = run(args, vec![("RCO_BUDGET__MAX_TOKENS", "10000000".into())]).await;
+    let output = run(
+        "collect",
+        &config,
+        &out,
+        vec![("RCO_BUDGET__MAX_TOKENS", "10000000".into())],
+    )
+    .await;
     assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(lines(&out.join("cu.jsonl")).len(), 12 * 2);
+    assert_eq!(records(&out.join("cu.jsonl")).len(), 12 * 2);
     let stats = server.stats();
     assert!(
         stats.answers_per_call.values().all(|&n| n == 1),
@@ -354,43 +308,15 @@ async fn kill_9_in_a_collection_loses_at_most_the_calls_in_flight() {
     let config = config(tmp.path(), &server.base_url(), remote);
     let out = tmp.path().join("run");
     let cache = out.join("cache").join("calls.jsonl");
-    let mut child = rco()
-        .args(["collect"])
-        .arg(&config)
-        .arg("--out")
-        .arg(&out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn rco");
-    let start = Instant::now();
-    loop {
-        let cached = std::fs::read_to_string(&cache)
-            .map(|t| t.lines().count())
-            .unwrap_or(0);
-        if cached >= 30 {
-            break;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("rco exited ({status}) before it was killed");
-        }
-        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child.kill().expect("kill -9");
-    child.wait().expect("reap");
-    let output = run(
-        vec![
-            "collect".into(),
-            config.display().to_string(),
-            "--out".into(),
-            out.display().to_string(),
-        ],
-        vec![],
-    )
-    .await;
+    kill_when(
+        &mut rco_into("collect", &config, &out),
+        || line_count(&cache) >= 30,
+        "30 cached calls",
+        Duration::from_secs(120),
+    );
+    let output = run("collect", &config, &out, vec![]).await;
     assert!(output.status.success(), "{}", text(&output));
-    assert_eq!(lines(&out.join("cu.jsonl")).len(), 12 * 2);
+    assert_eq!(records(&out.join("cu.jsonl")).len(), 12 * 2);
     let repeated = server
         .stats()
         .answers_per_call

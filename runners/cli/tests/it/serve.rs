@@ -3,31 +3,16 @@
 //! batched into shared forward passes, bearer-token auth, and 4xx JSON errors for bad
 //! requests after which the server is still up.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-struct Server(Child);
+use crate::util::{gguf, rco, text, Server};
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn gguf() -> PathBuf {
-    PathBuf::from(std::env::var("SMOLLM2_GGUF").expect(
-        "SMOLLM2_GGUF is not set: run the tests through scripts/test.sh, which fetches the model",
-    ))
-}
-
-fn start() -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rco"))
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+/// `rco serve` over SmolLM2 as `smollm2`, batching up to 8 requests, with a bearer token.
+fn start() -> Server {
+    let mut command = rco();
+    command
         .args([
             "serve",
             "--port",
@@ -43,22 +28,29 @@ fn start() -> (Server, String) {
             "--model",
         ])
         .arg(gguf())
-        .env("SERVE_TEST_KEY", "serve-key-7")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start rco serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("listening line");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (Server(child), url)
+        .env("SERVE_TEST_KEY", "serve-key-7");
+    Server::start(command, "rco serve")
+}
+
+/// An HTTP client that waits up to 300 s for an answer.
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+/// A question whose answer is `[[A]]` or `[[B]]`, with the answer prefix `Verdict: [[`.
+fn verdict_messages() -> Value {
+    json!([
+        {"role": "user", "content": "Which is better, A: 2 + 2 = 4 or B: 2 + 2 = 5? Answer [[A]] or [[B]]."},
+        {"role": "assistant", "content": "Verdict: [["}
+    ])
+}
+
+/// The JSON answer to `request`.
+async fn json_answer(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 fn chat(content: &str, max_tokens: u32) -> Value {
@@ -67,11 +59,9 @@ fn chat(content: &str, max_tokens: u32) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn serves_batches_streams_and_survives_bad_requests() {
-    let (_server, url) = start();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .unwrap();
+    let server = start();
+    let url = &server.url;
+    let http = http();
     let post = |path: &str, body: String, key: Option<&str>| {
         let mut r = http
             .post(format!("{url}{path}"))
@@ -83,17 +73,22 @@ async fn serves_batches_streams_and_survives_bad_requests() {
         r.send()
     };
     let key = Some("serve-key-7");
+    // The JSON answer to `body` posted to `path` with the key.
+    let answer = |path: &str, body: Value| {
+        let request = post(path, body.to_string(), key);
+        async move { request.await.unwrap().json::<Value>().await.unwrap() }
+    };
 
     // Auth.
     let r = http.get(format!("{url}/models")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.json::<Value>().await.unwrap()["error"]["message"].is_string());
-    let r = http
-        .get(format!("{url}/models"))
-        .bearer_auth("serve-key-7")
-        .send()
-        .await
-        .unwrap();
+    let models = || {
+        http.get(format!("{url}/models"))
+            .bearer_auth("serve-key-7")
+            .send()
+    };
+    let r = models().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["data"][0]["id"], "smollm2");
 
@@ -141,17 +136,11 @@ async fn serves_batches_streams_and_survives_bad_requests() {
 
     // Eight concurrent requests share batched forward passes.
     let prompts: Vec<String> = (1..=8).map(|i| format!("What is {i} + {i}?")).collect();
-    let answers = futures::future::join_all(prompts.iter().map(|p| {
-        let body = chat(p, 8).to_string();
-        async {
-            post("/chat/completions", body, key)
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    }))
+    let answers = futures::future::join_all(
+        prompts
+            .iter()
+            .map(|p| answer("/chat/completions", chat(p, 8))),
+    )
     .await;
     for a in &answers {
         assert_eq!(a["object"], "chat.completion", "{a}");
@@ -163,14 +152,7 @@ async fn serves_batches_streams_and_survives_bad_requests() {
         );
         assert!(a["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
     }
-    let stats: Value = http
-        .get(format!("{url}/../stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = json_answer(http.get(format!("{url}/../stats"))).await;
     assert!(
         stats["max_rows"].as_u64().unwrap() >= 2,
         "no request was batched with another: {stats}"
@@ -178,16 +160,7 @@ async fn serves_batches_streams_and_survives_bad_requests() {
     assert!(stats["batches"].as_u64().unwrap() < 8, "{stats}");
 
     // Greedy decoding: streamed pieces add up to the non-streamed answer.
-    let whole: Value = post(
-        "/chat/completions",
-        chat("Name three colors.", 12).to_string(),
-        key,
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let whole = answer("/chat/completions", chat("Name three colors.", 12)).await;
     let mut streamed = chat("Name three colors.", 12);
     streamed["stream"] = json!(true);
     let text = post("/chat/completions", streamed.to_string(), key)
@@ -223,26 +196,20 @@ async fn serves_batches_streams_and_survives_bad_requests() {
     );
 
     // Raw completions, and a prefilled assistant turn that the model continues.
-    let v: Value = post(
+    let v = answer(
         "/completions",
-        json!({"prompt": "The capital of France is", "max_tokens": 3, "temperature": 0})
-            .to_string(),
-        key,
+        json!({"prompt": "The capital of France is", "max_tokens": 3, "temperature": 0}),
     )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert!(
         v["choices"][0]["text"].as_str().unwrap().contains("Paris"),
         "{v}"
     );
-    let v: Value = post(
+    let v = answer(
         "/chat/completions",
-        json!({"messages": [{"role": "user", "content": "Which is better, A: 2 + 2 = 4 or B: 2 + 2 = 5? Answer [[A]] or [[B]]."}, {"role": "assistant", "content": "Verdict: [["}], "max_tokens": 3, "temperature": 0}).to_string(),
-        key,
-    ).await.unwrap().json().await.unwrap();
+        json!({"messages": verdict_messages(), "max_tokens": 3, "temperature": 0}),
+    )
+    .await;
     let verdict = v["choices"][0]["message"]["content"].as_str().unwrap();
     assert!(
         verdict.starts_with('A') || verdict.starts_with('B') || verdict.starts_with('C'),
@@ -250,12 +217,7 @@ async fn serves_batches_streams_and_survives_bad_requests() {
     );
 
     // Still up.
-    let r = http
-        .get(format!("{url}/models"))
-        .bearer_auth("serve-key-7")
-        .send()
-        .await
-        .unwrap();
+    let r = models().await.unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -265,16 +227,11 @@ async fn serves_batches_streams_and_survives_bad_requests() {
 /// model answers in a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_final_assistant_message_is_continued_or_closed_as_asked() {
-    let (_server, url) = start();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .unwrap();
+    let server = start();
+    let url = &server.url;
+    let http = http();
     let ask = |fields: Value| {
-        let mut body = json!({"messages": [
-            {"role": "user", "content": "Which is better, A: 2 + 2 = 4 or B: 2 + 2 = 5? Answer [[A]] or [[B]]."},
-            {"role": "assistant", "content": "Verdict: [["}
-        ], "max_tokens": 3, "temperature": 0});
+        let mut body = json!({"messages": verdict_messages(), "max_tokens": 3, "temperature": 0});
         for (k, v) in fields.as_object().cloned().unwrap_or_default() {
             body[k] = v;
         }
@@ -326,8 +283,7 @@ async fn a_final_assistant_message_is_continued_or_closed_as_asked() {
 async fn serves_the_quickstart_critic() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let output = Command::new(env!("CARGO_BIN_EXE_rco"))
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+    let output = rco()
         .args(["collect", "configs/quickstart.toml", "--out"])
         .arg(&run)
         .env("RCO_DATA__TRAIN_ITEMS", "4")
@@ -335,37 +291,18 @@ async fn serves_the_quickstart_critic() {
         .env("RCO_CRITIC__WARM_START__BATCH_SIZE", "64")
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rco"))
+    assert!(output.status.success(), "{}", text(&output));
+    let mut command = rco();
+    command
         .args(["serve", "--port", "0", "--model"])
-        .arg(run.join("critic/base"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _server = Server(child);
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
-    let v: Value = reqwest::Client::new()
-        .post(format!("{url}/chat/completions"))
-        .json(&json!({"messages": [{"role": "user", "content": "copy:48172|48112>"}], "max_tokens": 8, "temperature": 0}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .arg(run.join("critic/base"));
+    let server = Server::start(command, "rco serve");
+    let v = json_answer(
+        reqwest::Client::new()
+            .post(format!("{}/chat/completions", server.url))
+            .json(&json!({"messages": [{"role": "user", "content": "copy:48172|48112>"}], "max_tokens": 8, "temperature": 0})),
+    )
+    .await;
     let critique = v["choices"][0]["message"]["content"].as_str().unwrap();
     // Every critique of the warm-started critic is in its language: `=digits`, `@p=d`, `@p`
     // or `ok`.

@@ -3,105 +3,41 @@
 //! SmolLM2-135M-Instruct: llama.cpp (PyPI `xllamacpp`, `scripts/llama_server.py`) and
 //! `rco serve`. The model file's path is in `SMOLLM2_GGUF` (`scripts/test.sh` sets it).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use crate::util::{gguf, json, rco, rco_into, records, text, workspace, write, Server};
 
-fn gguf() -> PathBuf {
-    let path = std::env::var("SMOLLM2_GGUF").expect(
-        "SMOLLM2_GGUF is not set: run the tests through scripts/test.sh, which fetches the model",
-    );
-    PathBuf::from(path)
-}
-
-/// A server process, stopped when dropped. Its log goes to a file (llama.cpp logs every
-/// request), shown when the server fails to start.
-struct Server {
-    child: Child,
-    url: String,
-    _log: tempfile::NamedTempFile,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `command` and waits for its `listening on URL` line.
-fn start(mut command: Command, what: &str) -> Server {
-    let log = tempfile::NamedTempFile::new().expect("log file");
-    let mut child = command
-        .current_dir(workspace())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(log.reopen().expect("log file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.trim().to_string());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(180))
-        .unwrap_or_else(|_| {
-            let text = std::fs::read_to_string(log.path()).unwrap_or_default();
-            let tail: String = text
-                .chars()
-                .rev()
-                .take(3000)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            panic!("{what} did not start listening within 180 s; its log ends:\n{tail}")
-        });
-    Server {
-        child,
-        url,
-        _log: log,
-    }
+/// `scripts/llama_server.py` serving SmolLM2 with 4 slots.
+fn llama_cpp() -> Server {
+    let mut command = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()));
+    command
+        .arg("scripts/llama_server.py")
+        .arg(gguf())
+        .arg("0")
+        .arg("4");
+    Server::start(command, "the llama.cpp server (xllamacpp)")
 }
 
 fn config(dir: &Path, url: &str) -> PathBuf {
     let data = std::fs::read_to_string(workspace().join("configs/data/arithmetic-train.jsonl"))
         .expect("arithmetic items");
     let lines: Vec<&str> = data.lines().collect();
-    std::fs::write(dir.join("train.jsonl"), lines[..4].join("\n")).expect("train items");
-    std::fs::write(dir.join("test.jsonl"), lines[4..6].join("\n")).expect("test items");
+    write(dir, "train.jsonl", &lines[..4].join("\n"));
+    write(dir, "test.jsonl", &lines[4..6].join("\n"));
     let remote = |sampling: &str, logprobs: bool| {
         format!(
             "kind = \"openai\"\nbase_urls = [\"{url}\"]\nmodel = \"smollm2\"\nconcurrency = 4\ntimeout_s = 300\nlogprobs = {logprobs}\nsampling = {sampling}\n"
         )
     };
-    let text = format!(
+    let toml = format!(
         "seed = 5\n\n[data]\nkind = \"jsonl\"\ntrain = \"train.jsonl\"\ntest = \"test.jsonl\"\n\n[critic]\n{}\n[actors.smollm2]\n{}\n[judge]\n{}\n[trainer]\nkind = \"rco\"\n\n[collect]\ncritiques_per_item = 2\nrefinements_per_critique = 2\nitems_per_batch = 4\npipelined = true\n\n[templates.default]\npairwise_answer_prefix = \"Verdict: [[\"\n",
         remote("{ temperature = 0.8, max_tokens = 32, stop = [\"\\n\\n\"] }", true),
         remote("{ temperature = 0.7, max_tokens = 24, stop = [\"\\n\\n\"] }", false),
         remote("{ temperature = 0.0, max_tokens = 4 }", false),
     );
-    let path = dir.join("smollm2-remote.toml");
-    std::fs::write(&path, text).expect("config");
-    path
-}
-
-fn records(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
+    write(dir, "smollm2-remote.toml", &toml)
 }
 
 /// Runs the collection against `url` and checks what it wrote; returns the wall time.
@@ -110,21 +46,11 @@ fn collect_against(url: &str, server: &str) -> Duration {
     let config = config(tmp.path(), url);
     let out = tmp.path().join("run");
     let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_rco"))
-        .current_dir(workspace())
-        .args(["collect"])
-        .arg(&config)
-        .arg("--out")
-        .arg(&out)
+    let output = rco_into("collect", &config, &out)
         .output()
         .expect("run rco");
     let elapsed = started.elapsed();
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", text(&output));
     let cu = records(&out.join("cu.jsonl"));
     assert_eq!(cu.len(), 4 * 2, "one CU record per critique");
     let verdicts = records(&out.join("verdicts.jsonl"));
@@ -141,9 +67,7 @@ fn collect_against(url: &str, server: &str) -> Duration {
     let scored = cu.iter().filter(|r| r["cu"].is_number()).count();
     let critiques = records(&out.join("critiques.jsonl"));
     assert!(critiques.iter().all(|c| c["text"].is_string()));
-    let usage: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("usage.json")).expect("usage"))
-            .expect("usage JSON");
+    let usage = json(&out.join("usage.json"));
     eprintln!(
         "{server}: collection of 4 items (N=2, M=2, both orders) in {:.1} s; {valid}/32 verdicts valid, {scored}/8 critiques with a CU; usage {}",
         elapsed.as_secs_f64(),
@@ -165,23 +89,17 @@ fn collect_against(url: &str, server: &str) -> Duration {
 
 #[test]
 fn collection_against_llama_cpp_serving_smollm2() {
-    let mut command = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()));
-    command
-        .arg("scripts/llama_server.py")
-        .arg(gguf())
-        .arg("0")
-        .arg("4");
-    let server = start(command, "the llama.cpp server (xllamacpp)");
+    let server = llama_cpp();
     collect_against(&server.url, "llama.cpp");
 }
 
 #[test]
 fn collection_against_rco_serve_serving_smollm2() {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rco"));
+    let mut command = rco();
     command
         .args(["serve", "--port", "0", "--batch-size", "8", "--model"])
         .arg(gguf());
-    let server = start(command, "rco serve");
+    let server = Server::start(command, "rco serve");
     collect_against(&server.url, "rco serve");
 }
 
@@ -191,23 +109,12 @@ fn collection_against_rco_serve_serving_smollm2() {
 #[test]
 #[ignore = "fine-tunes SmolLM2 on the CPU: 574 s on 2 cores; run with `scripts/test.sh -- --ignored`"]
 fn run_with_a_remote_critic_trains_a_local_copy_and_serves_it_for_eval() {
-    let mut command = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()));
-    command
-        .arg("scripts/llama_server.py")
-        .arg(gguf())
-        .arg("0")
-        .arg("4");
-    let server = start(command, "the llama.cpp server (xllamacpp)");
+    let server = llama_cpp();
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = config(tmp.path(), &server.url);
     let out = tmp.path().join("run");
     let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_rco"))
-        .current_dir(workspace())
-        .args(["run"])
-        .arg(&config)
-        .arg("--out")
-        .arg(&out)
+    let output = rco_into("run", &config, &out)
         .env("RCO_TRAINER__BASE_MODEL", gguf())
         .env("RCO_TRAINER__LEARNING_RATE", "0.000001")
         .env("RCO_TRAINER__EPOCHS", "1")
@@ -215,12 +122,7 @@ fn run_with_a_remote_critic_trains_a_local_copy_and_serves_it_for_eval() {
         .env("RCO_EVAL__REFINEMENTS_PER_CRITIQUE", "1")
         .output()
         .expect("run rco");
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{log}");
+    assert!(output.status.success(), "{}", text(&output));
     eprintln!(
         "rco run with a remote critic: {:.1} s\n{}",
         started.elapsed().as_secs_f64(),
@@ -230,9 +132,7 @@ fn run_with_a_remote_critic_trains_a_local_copy_and_serves_it_for_eval() {
         out.join("critic/rco/config.json").is_file(),
         "no trained critic"
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report"))
-            .expect("report JSON");
+    let report = json(&out.join("report.json"));
     let cells = report["cells"].as_array().expect("cells");
     for critic in ["base", "rco"] {
         assert!(

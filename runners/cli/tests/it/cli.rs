@@ -1,19 +1,11 @@
 //! The `rco` binary end to end: a reduced quickstart (the RCO critic beats the base critic),
 //! resume after `kill -9`, bad input, the config schema and the example configs.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-fn rco() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rco"));
-    command.current_dir(workspace());
-    command
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use crate::util::{json, kill_when, line_count, rco, rco_into, text, workspace, write};
 
 /// The quickstart shrunk to seconds through `RCO_` environment overrides.
 fn small(command: &mut Command) -> &mut Command {
@@ -28,17 +20,15 @@ fn small(command: &mut Command) -> &mut Command {
         .env("RCO_TRAINER__CHECKPOINT_EVERY", "2")
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+/// `rco run` of the small quickstart into `out`.
+fn run_small(out: &Path) -> Command {
+    let mut command = rco_into("run", Path::new("configs/quickstart.toml"), out);
+    small(&mut command);
+    command
 }
 
 fn report(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).expect("report.json"))
-        .expect("report.json is JSON")
+    json(&dir.join("report.json"))
 }
 
 fn overall(report: &serde_json::Value, critic: &str, actor: &str) -> f64 {
@@ -51,45 +41,17 @@ fn overall(report: &serde_json::Value, critic: &str, actor: &str) -> f64 {
         .expect("overall cell")
 }
 
-fn lines(path: &Path) -> usize {
-    std::fs::read_to_string(path)
-        .map(|t| t.lines().count())
-        .unwrap_or(0)
-}
-
-/// Starts `rco run`, waits until `ready` holds, then kills it with SIGKILL.
-fn kill_when(out: &Path, ready: impl Fn() -> bool, what: &str) {
-    let mut child = small(&mut rco())
-        .args(["run", "configs/quickstart.toml", "--out"])
-        .arg(out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn rco");
-    let start = Instant::now();
-    while !ready() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("rco exited ({status}) before {what}");
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().expect("kill -9");
-    child.wait().expect("reap");
+/// Starts the small `rco run` into `out`, waits until `ready` holds, then kills it with
+/// SIGKILL.
+fn kill_run_when(out: &Path, ready: impl Fn() -> bool, what: &str) {
+    kill_when(&mut run_small(out), ready, what, Duration::from_secs(300));
 }
 
 #[test]
 fn reduced_quickstart_improves_the_critic_and_resumes_after_kill() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let straight = tmp.path().join("straight");
-    let output = small(&mut rco())
-        .args(["run", "configs/quickstart.toml", "--out"])
-        .arg(&straight)
-        .output()
-        .expect("run rco");
+    let output = run_small(&straight).output().expect("run rco");
     assert!(output.status.success(), "{}", text(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -118,8 +80,8 @@ fn reduced_quickstart_improves_the_critic_and_resumes_after_kill() {
     ] {
         assert!(straight.join(table).is_file(), "{table} missing");
     }
-    assert_eq!(lines(&straight.join("critiques.jsonl")), 128 * 8);
-    assert_eq!(lines(&straight.join("verdicts.jsonl")), 128 * 8 * 5);
+    assert_eq!(line_count(&straight.join("critiques.jsonl")), 128 * 8);
+    assert_eq!(line_count(&straight.join("verdicts.jsonl")), 128 * 8 * 5);
     let health = &straight_report["judge_health"];
     for key in [
         "position_consistency",
@@ -138,28 +100,24 @@ fn reduced_quickstart_improves_the_critic_and_resumes_after_kill() {
     // The same run killed with SIGKILL in the collection, in training and in evaluation,
     // resumed each time with `rco run` on the same directory.
     let resumed = tmp.path().join("resumed");
-    kill_when(
+    kill_run_when(
         &resumed,
-        || lines(&resumed.join("groups.jsonl")) >= 2 * 16,
+        || line_count(&resumed.join("groups.jsonl")) >= 2 * 16,
         "two collection batches",
     );
-    let collected = lines(&resumed.join("groups.jsonl"));
+    let collected = line_count(&resumed.join("groups.jsonl"));
     assert!(collected < 128, "the collection finished before the kill");
-    kill_when(
+    kill_run_when(
         &resumed,
         || resumed.join("critic/rco/train/state.json").is_file(),
         "a training checkpoint",
     );
-    kill_when(
+    kill_run_when(
         &resumed,
-        || lines(&resumed.join("eval.jsonl")) >= 30,
+        || line_count(&resumed.join("eval.jsonl")) >= 30,
         "an evaluation batch",
     );
-    let output = small(&mut rco())
-        .args(["run", "configs/quickstart.toml", "--out"])
-        .arg(&resumed)
-        .output()
-        .expect("run rco");
+    let output = run_small(&resumed).output().expect("run rco");
     assert!(output.status.success(), "{}", text(&output));
     let resumed_report = report(&resumed);
     assert_eq!(resumed_report["cells"], straight_report["cells"]);
@@ -170,24 +128,18 @@ fn reduced_quickstart_improves_the_critic_and_resumes_after_kill() {
     // Nothing was stored twice.
     for table in ["critiques.jsonl", "groups.jsonl", "eval.jsonl"] {
         assert_eq!(
-            lines(&resumed.join(table)),
-            lines(&straight.join(table)),
+            line_count(&resumed.join(table)),
+            line_count(&straight.join(table)),
             "{table}"
         );
     }
     // A finished run directory re-runs without redoing anything.
-    let output = small(&mut rco())
-        .args(["run", "configs/quickstart.toml", "--out"])
-        .arg(&resumed)
-        .output()
-        .expect("run rco");
+    let output = run_small(&resumed).output().expect("run rco");
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(report(&resumed)["cells"], straight_report["cells"]);
     // A different config on the same directory is refused.
-    let output = small(&mut rco())
+    let output = run_small(&resumed)
         .env("RCO_SEED", "8")
-        .args(["run", "configs/quickstart.toml", "--out"])
-        .arg(&resumed)
         .output()
         .expect("run rco");
     assert!(!output.status.success());
@@ -219,13 +171,7 @@ fn a_run_directory_in_use_is_refused() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("run");
     let held = rco_core::store::RunStore::open(&out).expect("lock the run directory");
-    let report = || {
-        let mut command = rco();
-        command
-            .args(["report", "configs/quickstart.toml", "--out"])
-            .arg(&out);
-        command
-    };
+    let report = || rco_into("report", Path::new("configs/quickstart.toml"), &out);
     fails_with(
         &mut report(),
         &[
@@ -237,12 +183,6 @@ fn a_run_directory_in_use_is_refused() {
     drop(held);
     // Released: `rco report` opens it and fails only for want of an evaluation.
     fails_with(&mut report(), &["no evaluation records"]);
-}
-
-fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, content).expect("write");
-    path
 }
 
 const BODY: &str = r#"
@@ -350,7 +290,7 @@ fn bad_datasets_name_the_file_and_line() {
     let config = write(dir, "malformed.toml", BODY);
     let out = dir.join("run-malformed");
     fails_with(
-        rco().arg("collect").arg(&config).arg("--out").arg(&out),
+        &mut rco_into("collect", &config, &out),
         &["train.jsonl, line 2", "malformed"],
     );
 
@@ -358,7 +298,7 @@ fn bad_datasets_name_the_file_and_line() {
     write(dir, "test.jsonl", "");
     let out = dir.join("run-empty");
     fails_with(
-        rco().arg("collect").arg(&config).arg("--out").arg(&out),
+        &mut rco_into("collect", &config, &out),
         &["test.jsonl", "empty"],
     );
 
@@ -368,11 +308,7 @@ fn bad_datasets_name_the_file_and_line() {
         &BODY.replace("\"test.jsonl\"", "\"absent.jsonl\""),
     );
     fails_with(
-        rco()
-            .arg("collect")
-            .arg(&missing)
-            .arg("--out")
-            .arg(dir.join("run-missing")),
+        &mut rco_into("collect", &missing, &dir.join("run-missing")),
         &["absent.jsonl"],
     );
 }
@@ -442,10 +378,10 @@ fn schema_file_is_current_and_example_configs_load() {
 #[test]
 fn check_finds_what_a_run_would_hit_later() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("not-a-model.gguf"), "hello").expect("write");
-    let config = dir.path().join("hidden.toml");
-    std::fs::write(
-        &config,
+    write(dir.path(), "not-a-model.gguf", "hello");
+    let config = write(
+        dir.path(),
+        "hidden.toml",
         r#"
 [data]
 kind = "jsonl"
@@ -474,8 +410,7 @@ base_model = "missing.gguf"
 [templates.default]
 pairwise_answer_prefix = "Verdict: [["
 "#,
-    )
-    .expect("write config");
+    );
     let output = rco()
         .arg("check")
         .arg(&config)

@@ -1,0 +1,17 @@
+//! The integration tests of the `rco` binary, in one test binary: the helpers every area
+//! shares in `util`, then one module per area.
+//!
+//! - `cli`: the quickstart end to end, resume after `kill -9`, bad input, the config schema
+//!   and the example configs.
+//! - `remote`: runs against OpenAI-compatible test servers that inject faults.
+//! - `serve`: `rco serve` over SmolLM2-135M-Instruct and over the quickstart critic.
+//! - `real_servers`: collections against llama.cpp and `rco serve` serving SmolLM2.
+//!
+//! Run one area with `cargo test -p rco-cli --test it AREA::`.
+
+mod util;
+
+mod cli;
+mod real_servers;
+mod remote;
+mod serve;
