@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::util::{json, kill_when, line_count, rco, rco_into, text, workspace, write};
+use crate::util::{json, kill_when, line_count, rco, rco_into, records, text, workspace, write};
 
 /// The quickstart shrunk to seconds through `RCO_` environment overrides.
 fn small(command: &mut Command) -> &mut Command {
@@ -434,4 +434,66 @@ pairwise_answer_prefix = "Verdict: [["
             .unwrap_or_else(|| panic!("no problem for `{key}` in:\n{text}"));
         assert!(line.contains(about), "`{key}`: {line}");
     }
+}
+
+/// The RCO loss assumes critiques drawn from the critic itself: a collection with a tempered
+/// critic and critiques cut at the token limit says so once, in `warnings.jsonl` and the
+/// report, and marks the cut critiques; per-batch and per-step numbers go to
+/// `metrics.jsonl`.
+#[test]
+fn collection_off_the_reference_policy_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("run");
+    let mut command = rco_into("run", Path::new("configs/quickstart.toml"), &out);
+    small(&mut command)
+        .env("RCO_DATA__TRAIN_ITEMS", "32")
+        .env("RCO_DATA__TEST_ITEMS", "30")
+        .env("RCO_CRITIC__SAMPLING__TEMPERATURE", "0.7")
+        .env("RCO_CRITIC__SAMPLING__MAX_TOKENS", "3");
+    let output = command.output().expect("run rco");
+    assert!(output.status.success(), "{}", text(&output));
+    let warnings = records(&out.join("warnings.jsonl"));
+    let messages: Vec<&str> = warnings
+        .iter()
+        .filter_map(|w| w["message"].as_str())
+        .collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(messages[0].contains("temperature 0.7"), "{}", messages[0]);
+    let critiques = records(&out.join("critiques.jsonl"));
+    let truncated = critiques.iter().filter(|c| c["truncated"] == true).count();
+    assert!(truncated > 0, "no critique was marked truncated");
+    assert!(
+        messages[1].starts_with(&format!("{truncated} of {} ", critiques.len())),
+        "{}",
+        messages[1]
+    );
+    let reported = report(&out)["warnings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(reported, warnings);
+    // Resuming a finished run warns no more.
+    let again = command.output().expect("run rco");
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(line_count(&out.join("warnings.jsonl")), 2);
+    let metrics = records(&out.join("metrics.jsonl"));
+    let collected: u64 = metrics
+        .iter()
+        .filter(|m| m["stage"] == "collect")
+        .filter_map(|m| m["items"].as_u64())
+        .sum();
+    assert_eq!(collected, 32);
+    let steps: Vec<u64> = metrics
+        .iter()
+        .filter(|m| m["stage"] == "train")
+        .filter_map(|m| m["step"].as_u64())
+        .collect();
+    assert!(
+        !steps.is_empty() && steps.windows(2).all(|w| w[1] == w[0] + 1),
+        "{steps:?}"
+    );
+    assert!(metrics
+        .iter()
+        .filter(|m| m["stage"] == "train")
+        .all(|m| m["loss"].as_f64().is_some_and(f64::is_finite) && m["learning_rate"].is_number()));
 }
