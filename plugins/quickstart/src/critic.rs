@@ -10,7 +10,6 @@ use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use rand::SeedableRng;
 use rco_core::registry::{Validate, ValidateContext};
-use rco_core::template::render;
 use rco_core::{BuildContext, ConfigProblem, Critic, CriticContext, Result};
 use rco_lm::checkpoint::{self, Architecture, ModelSpec};
 use rco_lm::critic::open_critic;
@@ -186,14 +185,7 @@ pub fn warm_start(config: &QuickstartCriticConfig, ctx: &BuildContext, dir: &Pat
             &["warm-start-critique", &index.to_string()],
         ));
         let critique = sample_critique(&item, &ws.mix, &mut rng);
-        let template = &ctx.templates.for_task(&item.task).critique;
-        let prompt = render(
-            template,
-            &[
-                ("prompt", &item.prompt),
-                ("response", &item.initial_response),
-            ],
-        );
+        let prompt = ctx.templates.critique_prompt(&item);
         let mut prompt_ids = vec![spec.tokenizer.bos()];
         prompt_ids.extend(spec.tokenizer.encode(&prompt).map_err(|e| err(&e))?);
         let mut completion = spec.tokenizer.encode(&critique).map_err(|e| err(&e))?;

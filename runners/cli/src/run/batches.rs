@@ -8,7 +8,7 @@ use std::future::Future;
 use futures::StreamExt;
 use rco_core::TaskItem;
 
-use super::pass::{Judged, Pass};
+use super::pass::{keep_cause, Judged, Pass};
 use super::Run;
 
 /// The unfinished items of each fixed batch that has any.
@@ -72,17 +72,6 @@ impl Run {
             None => Ok(()),
         }
     }
-}
-
-/// Keeps the error that stopped the run rather than the [`rco_core::Error::Halted`] of the
-/// work it stopped.
-pub(super) fn keep_cause(kept: &mut Option<anyhow::Error>, e: anyhow::Error) {
-    rco_core::error::keep_cause(kept, e, |e| {
-        matches!(
-            e.downcast_ref::<rco_core::Error>(),
-            Some(rco_core::Error::Halted)
-        )
-    });
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ impl Run {
         for result in results {
             match result {
                 Ok(judged) => out.extend(judged),
-                Err(e) => super::batches::keep_cause(&mut failure, e),
+                Err(e) => keep_cause(&mut failure, e),
             }
         }
         match failure {
@@ -187,6 +187,17 @@ impl Run {
         }
         Ok(out)
     }
+}
+
+/// Keeps the error that stopped the run rather than the [`rco_core::Error::Halted`] of the
+/// work it stopped.
+pub(super) fn keep_cause(kept: &mut Option<anyhow::Error>, e: anyhow::Error) {
+    rco_core::error::keep_cause(kept, e, |e| {
+        matches!(
+            e.downcast_ref::<rco_core::Error>(),
+            Some(rco_core::Error::Halted)
+        )
+    });
 }
 
 /// A plugin that breaks the "one result per input" contract fails the stage.
