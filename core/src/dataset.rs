@@ -39,6 +39,10 @@ pub struct JsonlDataset {
 }
 
 impl Dataset for JsonlDataset {
+    fn files(&self) -> Vec<PathBuf> {
+        vec![self.train.clone(), self.test.clone()]
+    }
+
     fn items(&self, split: &str) -> Result<Vec<TaskItem>> {
         let path = match split {
             "train" => &self.train,

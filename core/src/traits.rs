@@ -233,6 +233,12 @@ pub trait Trainer: Send {
 pub trait Dataset: Send + Sync {
     /// Items of a split (`train` or `test`), in a stable order.
     fn items(&self, split: &str) -> Result<Vec<TaskItem>>;
+
+    /// The files the items are read from, if any: a run records their hashes in its
+    /// manifest and says so when one changes under it.
+    fn files(&self) -> Vec<std::path::PathBuf> {
+        Vec::new()
+    }
 }
 
 /// Progress of one long piece of work (the binary draws bars; tests ignore it).

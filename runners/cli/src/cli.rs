@@ -109,6 +109,10 @@ struct StageArgs {
     /// Run directory (default: runs/<config file stem>).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Go on in a run directory whose manifest does not match this config or its data
+    /// (or that has records but no manifest), and record this config as its own.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -251,7 +255,7 @@ fn stages(args: &StageArgs, stages: &[Stage]) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let started = std::time::Instant::now();
     let result = runtime.block_on(async {
-        let run = runner::Run::open(loaded, &out, Arc::new(progress::Bars))?;
+        let run = runner::Run::open_with(loaded, &out, Arc::new(progress::Bars), args.force)?;
         let outcome = run_stages(&run, stages).await;
         let total = run.usage.total();
         if total.calls > 0 {

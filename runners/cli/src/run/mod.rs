@@ -55,6 +55,9 @@ pub struct Run {
     pub usage: Arc<UsageLedger>,
     /// Per-step numbers, appended to `metrics.jsonl`.
     pub metrics: Arc<dyn rco_core::Metrics>,
+    /// Continue in a directory whose manifest does not match (another config, changed data,
+    /// or records without a manifest), rewriting the manifest for this config.
+    pub force: bool,
     /// Servers this run started (a trained critic that is asked over HTTP); stopped when
     /// the run is dropped.
     served: std::sync::Mutex<Vec<crate::serve::Child>>,
@@ -68,6 +71,17 @@ impl Run {
         out: &Path,
         progress: Arc<dyn ProgressFactory>,
     ) -> anyhow::Result<Self> {
+        Self::open_with(loaded, out, progress, false)
+    }
+
+    /// [`Run::open`]; with `force`, a directory whose manifest does not match is adopted for
+    /// this config (its manifest rewritten) instead of refused.
+    pub fn open_with(
+        loaded: Loaded,
+        out: &Path,
+        progress: Arc<dyn ProgressFactory>,
+        force: bool,
+    ) -> anyhow::Result<Self> {
         let store = RunStore::open(out)?;
         let usage = Arc::new(UsageLedger::new(
             loaded.config.prices.clone(),
@@ -80,6 +94,7 @@ impl Run {
             progress,
             usage,
             metrics,
+            force,
             served: Default::default(),
         };
         run.check_manifest()?;

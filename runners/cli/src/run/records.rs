@@ -84,4 +84,8 @@ pub struct Manifest {
     pub seed: u64,
     pub versions: HashMap<String, String>,
     pub config: Value,
+    /// SHA-256 of each file the dataset reads, by path (absent in manifests written before
+    /// it existed).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub data_files: std::collections::BTreeMap<String, String>,
 }

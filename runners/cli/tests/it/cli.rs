@@ -497,3 +497,53 @@ fn collection_off_the_reference_policy_is_reported() {
         .filter(|m| m["stage"] == "train")
         .all(|m| m["loss"].as_f64().is_some_and(f64::is_finite) && m["learning_rate"].is_number()));
 }
+
+/// A run directory answers for one config and one set of data: a data file edited after the
+/// run started, or records without a manifest, are refused with what differs; `--force`
+/// goes on knowingly.
+#[test]
+fn changed_data_and_a_lost_manifest_are_refused_until_forced() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    write(dir, "train.jsonl", &format!("{ITEM}\n"));
+    write(dir, "test.jsonl", &format!("{ITEM}\n"));
+    let config = write(dir, "data.toml", BODY);
+    let out = dir.join("run");
+    let collect = |force: bool| {
+        let mut command = rco_into("collect", &config, &out);
+        if force {
+            command.arg("--force");
+        }
+        command.output().expect("run rco")
+    };
+    let first = collect(false);
+    assert!(first.status.success(), "{}", text(&first));
+    let manifest = json(&out.join("manifest.json"));
+    assert_eq!(manifest["data_files"].as_object().map(|m| m.len()), Some(2));
+
+    write(
+        dir,
+        "train.jsonl",
+        &format!(
+            "{}\n",
+            ITEM.replace("12345\", \"reference", "12945\", \"reference")
+        ),
+    );
+    fails_with(
+        &mut rco_into("collect", &config, &out),
+        &["changed since the run started", "train.jsonl", "--force"],
+    );
+    let forced = collect(true);
+    assert!(forced.status.success(), "{}", text(&forced));
+    let again = collect(false);
+    assert!(again.status.success(), "{}", text(&again));
+
+    std::fs::remove_file(out.join("manifest.json")).expect("remove manifest");
+    fails_with(
+        &mut rco_into("collect", &config, &out),
+        &["no manifest.json", "items.jsonl", "--force"],
+    );
+    let adopted = collect(true);
+    assert!(adopted.status.success(), "{}", text(&adopted));
+    assert!(out.join("manifest.json").is_file());
+}
