@@ -26,11 +26,35 @@ use crate::{Error, Result};
 /// The lock file of a run directory.
 pub const LOCK_FILE: &str = ".lock";
 
+/// How far an append is carried before it counts as done.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Every append to a run table is synced to the disk before the run goes on, so a
+    /// committed unit survives power loss too.
+    #[default]
+    Commit,
+    /// Appends are written, not synced: they survive the process being killed, and the
+    /// operating system writes them out in its own time.
+    Fast,
+}
+
 /// A run directory, locked against other stores (in this process or another) while any
 /// clone of it lives.
 #[derive(Debug, Clone)]
 pub struct RunStore {
     dir: PathBuf,
+    durability: Durability,
     _lock: Arc<DirLock>,
 }
 
@@ -44,11 +68,17 @@ impl RunStore {
     /// Opens (and creates) a run directory and locks it; fails at once, naming the directory
     /// and the holder's pid, if another store holds it.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        Self::open_with(dir, Durability::default())
+    }
+
+    /// [`RunStore::open`] with the durability of appends.
+    pub fn open_with(dir: impl Into<PathBuf>, durability: Durability) -> Result<Self> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let lock = DirLock::take(&dir)?;
         Ok(Self {
             dir,
+            durability,
             _lock: Arc::new(lock),
         })
     }
@@ -62,9 +92,19 @@ impl RunStore {
         self.dir.join(name)
     }
 
-    /// Appends records as complete lines with one write, then flushes.
+    /// Appends records as complete lines with one write; with [`Durability::Commit`], syncs
+    /// the file (and the directory, for a new file) before returning.
     pub fn append<T: Serialize>(&self, table: &str, records: &[T]) -> Result<()> {
-        append_jsonl(&self.path(table), records)
+        let path = self.path(table);
+        let created = !path.exists();
+        let file = append_lines(&path, records)?;
+        if self.durability == Durability::Commit {
+            file.sync_data().map_err(|e| Error::io(&path, e))?;
+            if created {
+                sync_parent(&path)?;
+            }
+        }
+        Ok(())
     }
 
     /// All records of a table (empty if it does not exist yet).
@@ -219,6 +259,11 @@ impl DirLock {
 
 /// Appends records as complete lines with one write, then flushes.
 pub fn append_jsonl<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
+    append_lines(path, records).map(drop)
+}
+
+/// [`append_jsonl`], returning the open file.
+fn append_lines<T: Serialize>(path: &Path, records: &[T]) -> Result<File> {
     let mut text = String::new();
     for record in records {
         let line = serde_json::to_string(record).map_err(|e| Error::File {
@@ -235,7 +280,8 @@ pub fn append_jsonl<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
         .map_err(|e| Error::io(path, e))?;
     file.write_all(text.as_bytes())
         .map_err(|e| Error::io(path, e))?;
-    file.flush().map_err(|e| Error::io(path, e))
+    file.flush().map_err(|e| Error::io(path, e))?;
+    Ok(file)
 }
 
 /// Reads a JSONL file; a malformed line is an error naming the file and the line. Blank lines

@@ -62,6 +62,19 @@ pub struct RunConfig {
     /// everything so far saved (rerun with a larger budget to continue).
     #[serde(default)]
     pub budget: rco_core::usage::Budget,
+    /// How the run directory is written.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// How the run directory is written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `commit`: every append to a run table is synced to disk before the run goes on, so
+    /// committed work survives power loss; `fast`: appends survive the process being
+    /// killed, not the machine losing power.
+    pub durability: rco_core::store::Durability,
 }
 
 fn default_reask() -> usize {
@@ -605,6 +618,9 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
     }
     if let Some(prices) = top.get("prices") {
         typed::<BTreeMap<String, rco_core::usage::Price>>(prices, "prices", &mut problems);
+    }
+    if let Some(store) = top.get("store") {
+        typed::<StoreConfig>(store, "store", &mut problems);
     }
     if let Some(budget) = top.get("budget") {
         typed::<rco_core::usage::Budget>(budget, "budget", &mut problems);

@@ -16,12 +16,14 @@ impl Run {
     /// Writes the manifest of a new run directory, or refuses a directory made with another
     /// config.
     pub(super) fn check_manifest(&self) -> anyhow::Result<()> {
-        // What a run spends does not change its results: a budget raised to continue a
-        // stopped run, or new prices, keep the run directory valid.
+        // What a run spends and how it writes do not change its results: a budget raised
+        // to continue a stopped run, new prices or another durability keep the run
+        // directory valid.
         let mut hashed = self.loaded.resolved.clone();
         if let Value::Object(map) = &mut hashed {
             map.remove("budget");
             map.remove("prices");
+            map.remove("store");
         }
         let canonical = serde_json::to_vec(&hashed)?;
         let hash = rco_core::seed::sha256_hex(&canonical);

@@ -82,7 +82,7 @@ impl Run {
         progress: Arc<dyn ProgressFactory>,
         force: bool,
     ) -> anyhow::Result<Self> {
-        let store = RunStore::open(out)?;
+        let store = RunStore::open_with(out, loaded.config.store.durability)?;
         let usage = Arc::new(UsageLedger::new(
             loaded.config.prices.clone(),
             loaded.config.budget,
