@@ -341,8 +341,8 @@ fn schema_file_is_current_and_example_configs_load() {
                 .arg("check")
                 .arg(&path)
                 .env("OPENAI_API_KEY", "placeholder");
-            let smollm2 = path.file_name().is_some_and(|n| n == "smollm2.toml");
-            if let (true, Ok(model)) = (smollm2, std::env::var("SMOLLM2_GGUF")) {
+            if path.file_name().is_some_and(|n| n == "smollm2.toml") {
+                let model = crate::util::gguf();
                 for key in ["CRITIC", "JUDGE", "ACTORS__SMOLLM2"] {
                     check.env(format!("RCO_{key}__CHECKPOINT"), &model);
                 }
