@@ -111,12 +111,20 @@ struct Server {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Everything the command line can get wrong is refused before the model loads.
     let api_key = match &args.api_key_env {
-        Some(var) => Some(std::env::var(var).with_context(|| {
-            format!("--api-key-env: the environment variable `{var}` is not set")
-        })?),
+        Some(var) => {
+            let key = std::env::var(var).with_context(|| {
+                format!("--api-key-env: the environment variable `{var}` is not set")
+            })?;
+            if key.trim().is_empty() {
+                anyhow::bail!("--api-key-env: the environment variable `{var}` is empty");
+            }
+            Some(key)
+        }
         None => None,
     };
+    let addr = listen_address(&args.host, args.port)?;
     let name = args.name.clone().unwrap_or_else(|| {
         args.model
             .file_name()
@@ -139,14 +147,6 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let addr: SocketAddr = format!("{}:{}", args.host, args.port)
-            .parse()
-            .with_context(|| {
-                format!(
-                    "--host {} --port {} is not an address",
-                    args.host, args.port
-                )
-            })?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
@@ -188,14 +188,29 @@ fn error(status: StatusCode, message: impl Into<String>, kind: &str) -> Response
         .into_response()
 }
 
+/// The address `--host` and `--port` name: an IP address, or a name such as `localhost`
+/// resolved to its first address.
+fn listen_address(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .with_context(|| format!("--host {host} --port {port} is not an address"))
+}
+
 fn authorized(server: &Server, headers: &HeaderMap) -> Result<(), Response> {
     let Some(key) = &server.api_key else {
         return Ok(());
     };
+    // The scheme is case-insensitive (RFC 9110); the token is not.
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     if given == Some(key.as_str()) {
         Ok(())
     } else {
@@ -228,7 +243,10 @@ async fn models(State(server): State<Arc<Server>>, headers: HeaderMap) -> Respon
 }
 
 /// How the server has batched: requests, batched decodes, rows per decode.
-async fn stats(State(server): State<Arc<Server>>) -> Response {
+async fn stats(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&server, &headers) {
+        return r;
+    }
     let s = &server.batcher.stats;
     Json(json!({
         "requests": server.requests.load(Ordering::Relaxed),
@@ -361,15 +379,16 @@ fn messages(body: &Value) -> Result<Vec<(String, String)>, Response> {
     list.iter()
         .enumerate()
         .map(|(i, m)| {
-            let role = m
-                .get("role")
-                .and_then(Value::as_str)
-                .filter(|r| ["system", "user", "assistant"].contains(r))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "`messages[{i}].role` must be system, user or assistant"
-                    ))
-                })?;
+            // OpenAI's newer `developer` role is the system prompt under another name.
+            let role = match m.get("role").and_then(Value::as_str) {
+                Some("developer") => "system",
+                Some(r) if ["system", "user", "assistant"].contains(&r) => r,
+                _ => {
+                    return Err(bad(format!(
+                        "`messages[{i}].role` must be system, developer, user or assistant"
+                    )))
+                }
+            };
             let content = match m.get("content") {
                 Some(Value::String(s)) => s.clone(),
                 // The list form: text parts joined.

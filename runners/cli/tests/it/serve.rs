@@ -311,3 +311,73 @@ async fn serves_the_quickstart_critic() {
         "{critique:?}"
     );
 }
+
+/// The command line is checked before the model loads (an empty key variable is refused),
+/// `--host localhost` is an address, every route including `/stats` wants the key, the
+/// `Bearer` scheme is matched whatever its case, and OpenAI's `developer` role is the
+/// system prompt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_hosts_and_roles_as_clients_send_them() {
+    let empty = rco()
+        .args(["serve", "--port", "0", "--api-key-env", "SERVE_EMPTY_KEY", "--model"])
+        .arg(gguf())
+        .env("SERVE_EMPTY_KEY", " ")
+        .output()
+        .expect("run rco serve");
+    assert!(!empty.status.success());
+    let said = text(&empty);
+    assert!(said.contains("SERVE_EMPTY_KEY") && said.contains("empty"), "{said}");
+    assert!(!said.contains("loading"), "the model was loaded first: {said}");
+
+    let mut command = rco();
+    command
+        .args(["serve", "--host", "localhost", "--port", "0", "--name", "smollm2"])
+        .args(["--api-key-env", "SERVE_TEST_KEY", "--model"])
+        .arg(gguf())
+        .env("SERVE_TEST_KEY", "serve-key-7");
+    let server = Server::start(command, "rco serve on localhost");
+    let http = http();
+    let stats = format!("{}/stats", server.url.trim_end_matches("/v1"));
+    let status = |request: reqwest::RequestBuilder| async move {
+        request.send().await.unwrap().status().as_u16()
+    };
+    assert_eq!(status(http.get(&stats)).await, 401);
+    assert_eq!(
+        status(http.get(&stats).header("authorization", "bearer serve-key-7")).await,
+        200
+    );
+    assert_eq!(
+        status(http.get(&stats).header("authorization", "Basic serve-key-7")).await,
+        401
+    );
+    let body = json!({"model": "smollm2", "max_tokens": 3, "temperature": 0, "messages": [
+        {"role": "developer", "content": "Answer in one word."},
+        {"role": "user", "content": "What is the capital of France?"}
+    ]});
+    let answer = json_answer(
+        http.post(format!("{}/chat/completions", server.url))
+            .header("authorization", "BEARER serve-key-7")
+            .json(&body),
+    )
+    .await;
+    assert!(
+        answer["choices"][0]["message"]["content"].is_string(),
+        "{answer}"
+    );
+    let system = body.to_string().replace("\"developer\"", "\"system\"");
+    let as_system = json_answer(
+        http.post(format!("{}/chat/completions", server.url))
+            .bearer_auth("serve-key-7")
+            .header("content-type", "application/json")
+            .body(system),
+    )
+    .await;
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        as_system["choices"][0]["message"]["content"]
+    );
+    assert_eq!(
+        answer["usage"]["prompt_tokens"],
+        as_system["usage"]["prompt_tokens"]
+    );
+}
