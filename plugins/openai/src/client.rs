@@ -420,7 +420,10 @@ impl Client {
             .and_then(parse_retry_after);
         let text = response.text().await.map_err(|e| transport(&e))?;
         if !status.is_success() {
-            let excerpt: String = text.chars().take(300).collect();
+            let excerpt: String = redact(&text, self.api_key.as_deref())
+                .chars()
+                .take(300)
+                .collect();
             let message = format!("HTTP {status}: {excerpt}");
             let quota = text.contains("insufficient_quota");
             return Err(match status.as_u16() {
@@ -439,6 +442,39 @@ impl Client {
             after: None,
         })
     }
+}
+
+/// A server's error body as it may be shown: the key this client sent, and anything shaped
+/// like a key (`sk-...`, long runs of letters and digits), replaced by `[redacted]`, since
+/// some servers echo the `Authorization` header they rejected.
+pub fn redact(text: &str, key: Option<&str>) -> String {
+    let mut text = text.to_string();
+    if let Some(key) = key.filter(|k| !k.is_empty()) {
+        text = text.replace(key, "[redacted]");
+    }
+    let keyish = |word: &str| {
+        let chars = |f: fn(char) -> bool| word.chars().filter(|c| f(*c)).count();
+        word.starts_with("sk-") && word.len() > 8
+            || word.len() >= 24
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && chars(|c| c.is_ascii_digit()) >= 4
+                && chars(|c| c.is_ascii_alphabetic()) >= 4
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    for c in text.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+            word.push(c);
+            continue;
+        }
+        out.push_str(if keyish(&word) { "[redacted]" } else { &word });
+        word.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
 }
 
 fn transport(e: &reqwest::Error) -> Failure {
@@ -507,4 +543,26 @@ pub fn parse_completion(text: &str, logprobs: bool) -> std::result::Result<Answe
             .and_then(Value::as_str)
             .map(str::to_string),
     })
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn error_bodies_lose_anything_shaped_like_a_key() {
+        let body = r#"{"error": {"message": "Incorrect API key provided: sk-proj-abc123def456. Bearer my-own-secret-key rejected; request id req_8f3a9c2e7b1d4f6a9e0c"}}"#;
+        let shown = redact(body, Some("my-own-secret-key"));
+        assert!(!shown.contains("sk-proj-abc123def456"), "{shown}");
+        assert!(!shown.contains("my-own-secret-key"), "{shown}");
+        assert!(!shown.contains("8f3a9c2e7b1d4f6a9e0c"), "{shown}");
+        assert!(
+            shown.contains("Incorrect API key provided: [redacted] Bearer [redacted]"),
+            "{shown}"
+        );
+        assert_eq!(
+            redact("model not found: llama-3", None),
+            "model not found: llama-3"
+        );
+    }
 }

@@ -319,19 +319,40 @@ async fn serves_the_quickstart_critic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_hosts_and_roles_as_clients_send_them() {
     let empty = rco()
-        .args(["serve", "--port", "0", "--api-key-env", "SERVE_EMPTY_KEY", "--model"])
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--api-key-env",
+            "SERVE_EMPTY_KEY",
+            "--model",
+        ])
         .arg(gguf())
         .env("SERVE_EMPTY_KEY", " ")
         .output()
         .expect("run rco serve");
     assert!(!empty.status.success());
     let said = text(&empty);
-    assert!(said.contains("SERVE_EMPTY_KEY") && said.contains("empty"), "{said}");
-    assert!(!said.contains("loading"), "the model was loaded first: {said}");
+    assert!(
+        said.contains("SERVE_EMPTY_KEY") && said.contains("empty"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("loading"),
+        "the model was loaded first: {said}"
+    );
 
     let mut command = rco();
     command
-        .args(["serve", "--host", "localhost", "--port", "0", "--name", "smollm2"])
+        .args([
+            "serve",
+            "--host",
+            "localhost",
+            "--port",
+            "0",
+            "--name",
+            "smollm2",
+        ])
         .args(["--api-key-env", "SERVE_TEST_KEY", "--model"])
         .arg(gguf())
         .env("SERVE_TEST_KEY", "serve-key-7");
@@ -343,11 +364,19 @@ async fn auth_hosts_and_roles_as_clients_send_them() {
     };
     assert_eq!(status(http.get(&stats)).await, 401);
     assert_eq!(
-        status(http.get(&stats).header("authorization", "bearer serve-key-7")).await,
+        status(
+            http.get(&stats)
+                .header("authorization", "bearer serve-key-7")
+        )
+        .await,
         200
     );
     assert_eq!(
-        status(http.get(&stats).header("authorization", "Basic serve-key-7")).await,
+        status(
+            http.get(&stats)
+                .header("authorization", "Basic serve-key-7")
+        )
+        .await,
         401
     );
     let body = json!({"model": "smollm2", "max_tokens": 3, "temperature": 0, "messages": [
