@@ -214,17 +214,23 @@ fn serve<B: Backend>(engine: &Engine<B>, queue: &mpsc::Receiver<Job>, stats: &Ba
                     let state = &mut rows[row];
                     state.ids.push(token);
                     if state.stopped {
-                        return;
+                        return false;
+                    }
+                    if job.on_text.is_none() && job.stop.is_empty() {
+                        return true;
+                    }
+                    let Ok(text) = tokenizer.decode(&state.ids) else {
+                        return true;
+                    };
+                    // Stop strings are checked as tokens come, and the row stops at one.
+                    let cut = cut_at_stop(text.clone(), &job.stop);
+                    if cut.len() < text.len() {
+                        state.stopped = true;
                     }
                     let Some(on_text) = job.on_text.as_mut() else {
-                        return;
+                        return !state.stopped;
                     };
-                    let Ok(text) = tokenizer.decode(&state.ids) else {
-                        return;
-                    };
-                    let cut = cut_at_stop(text.clone(), &job.stop);
-                    let hold = if cut.len() < text.len() {
-                        state.stopped = true;
+                    let hold = if state.stopped {
                         0
                     } else {
                         // A stop string may be starting: hold back as much as it could span.
@@ -240,12 +246,13 @@ fn serve<B: Backend>(engine: &Engine<B>, queue: &mpsc::Receiver<Job>, stats: &Ba
                         end -= 1;
                     }
                     if cut[..end].ends_with('\u{FFFD}') {
-                        return;
+                        return !state.stopped;
                     }
                     if end > state.sent {
                         on_text(&cut[state.sent..end]);
                         state.sent = end;
                     }
+                    !state.stopped
                 });
             let completions = match completions {
                 Ok(completions) => completions,
@@ -260,7 +267,9 @@ fn serve<B: Backend>(engine: &Engine<B>, queue: &mpsc::Receiver<Job>, stats: &Ba
             for (((mut job, ids), ids_out), state) in group.into_iter().zip(completions).zip(rows) {
                 let result = tokenizer.decode(&ids_out).map(|text| {
                     let cut = cut_at_stop(text.clone(), &job.stop);
-                    let stopped = cut.len() < text.len() || ids_out.len() < sampling.max_tokens;
+                    let stopped = state.stopped
+                        || cut.len() < text.len()
+                        || ids_out.len() < sampling.max_tokens;
                     if let Some(on_text) = job.on_text.as_mut() {
                         if cut.len() > state.sent && cut.is_char_boundary(state.sent) {
                             on_text(&cut[state.sent..]);

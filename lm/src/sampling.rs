@@ -222,11 +222,14 @@ pub fn sample<B: Backend, M: CausalLm<B>>(
     stop: &StopTokens,
     device: &B::Device,
 ) -> Vec<Vec<u32>> {
-    sample_streaming(model, prompts, seeds, config, stop, device, &mut |_, _| {})
+    sample_streaming(model, prompts, seeds, config, stop, device, &mut |_, _| {
+        true
+    })
 }
 
 /// [`sample`], calling `on_token(row, token)` for each token as soon as it is drawn (what a
-/// streaming server sends).
+/// streaming server sends); a row whose `on_token` answers `false` stops there (a stop
+/// string met, a client gone).
 pub fn sample_streaming<B: Backend, M: CausalLm<B>>(
     model: &M,
     prompts: &[Vec<u32>],
@@ -234,7 +237,7 @@ pub fn sample_streaming<B: Backend, M: CausalLm<B>>(
     config: &SamplingConfig,
     stop: &StopTokens,
     device: &B::Device,
-    on_token: &mut dyn FnMut(usize, u32),
+    on_token: &mut dyn FnMut(usize, u32) -> bool,
 ) -> Vec<Vec<u32>> {
     // A row keeps one slot free for the EOS that scoring appends to every completion.
     let fits = |len: usize| len + 1 < model.max_len();
@@ -277,9 +280,9 @@ pub fn sample_streaming<B: Backend, M: CausalLm<B>>(
                 continue;
             }
             out[i].push(token);
-            on_token(i, token);
+            let go_on = on_token(i, token);
             lengths[k] += 1;
-            if fits(lengths[k]) {
+            if go_on && fits(lengths[k]) {
                 kept.push(k);
                 next.push(token);
             }

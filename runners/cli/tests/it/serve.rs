@@ -152,7 +152,11 @@ async fn serves_batches_streams_and_survives_bad_requests() {
         );
         assert!(a["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
     }
-    let stats = json_answer(http.get(format!("{url}/../stats"))).await;
+    let stats = json_answer(
+        http.get(format!("{url}/../stats"))
+            .bearer_auth("serve-key-7"),
+    )
+    .await;
     assert!(
         stats["max_rows"].as_u64().unwrap() >= 2,
         "no request was batched with another: {stats}"
@@ -408,5 +412,49 @@ async fn auth_hosts_and_roles_as_clients_send_them() {
     assert_eq!(
         answer["usage"]["prompt_tokens"],
         as_system["usage"]["prompt_tokens"]
+    );
+}
+
+/// A stop string ends decoding where it is met: the text is cut before it, the finish
+/// reason is `stop`, and `completion_tokens` counts the tokens decoded up to it, not
+/// `max_tokens` (streamed or not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_string_ends_decoding_where_it_is_met() {
+    let server = start();
+    let http = http();
+    let mut body = json!({"model": "smollm2", "max_tokens": 48, "temperature": 0, "stop": ["\n"],
+        "messages": [{"role": "user", "content": "Count from 1 to 30, separated by commas."}]});
+    let answer = json_answer(
+        http.post(format!("{}/chat/completions", server.url))
+            .bearer_auth("serve-key-7")
+            .json(&body),
+    )
+    .await;
+    let text = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    let tokens = answer["usage"]["completion_tokens"].as_u64().unwrap_or(0);
+    assert!(!text.is_empty() && !text.contains('\n'), "{answer}");
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop", "{answer}");
+    assert!(tokens > 0 && tokens < 16, "{tokens} tokens for {text:?}");
+    body["stop"] = json!([]);
+    let unstopped = json_answer(
+        http.post(format!("{}/chat/completions", server.url))
+            .bearer_auth("serve-key-7")
+            .json(&body),
+    )
+    .await;
+    let full = unstopped["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        full.starts_with(text),
+        "{text:?} is not where {full:?} begins"
+    );
+    assert!(
+        unstopped["usage"]["completion_tokens"]
+            .as_u64()
+            .unwrap_or(0)
+            > tokens
     );
 }
