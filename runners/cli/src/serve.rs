@@ -261,12 +261,21 @@ async fn stats(State(server): State<Arc<Server>>, headers: HeaderMap) -> Respons
 async fn read_json(server: &Server, request: Request) -> Result<Value, Response> {
     let bytes: Bytes = axum::body::to_bytes(request.into_body(), server.max_body_bytes)
         .await
-        .map_err(|_| {
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is over {} bytes", server.max_body_bytes),
-                "invalid_request_error",
-            )
+        .map_err(|e| {
+            // Only a body over the limit is a 413; one that could not be read is the
+            // client's malformed request.
+            let too_large =
+                std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                    .any(|e| e.to_string().contains("length limit"));
+            if too_large {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is over {} bytes", server.max_body_bytes),
+                    "invalid_request_error",
+                )
+            } else {
+                bad(format!("the request body could not be read: {e}"))
+            }
         })?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
         error(
@@ -289,11 +298,19 @@ fn bad(message: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, message, "invalid_request_error")
 }
 
-/// Sampling settings, seed and stop strings of a request.
-fn options(
-    server: &Server,
-    body: &Value,
-) -> Result<(SamplingConfig, u64, Vec<String>, bool), Response> {
+/// What a request asks of the decoding: sampling settings, seed, stop strings, and how
+/// the answer is sent.
+struct Options {
+    sampling: SamplingConfig,
+    seed: u64,
+    stop: Vec<String>,
+    stream: bool,
+    /// Streaming: end with a chunk carrying the token counts (`stream_options.include_usage`).
+    include_usage: bool,
+}
+
+/// The [`Options`] of a request.
+fn options(server: &Server, body: &Value) -> Result<Options, Response> {
     let number = |key: &str| body.get(key).filter(|v| !v.is_null());
     let f = |key: &str, default: f64| -> Result<f64, Response> {
         match number(key) {
@@ -357,8 +374,13 @@ fn options(
         Some(_) => return Err(bad("`stop` must be a string or a list of strings")),
     };
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    Ok((
-        SamplingConfig {
+    let include_usage = match body.pointer("/stream_options/include_usage") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("`stream_options.include_usage` must be true or false")),
+    };
+    Ok(Options {
+        sampling: SamplingConfig {
             temperature,
             top_k,
             top_p,
@@ -367,7 +389,8 @@ fn options(
         seed,
         stop,
         stream,
-    ))
+        include_usage,
+    })
 }
 
 fn messages(body: &Value) -> Result<Vec<(String, String)>, Response> {
@@ -476,7 +499,13 @@ static IDS: AtomicU64 = AtomicU64::new(0);
 async fn generate(
     server: Arc<Server>,
     prompt: Prompt,
-    (sampling, seed, stop, stream): (SamplingConfig, u64, Vec<String>, bool),
+    Options {
+        sampling,
+        seed,
+        stop,
+        stream,
+        include_usage,
+    }: Options,
     chat: bool,
 ) -> Response {
     let id = format!(
@@ -522,7 +551,14 @@ async fn generate(
         );
     }
     if stream {
-        return sse(server.name.clone(), id, chat, text_rx, done_rx);
+        return sse(
+            server.name.clone(),
+            id,
+            chat,
+            include_usage,
+            text_rx,
+            done_rx,
+        );
     }
     match done_rx.await {
         Ok(Ok(g)) => Json(body(&server.name, &id, chat, &g)).into_response(),
@@ -547,9 +583,14 @@ fn body(model: &str, id: &str, chat: bool, g: &Generated) -> Value {
         "created": created(),
         "model": model,
         "choices": [choice],
-        "usage": {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
-                  "total_tokens": g.prompt_tokens + g.completion_tokens}
+        "usage": usage(g),
     })
+}
+
+/// The token counts of an answer, in OpenAI's shape.
+fn usage(g: &Generated) -> Value {
+    json!({"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
+           "total_tokens": g.prompt_tokens + g.completion_tokens})
 }
 
 fn created() -> u64 {
@@ -584,6 +625,7 @@ fn sse(
     model: String,
     id: String,
     chat: bool,
+    include_usage: bool,
     mut pieces: tokio::sync::mpsc::UnboundedReceiver<String>,
     done: tokio::sync::oneshot::Receiver<Result<Generated, rco_lm::LmError>>,
 ) -> Response {
@@ -599,6 +641,17 @@ fn sse(
         match done.await {
             Ok(Ok(g)) => {
                 let _ = tx.send(chunk(&model, &id, chat, None, Some(g.finish_reason)));
+                if include_usage {
+                    let usage = json!({
+                        "id": id,
+                        "object": if chat { "chat.completion.chunk" } else { "text_completion" },
+                        "created": created(),
+                        "model": model,
+                        "choices": [],
+                        "usage": usage(&g),
+                    });
+                    let _ = tx.send(format!("data: {usage}\n\n"));
+                }
             }
             Ok(Err(e)) => {
                 let _ = tx.send(format!(

@@ -458,3 +458,65 @@ async fn a_stop_string_ends_decoding_where_it_is_met() {
             > tokens
     );
 }
+
+/// A stream asked for `stream_options.include_usage` ends with a chunk of token counts
+/// (the same as the plain answer's), and a body that cannot be read is a 400, not the 413
+/// of an oversized one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_chunks_and_unreadable_bodies() {
+    let server = start();
+    let http = http();
+    let url = format!("{}/chat/completions", server.url);
+    let plain = json_answer(
+        http.post(&url)
+            .bearer_auth("serve-key-7")
+            .json(&chat("Name a color.", 6)),
+    )
+    .await;
+    let mut streamed = chat("Name a color.", 6);
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let events = http
+        .post(&url)
+        .bearer_auth("serve-key-7")
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let chunks: Vec<Value> = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let last = chunks.last().expect("chunks");
+    assert_eq!(last["choices"], json!([]), "{events}");
+    assert_eq!(last["usage"], plain["usage"], "{events}");
+    assert!(events.trim_end().ends_with("data: [DONE]"), "{events}");
+
+    // A chunked body whose chunk size is not a number.
+    use std::io::{Read, Write};
+    let authority = server
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_string();
+    let mut stream = std::net::TcpStream::connect(&authority).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer serve-key-7\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    assert!(
+        reply.starts_with("HTTP/1.1 400") && reply.contains("could not be read"),
+        "{reply}"
+    );
+}
