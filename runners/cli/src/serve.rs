@@ -51,6 +51,13 @@ pub struct ServeArgs {
     /// Largest `max_tokens` a request may ask for.
     #[arg(long, default_value_t = 1024)]
     pub max_tokens_limit: usize,
+    /// Most client connections open at once; further ones wait to be accepted.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (also the idle limit of a kept-alive
+    /// connection between requests) before the connection is closed.
+    #[arg(long, default_value_t = 30.0)]
+    pub header_timeout_s: f64,
 }
 
 /// An `rco serve` process started by this one; stopped when dropped.
@@ -125,6 +132,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let addr = listen_address(&args.host, args.port)?;
+    if args.max_connections == 0 {
+        anyhow::bail!("--max-connections must be at least 1");
+    }
+    let header_timeout = std::time::Duration::try_from_secs_f64(args.header_timeout_s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .context("--header-timeout-s must be a positive number of seconds")?;
     let name = args.name.clone().unwrap_or_else(|| {
         args.model
             .file_name()
@@ -171,13 +185,52 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .route("/stats", get(stats))
             .fallback(not_found)
             .with_state(server);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .context("serving")
+        serve_connections(listener, app, args.max_connections, header_timeout).await
     })
+}
+
+/// Accepts connections, at most `max_connections` open at once, each given
+/// `header_timeout` to send its request headers, until Ctrl-C.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    max_connections: usize,
+    header_timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let shutdown = tokio::signal::ctrl_c();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.context("the connection limit")?,
+            _ = &mut shutdown => return Ok(()),
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, go on.
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return Ok(()),
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!("connection closed: {e}");
+            }
+            drop(permit);
+        });
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>, kind: &str) -> Response {

@@ -520,3 +520,55 @@ async fn usage_chunks_and_unreadable_bodies() {
         "{reply}"
     );
 }
+
+/// A client that never finishes its headers is cut off after `--header-timeout-s`, and
+/// connections past `--max-connections` wait rather than starve the server: with both
+/// slots taken by idle connections, a real request is answered once the idle ones time
+/// out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_are_bounded() {
+    use std::io::{Read, Write};
+    let mut command = rco();
+    command
+        .args(["serve", "--port", "0", "--name", "smollm2"])
+        .args([
+            "--max-connections",
+            "2",
+            "--header-timeout-s",
+            "1",
+            "--model",
+        ])
+        .arg(gguf());
+    let server = Server::start(command, "rco serve with tight connection limits");
+    let authority = server
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_string();
+    let started = std::time::Instant::now();
+    let mut partial = std::net::TcpStream::connect(&authority).expect("connect");
+    partial
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(partial, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let idle = std::net::TcpStream::connect(&authority).expect("connect");
+    // Both slots are taken: this request waits until the server closes one.
+    let answer = json_answer(
+        http()
+            .post(format!("{}/chat/completions", server.url))
+            .json(&chat("Hi", 2)),
+    )
+    .await;
+    assert!(
+        answer["choices"][0]["message"]["content"].is_string(),
+        "{answer}"
+    );
+    let mut rest = Vec::new();
+    let _ = partial.read_to_end(&mut rest);
+    let closed_after = started.elapsed();
+    assert!(
+        closed_after < Duration::from_secs(15),
+        "the half-sent request was held open for {closed_after:?}"
+    );
+    drop(idle);
+}
