@@ -35,6 +35,17 @@ pub struct Generated {
     pub completion_tokens: usize,
     /// `stop` (end of sequence or a stop string) or `length` (max tokens).
     pub finish_reason: &'static str,
+    /// Each decoded token's log-probability and most likely alternatives, when asked for.
+    pub logprobs: Option<Vec<TokenLogProb>>,
+}
+
+/// One decoded token: its text, its log-probability under the model (temperature 1, nothing
+/// cut), and the most likely tokens at its place with theirs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogProb {
+    pub text: String,
+    pub logprob: f32,
+    pub top: Vec<(String, f32)>,
 }
 
 /// One request to the worker.
@@ -43,6 +54,8 @@ pub struct Job {
     pub sampling: SamplingConfig,
     pub seed: u64,
     pub stop: Vec<String>,
+    /// Return each token's log-probability with this many alternatives (`None`: none).
+    pub logprobs: Option<usize>,
     /// Called with each new piece of text as it is decoded (for streaming).
     pub on_text: Option<Box<dyn FnMut(&str) + Send>>,
     /// Called once with the whole result.
@@ -150,6 +163,8 @@ struct Row {
     ids: Vec<u32>,
     sent: usize,
     stopped: bool,
+    /// (log-probability, alternatives) of each token, when the job asked.
+    logprobs: Vec<(f32, Vec<(u32, f32)>)>,
 }
 
 fn serve<B: Backend>(engine: &Engine<B>, queue: &mpsc::Receiver<Job>, stats: &BatchStats) {
@@ -206,13 +221,19 @@ fn serve<B: Backend>(engine: &Engine<B>, queue: &mpsc::Receiver<Job>, stats: &Ba
                     ids: Vec::new(),
                     sent: 0,
                     stopped: false,
+                    logprobs: Vec::new(),
                 })
                 .collect();
             let completions =
-                engine.sample_streaming(&prompts, &seeds, &sampling, &mut |row, token| {
+                engine.sample_streaming(&prompts, &seeds, &sampling, &mut |row, token, logits| {
                     let (job, _) = &mut group[row];
                     let state = &mut rows[row];
                     state.ids.push(token);
+                    if let Some(top) = job.logprobs {
+                        state
+                            .logprobs
+                            .push(crate::sampling::token_log_probs(logits, token, top));
+                    }
                     if state.stopped {
                         return false;
                     }
@@ -275,11 +296,24 @@ fn serve<B: Backend>(engine: &Engine<B>, queue: &mpsc::Receiver<Job>, stats: &Ba
                             on_text(&cut[state.sent..]);
                         }
                     }
+                    let logprobs = job.logprobs.map(|_| {
+                        let piece = |id: u32| tokenizer.decode(&[id]).unwrap_or_default();
+                        ids_out
+                            .iter()
+                            .zip(&state.logprobs)
+                            .map(|(&id, (logprob, top))| TokenLogProb {
+                                text: piece(id),
+                                logprob: *logprob,
+                                top: top.iter().map(|&(t, lp)| (piece(t), lp)).collect(),
+                            })
+                            .collect()
+                    });
                     Generated {
                         text: cut,
                         prompt_tokens: ids.len(),
                         completion_tokens: ids_out.len(),
                         finish_reason: if stopped { "stop" } else { "length" },
+                        logprobs,
                     }
                 });
                 (job.done)(result);

@@ -304,14 +304,14 @@ impl<B: Backend> Engine<B> {
     }
 
     /// [`sample_streaming`] on this model with its tokenizer's stop tokens, calling
-    /// `on_token(row, token)` as each token is drawn (`false` ends the row); returns each
-    /// row's completion ids.
+    /// `on_token(row, token, logits)` as each token is drawn (`false` ends the row); returns
+    /// each row's completion ids.
     pub fn sample_streaming(
         &self,
         prompts: &[Vec<u32>],
         seeds: &[u64],
         sampling: &SamplingConfig,
-        on_token: &mut dyn FnMut(usize, u32) -> bool,
+        on_token: &mut dyn FnMut(usize, u32, &[f32]) -> bool,
     ) -> Result<Vec<Vec<u32>>, LmError> {
         let model = self.model()?;
         Ok(sample_streaming(

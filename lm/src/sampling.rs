@@ -222,14 +222,20 @@ pub fn sample<B: Backend, M: CausalLm<B>>(
     stop: &StopTokens,
     device: &B::Device,
 ) -> Vec<Vec<u32>> {
-    sample_streaming(model, prompts, seeds, config, stop, device, &mut |_, _| {
-        true
-    })
+    sample_streaming(
+        model,
+        prompts,
+        seeds,
+        config,
+        stop,
+        device,
+        &mut |_, _, _| true,
+    )
 }
 
-/// [`sample`], calling `on_token(row, token)` for each token as soon as it is drawn (what a
-/// streaming server sends); a row whose `on_token` answers `false` stops there (a stop
-/// string met, a client gone).
+/// [`sample`], calling `on_token(row, token, logits)` for each token as soon as it is drawn
+/// (what a streaming server sends), with the row's logits it was drawn from; a row whose
+/// `on_token` answers `false` stops there (a stop string met, a client gone).
 pub fn sample_streaming<B: Backend, M: CausalLm<B>>(
     model: &M,
     prompts: &[Vec<u32>],
@@ -237,7 +243,7 @@ pub fn sample_streaming<B: Backend, M: CausalLm<B>>(
     config: &SamplingConfig,
     stop: &StopTokens,
     device: &B::Device,
-    on_token: &mut dyn FnMut(usize, u32) -> bool,
+    on_token: &mut dyn FnMut(usize, u32, &[f32]) -> bool,
 ) -> Vec<Vec<u32>> {
     // A row keeps one slot free for the EOS that scoring appends to every completion.
     let fits = |len: usize| len + 1 < model.max_len();
@@ -280,7 +286,7 @@ pub fn sample_streaming<B: Backend, M: CausalLm<B>>(
                 continue;
             }
             out[i].push(token);
-            let go_on = on_token(i, token);
+            let go_on = on_token(i, token, row_logits);
             lengths[k] += 1;
             if go_on && fits(lengths[k]) {
                 kept.push(k);
@@ -313,4 +319,34 @@ pub fn sample_streaming<B: Backend, M: CausalLm<B>>(
         logits = model.logits_cached(tokens, positions, mask, &mut cache);
     }
     out
+}
+
+/// The log-probability of `token` under `logits` (softmax at temperature 1, nothing cut),
+/// and the `top` most likely tokens with theirs, most likely first.
+pub fn token_log_probs(logits: &[f32], token: u32, top: usize) -> (f32, Vec<(u32, f32)>) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = max
+        + logits
+            .iter()
+            .map(|&x| ((x - max) as f64).exp())
+            .sum::<f64>()
+            .ln() as f32;
+    let chosen = logits
+        .get(token as usize)
+        .map_or(f32::NEG_INFINITY, |&x| x - log_sum);
+    let mut ranked: Vec<(u32, f32)> = Vec::new();
+    if top > 0 {
+        let mut indices: Vec<usize> = (0..logits.len()).collect();
+        let k = top.min(indices.len());
+        indices.select_nth_unstable_by(k.saturating_sub(1), |&a, &b| {
+            logits[b].total_cmp(&logits[a])
+        });
+        indices.truncate(k);
+        indices.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        ranked = indices
+            .into_iter()
+            .map(|i| (i as u32, logits[i] - log_sum))
+            .collect();
+    }
+    (chosen, ranked)
 }

@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rco_lm::batcher::{Batcher, Generated, Job, Prompt};
+use rco_lm::batcher::{Batcher, Generated, Job, Prompt, TokenLogProb};
 use rco_lm::sampling::SamplingConfig;
 use serde_json::{json, Value};
 
@@ -360,10 +360,16 @@ struct Options {
     stream: bool,
     /// Streaming: end with a chunk carrying the token counts (`stream_options.include_usage`).
     include_usage: bool,
+    /// Return each token's log-probability with this many alternatives.
+    logprobs: Option<usize>,
 }
 
-/// The [`Options`] of a request.
-fn options(server: &Server, body: &Value) -> Result<Options, Response> {
+/// Most alternatives per token a request may ask for (OpenAI's limit).
+const MAX_TOP_LOGPROBS: u64 = 20;
+
+/// The [`Options`] of a request; `chat` says which API's `logprobs` it uses (chat: a flag
+/// with `top_logprobs`; completions: the number of alternatives).
+fn options(server: &Server, body: &Value, chat: bool) -> Result<Options, Response> {
     let number = |key: &str| body.get(key).filter(|v| !v.is_null());
     let f = |key: &str, default: f64| -> Result<f64, Response> {
         match number(key) {
@@ -432,6 +438,32 @@ fn options(server: &Server, body: &Value) -> Result<Options, Response> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(bad("`stream_options.include_usage` must be true or false")),
     };
+    let count = |key: &str| match number(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|&n| n <= MAX_TOP_LOGPROBS)
+            .map(|n| Some(n as usize))
+            .ok_or_else(|| {
+                bad(format!(
+                    "`{key}` must be a whole number from 0 to {MAX_TOP_LOGPROBS}"
+                ))
+            }),
+    };
+    let logprobs = if chat {
+        match body.get("logprobs") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => None,
+            Some(Value::Bool(true)) => Some(count("top_logprobs")?.unwrap_or(0)),
+            Some(_) => return Err(bad("`logprobs` must be true or false")),
+        }
+    } else {
+        count("logprobs")?
+    };
+    if logprobs.is_some() && stream {
+        return Err(bad(
+            "`logprobs` are returned with non-streamed answers only",
+        ));
+    }
     Ok(Options {
         sampling: SamplingConfig {
             temperature,
@@ -443,6 +475,7 @@ fn options(server: &Server, body: &Value) -> Result<Options, Response> {
         stop,
         stream,
         include_usage,
+        logprobs,
     })
 }
 
@@ -488,7 +521,7 @@ async fn chat(State(server): State<Arc<Server>>, request: Request) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let (mut messages, opts) = match (messages(&body), options(&server, &body)) {
+    let (mut messages, opts) = match (messages(&body), options(&server, &body, true)) {
         (Ok(m), Ok(o)) => (m, o),
         (Err(r), _) | (_, Err(r)) => return r,
     };
@@ -540,7 +573,7 @@ async fn completions(State(server): State<Arc<Server>>, request: Request) -> Res
         }
         _ => return bad("`prompt` must be a string"),
     };
-    let opts = match options(&server, &body) {
+    let opts = match options(&server, &body, false) {
         Ok(o) => o,
         Err(r) => return r,
     };
@@ -558,6 +591,7 @@ async fn generate(
         stop,
         stream,
         include_usage,
+        logprobs,
     }: Options,
     chat: bool,
 ) -> Response {
@@ -574,6 +608,7 @@ async fn generate(
         sampling,
         seed,
         stop,
+        logprobs,
         on_text: stream.then(|| {
             Box::new(move |piece: &str| {
                 let _ = text_tx.send(piece.to_string());
@@ -625,10 +660,15 @@ async fn generate(
 }
 
 fn body(model: &str, id: &str, chat: bool, g: &Generated) -> Value {
-    let choice = if chat {
+    let mut choice = if chat {
         json!({"index": 0, "message": {"role": "assistant", "content": g.text}, "finish_reason": g.finish_reason})
     } else {
         json!({"index": 0, "text": g.text, "finish_reason": g.finish_reason})
+    };
+    choice["logprobs"] = match &g.logprobs {
+        Some(tokens) if chat => chat_logprobs(tokens),
+        Some(tokens) => completion_logprobs(tokens),
+        None => Value::Null,
     };
     json!({
         "id": id,
@@ -637,6 +677,44 @@ fn body(model: &str, id: &str, chat: bool, g: &Generated) -> Value {
         "model": model,
         "choices": [choice],
         "usage": usage(g),
+    })
+}
+
+/// Token log-probabilities in the chat API's shape: `{content: [{token, logprob, bytes,
+/// top_logprobs}]}`.
+fn chat_logprobs(tokens: &[TokenLogProb]) -> Value {
+    let entry = |text: &str, logprob: f32| json!({"token": text, "logprob": logprob, "bytes": text.as_bytes()});
+    let content: Vec<Value> = tokens
+        .iter()
+        .map(|t| {
+            let mut e = entry(&t.text, t.logprob);
+            e["top_logprobs"] = t.top.iter().map(|(text, lp)| entry(text, *lp)).collect();
+            e
+        })
+        .collect();
+    json!({ "content": content })
+}
+
+/// Token log-probabilities in the completions API's shape: `{tokens, token_logprobs,
+/// top_logprobs, text_offset}`.
+fn completion_logprobs(tokens: &[TokenLogProb]) -> Value {
+    let mut offset = 0;
+    let offsets: Vec<usize> = tokens
+        .iter()
+        .map(|t| {
+            let at = offset;
+            offset += t.text.len();
+            at
+        })
+        .collect();
+    json!({
+        "tokens": tokens.iter().map(|t| t.text.clone()).collect::<Vec<_>>(),
+        "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+        "top_logprobs": tokens
+            .iter()
+            .map(|t| t.top.iter().map(|(text, lp)| (text.clone(), json!(lp))).collect::<serde_json::Map<_, _>>())
+            .collect::<Vec<_>>(),
+        "text_offset": offsets,
     })
 }
 

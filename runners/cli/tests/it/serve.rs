@@ -572,3 +572,70 @@ async fn slow_and_idle_connections_are_bounded() {
     );
     drop(idle);
 }
+
+/// `logprobs` in both APIs: one entry per decoded token, finite log-probabilities under the
+/// model, alternatives most likely first (greedy decoding picks the first), the completions
+/// API's tokens spelling its text; asked with `stream` it is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_logprobs_in_both_apis() {
+    let server = start();
+    let http = http();
+    let ask = |path: &str, body: Value| {
+        http.post(format!("{}{path}", server.url))
+            .bearer_auth("serve-key-7")
+            .json(&body)
+    };
+    let mut body = chat("What is the capital of France?", 6);
+    body["logprobs"] = json!(true);
+    body["top_logprobs"] = json!(3);
+    let answer = json_answer(ask("/chat/completions", body.clone())).await;
+    let content = answer["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        content.len() as u64,
+        answer["usage"]["completion_tokens"].as_u64().unwrap_or(0),
+        "{answer}"
+    );
+    for entry in &content {
+        let lp = entry["logprob"].as_f64().unwrap_or(1.0);
+        assert!(lp <= 0.0 && lp.is_finite(), "{entry}");
+        let top = entry["top_logprobs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(top.len(), 3, "{entry}");
+        assert_eq!(
+            top[0]["token"], entry["token"],
+            "greedy takes the most likely: {entry}"
+        );
+        assert!(top
+            .windows(2)
+            .all(|w| w[0]["logprob"].as_f64() >= w[1]["logprob"].as_f64()));
+    }
+    let completion = json_answer(ask(
+        "/completions",
+        json!({"model": "smollm2", "prompt": "The capital of France is", "max_tokens": 5, "temperature": 0, "logprobs": 2}),
+    ))
+    .await;
+    let logprobs = &completion["choices"][0]["logprobs"];
+    let tokens: Vec<&str> = logprobs["tokens"]
+        .as_array()
+        .map(|t| t.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        tokens.concat(),
+        completion["choices"][0]["text"]
+            .as_str()
+            .unwrap_or_default(),
+        "{completion}"
+    );
+    assert_eq!(
+        logprobs["token_logprobs"].as_array().map(Vec::len),
+        Some(tokens.len())
+    );
+    body["stream"] = json!(true);
+    let refused = ask("/chat/completions", body).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+}
