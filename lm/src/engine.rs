@@ -138,33 +138,22 @@ impl<B: Backend> Engine<B> {
         let ids = self.prompts_with_prefix(prompts, answer_prefix)?;
         let model = self.model()?;
         let stop = self.tokenizer.stop();
-        let mut out = Vec::with_capacity(ids.len());
-        for (chunk, chunk_seeds) in ids
-            .chunks(self.rows_per_batch())
-            .zip(seeds.chunks(self.rows_per_batch()))
-        {
-            let completions = sample(
-                &*model,
-                chunk,
-                chunk_seeds,
-                &self.settings.sampling,
-                &stop,
-                &self.device,
-            );
-            for (prompt, completion) in chunk.iter().zip(completions) {
+        let completions = self.sample_rows(&model, &ids, seeds, &stop);
+        ids.iter()
+            .zip(completions)
+            .map(|(prompt, completion)| {
                 let decoded = self.tokenizer.decode(&completion)?;
                 let full = decoded.len();
                 let text = cut_at_stop(decoded, &self.settings.stop);
                 let ended_by_stop = text.len() < full;
                 let room = model.max_len().saturating_sub(prompt.len());
                 let at_limit = completion.len() >= self.settings.sampling.max_tokens.min(room);
-                out.push(Generation {
+                Ok(Generation {
                     text: format!("{answer_prefix}{text}"),
                     truncated: at_limit && !ended_by_stop,
-                });
-            }
-        }
-        Ok(out)
+                })
+            })
+            .collect()
     }
 
     /// Prompt ids (chat template applied as configured) followed by the answer prefix's.
@@ -281,26 +270,39 @@ impl<B: Backend> Engine<B> {
             eos: self.tokenizer.eos(),
             banned: Vec::new(),
         };
-        let mut out = Vec::with_capacity(prompts.len());
-        for (chunk, chunk_seeds) in prompts
-            .chunks(self.rows_per_batch())
-            .zip(seeds.chunks(self.rows_per_batch()))
-        {
-            for ids in sample(
-                &*model,
-                chunk,
-                chunk_seeds,
-                &self.settings.sampling,
-                &stop,
-                &self.device,
-            ) {
-                out.push(cut_at_stop(
+        self.sample_rows(&model, prompts, seeds, &stop)
+            .into_iter()
+            .map(|ids| {
+                Ok(cut_at_stop(
                     self.tokenizer.decode(&ids)?,
                     &self.settings.stop,
-                ));
-            }
-        }
-        Ok(out)
+                ))
+            })
+            .collect()
+    }
+
+    /// Samples one completion per prompt and seed, the batch size's worth of rows at a time.
+    fn sample_rows(
+        &self,
+        model: &LocalLm<B>,
+        prompts: &[Vec<u32>],
+        seeds: &[u64],
+        stop: &StopTokens,
+    ) -> Vec<Vec<u32>> {
+        prompts
+            .chunks(self.rows_per_batch())
+            .zip(seeds.chunks(self.rows_per_batch()))
+            .flat_map(|(chunk, chunk_seeds)| {
+                sample(
+                    model,
+                    chunk,
+                    chunk_seeds,
+                    &self.settings.sampling,
+                    stop,
+                    &self.device,
+                )
+            })
+            .collect()
     }
 
     /// [`sample_streaming`] on this model with its tokenizer's stop tokens, calling
