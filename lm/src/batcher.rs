@@ -1,20 +1,18 @@
-//! Continuous service of one local model: requests from many threads queue up, and a worker
-//! thread that owns the [`Engine`] takes whatever is waiting (up to its batch size) and
-//! decodes it in one batched forward pass per step, streaming each row's text as it grows.
-//! A scheduler on top of the engine; `rco serve` puts HTTP in front of it.
+//! Continuous service of one local model: requests from many threads queue up for a worker
+//! thread that owns the [`Engine`] and batches them continuously ([`crate::scheduler`]):
+//! each decoding step is one forward pass over every running request, and requests join
+//! and leave between steps. `rco serve` puts HTTP in front of it.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
-
-use burn::prelude::*;
 
 use crate::device::DeviceSpec;
-use crate::engine::{cut_at_stop, Engine, Settings};
+use crate::engine::{Engine, Settings};
 use crate::local::LmTokenizer;
 use crate::model::CausalLm;
 use crate::sampling::SamplingConfig;
+use crate::scheduler::Limits;
 use crate::LmError;
 
 /// What the model reads.
@@ -56,10 +54,19 @@ pub struct Job {
     pub stop: Vec<String>,
     /// Return each token's log-probability with this many alternatives (`None`: none).
     pub logprobs: Option<usize>,
-    /// Called with each new piece of text as it is decoded (for streaming).
-    pub on_text: Option<Box<dyn FnMut(&str) + Send>>,
-    /// Called once with the whole result.
+    /// Called with each new piece of text as it is decoded (for streaming), with the
+    /// log-probabilities of its tokens when `logprobs` asks for them.
+    pub on_text: Option<Box<dyn FnMut(&str, &[TokenLogProb]) + Send>>,
+    /// Called once with the whole result ([`LmError::Cancelled`] if `cancel` was set).
     pub done: Box<dyn FnOnce(Result<Generated, LmError>) + Send>,
+    /// Set when the client has gone: the request leaves the batch at the next step.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Job {
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
 }
 
 /// What the worker says about its model once it is loaded.
@@ -69,12 +76,25 @@ pub struct ModelInfo {
     pub architecture: &'static str,
 }
 
-/// Counters of the worker: how many batched decodes ran, and how many rows they held.
+/// Counters of the worker.
 #[derive(Debug, Default)]
 pub struct BatchStats {
+    /// Decoding steps: forward passes over every running request.
     pub batches: AtomicU64,
+    /// Rows decoded, summed over the steps.
     pub rows: AtomicU64,
+    /// Most rows in one step.
     pub max_rows: AtomicU64,
+    /// Prompt tokens read.
+    pub prefill_tokens: AtomicU64,
+    /// Requests dropped because their client went away.
+    pub cancelled: AtomicU64,
+    /// Requests refused for a prompt over the limits.
+    pub rejected: AtomicU64,
+    /// Requests decoding now.
+    pub running: AtomicU64,
+    /// Requests whose prompt is queued or being read now.
+    pub waiting: AtomicU64,
 }
 
 /// The queue in front of the worker thread.
@@ -85,13 +105,17 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Loads the model at `path` on `device` in a new worker thread.
-    pub fn start(path: &Path, device: &str, batch_size: usize) -> Result<Batcher, LmError> {
+    /// Loads the model at `path` on `device` in a new worker thread that schedules within
+    /// `limits`.
+    pub fn start(path: &Path, device: &str, limits: Limits) -> Result<Batcher, LmError> {
         let spec = DeviceSpec::parse(device)?.compiled()?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready, loaded) = mpsc::channel::<Result<ModelInfo, LmError>>();
         let path = path.to_path_buf();
-        let batch_size = batch_size.max(1);
+        let limits = Limits {
+            batch_size: limits.batch_size.max(1),
+            ..limits
+        };
         let stats = Arc::new(BatchStats::default());
         let counters = stats.clone();
         std::thread::Builder::new()
@@ -99,7 +123,7 @@ impl Batcher {
             .spawn(move || {
                 let outcome: Result<(), LmError> = crate::with_backend!(spec, |B, device| {
                     let settings = Settings {
-                        batch_size,
+                        batch_size: limits.batch_size,
                         ..Settings::default()
                     };
                     match Engine::<B>::open(&path, device, settings) {
@@ -111,7 +135,7 @@ impl Batcher {
                             let loaded = info.is_ok();
                             let _ = ready.send(info);
                             if loaded {
-                                serve::<B>(&engine, &queue, &counters);
+                                crate::scheduler::run::<B>(&engine, &queue, &counters, &limits);
                             }
                             Ok(())
                         }
@@ -139,7 +163,7 @@ impl Batcher {
     }
 }
 
-fn prompt_ids(tokenizer: &LmTokenizer, prompt: &Prompt) -> Result<Vec<u32>, LmError> {
+pub(crate) fn prompt_ids(tokenizer: &LmTokenizer, prompt: &Prompt) -> Result<Vec<u32>, LmError> {
     match (tokenizer, prompt) {
         (LmTokenizer::Text(t), Prompt::Chat(messages)) => {
             let pairs: Vec<(&str, &str)> = messages
@@ -155,169 +179,5 @@ fn prompt_ids(tokenizer: &LmTokenizer, prompt: &Prompt) -> Result<Vec<u32>, LmEr
             tokenizer.prompt_ids(&text, false)
         }
         (LmTokenizer::Chars(_), Prompt::Raw(text)) => tokenizer.prompt_ids(text, false),
-    }
-}
-
-/// The text of a row so far, cut at its stop strings; whether a stop string was met.
-struct Row {
-    ids: Vec<u32>,
-    sent: usize,
-    stopped: bool,
-    /// (log-probability, alternatives) of each token, when the job asked.
-    logprobs: Vec<(f32, Vec<(u32, f32)>)>,
-}
-
-fn serve<B: Backend>(engine: &Engine<B>, queue: &mpsc::Receiver<Job>, stats: &BatchStats) {
-    let tokenizer = &engine.tokenizer;
-    let batch_size = engine.settings.batch_size;
-    let Ok(max_len) = engine.model().map(|model| model.max_len()) else {
-        return;
-    };
-    while let Ok(first) = queue.recv() {
-        // Whatever arrives within a few milliseconds joins the batch.
-        let mut jobs = vec![first];
-        let deadline = Instant::now() + Duration::from_millis(3);
-        while jobs.len() < batch_size {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match queue.recv_timeout(left) {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        let mut ready: Vec<(Job, Vec<u32>)> = Vec::new();
-        for job in jobs {
-            match prompt_ids(tokenizer, &job.prompt).and_then(|ids| {
-                if ids.len() + 2 > max_len {
-                    Err(LmError::Tokenize(format!(
-                        "the prompt takes {} tokens; the model reads at most {max_len}",
-                        ids.len(),
-                    )))
-                } else {
-                    Ok(ids)
-                }
-            }) {
-                Ok(ids) => ready.push((job, ids)),
-                Err(e) => (job.done)(Err(e)),
-            }
-        }
-        // Rows with the same sampling settings decode together.
-        while !ready.is_empty() {
-            let sampling = ready[0].0.sampling.clone();
-            let (mut group, rest): (Vec<_>, Vec<_>) =
-                ready.into_iter().partition(|(j, _)| j.sampling == sampling);
-            ready = rest;
-            let prompts: Vec<Vec<u32>> = group.iter().map(|(_, ids)| ids.clone()).collect();
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats
-                .rows
-                .fetch_add(prompts.len() as u64, Ordering::Relaxed);
-            stats
-                .max_rows
-                .fetch_max(prompts.len() as u64, Ordering::Relaxed);
-            let seeds: Vec<u64> = group.iter().map(|(j, _)| j.seed).collect();
-            let mut rows: Vec<Row> = group
-                .iter()
-                .map(|_| Row {
-                    ids: Vec::new(),
-                    sent: 0,
-                    stopped: false,
-                    logprobs: Vec::new(),
-                })
-                .collect();
-            let completions =
-                engine.sample_streaming(&prompts, &seeds, &sampling, &mut |row, token, logits| {
-                    let (job, _) = &mut group[row];
-                    let state = &mut rows[row];
-                    state.ids.push(token);
-                    if let Some(top) = job.logprobs {
-                        state
-                            .logprobs
-                            .push(crate::sampling::token_log_probs(logits, token, top));
-                    }
-                    if state.stopped {
-                        return false;
-                    }
-                    if job.on_text.is_none() && job.stop.is_empty() {
-                        return true;
-                    }
-                    let Ok(text) = tokenizer.decode(&state.ids) else {
-                        return true;
-                    };
-                    // Stop strings are checked as tokens come, and the row stops at one.
-                    let cut = cut_at_stop(text.clone(), &job.stop);
-                    if cut.len() < text.len() {
-                        state.stopped = true;
-                    }
-                    let Some(on_text) = job.on_text.as_mut() else {
-                        return !state.stopped;
-                    };
-                    let hold = if state.stopped {
-                        0
-                    } else {
-                        // A stop string may be starting: hold back as much as it could span.
-                        job.stop
-                            .iter()
-                            .map(|s| s.len().saturating_sub(1))
-                            .max()
-                            .unwrap_or(0)
-                    };
-                    // Never split a character that more tokens will complete.
-                    let mut end = cut.len().saturating_sub(hold);
-                    while end > state.sent && !cut.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    if cut[..end].ends_with('\u{FFFD}') {
-                        return !state.stopped;
-                    }
-                    if end > state.sent {
-                        on_text(&cut[state.sent..end]);
-                        state.sent = end;
-                    }
-                    !state.stopped
-                });
-            let completions = match completions {
-                Ok(completions) => completions,
-                Err(e) => {
-                    let message = e.to_string();
-                    for (job, _) in group {
-                        (job.done)(Err(LmError::Device(message.clone())));
-                    }
-                    continue;
-                }
-            };
-            for (((mut job, ids), ids_out), state) in group.into_iter().zip(completions).zip(rows) {
-                let result = tokenizer.decode(&ids_out).map(|text| {
-                    let cut = cut_at_stop(text.clone(), &job.stop);
-                    let stopped = state.stopped
-                        || cut.len() < text.len()
-                        || ids_out.len() < sampling.max_tokens;
-                    if let Some(on_text) = job.on_text.as_mut() {
-                        if cut.len() > state.sent && cut.is_char_boundary(state.sent) {
-                            on_text(&cut[state.sent..]);
-                        }
-                    }
-                    let logprobs = job.logprobs.map(|_| {
-                        let piece = |id: u32| tokenizer.decode(&[id]).unwrap_or_default();
-                        ids_out
-                            .iter()
-                            .zip(&state.logprobs)
-                            .map(|(&id, (logprob, top))| TokenLogProb {
-                                text: piece(id),
-                                logprob: *logprob,
-                                top: top.iter().map(|&(t, lp)| (piece(t), lp)).collect(),
-                            })
-                            .collect()
-                    });
-                    Generated {
-                        text: cut,
-                        prompt_tokens: ids.len(),
-                        completion_tokens: ids_out.len(),
-                        finish_reason: if stopped { "stop" } else { "length" },
-                        logprobs,
-                    }
-                });
-                (job.done)(result);
-            }
-        }
     }
 }

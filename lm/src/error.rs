@@ -11,6 +11,12 @@ pub enum LmError {
     Checkpoint { path: PathBuf, message: String },
     #[error("{0}")]
     Device(String),
+    /// A request a server cannot take as it is (a prompt over the limits, …): the client's to fix.
+    #[error("{0}")]
+    Request(String),
+    /// The request was given up because its client went away.
+    #[error("cancelled: the client went away")]
+    Cancelled,
 }
 
 impl From<LmError> for rco_core::Error {

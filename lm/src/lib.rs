@@ -29,6 +29,7 @@ pub mod local;
 pub mod loss;
 pub mod model;
 pub mod sampling;
+pub mod scheduler;
 pub mod text;
 pub mod tiny;
 pub mod tokenizer;

@@ -63,6 +63,63 @@ impl<B: Backend> KvCache<B> {
         all
     }
 
+    /// Rows `[batch]` and time steps held (0 and 0 when empty).
+    pub fn shape(&self) -> (usize, usize) {
+        self.layers
+            .iter()
+            .flatten()
+            .next()
+            .map_or((0, 0), |(k, _)| (k.dims()[0], k.dims()[2]))
+    }
+
+    /// Puts `steps` empty (zero) time steps in front of every row: left padding, which the
+    /// attention mask must hide.
+    pub fn pad_front(&mut self, steps: usize) {
+        if steps == 0 {
+            return;
+        }
+        let pad = |x: &Tensor<B, 4>| {
+            let [b, h, _, d] = x.dims();
+            Tensor::cat(
+                vec![Tensor::zeros([b, h, steps, d], &x.device()), x.clone()],
+                2,
+            )
+        };
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = pad(k);
+            *v = pad(v);
+        }
+    }
+
+    /// Drops the first `steps` time steps of every row (padding no row needs any more).
+    pub fn drop_front(&mut self, steps: usize) {
+        if steps == 0 {
+            return;
+        }
+        let cut = |x: &Tensor<B, 4>| {
+            let [b, h, t, d] = x.dims();
+            x.clone().slice([0..b, 0..h, steps..t, 0..d])
+        };
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = cut(k);
+            *v = cut(v);
+        }
+    }
+
+    /// Appends the rows of `other`, which holds as many time steps as this cache.
+    pub fn append_rows(&mut self, other: KvCache<B>) {
+        if self.layers.iter().flatten().next().is_none() {
+            *self = other;
+            return;
+        }
+        for (mine, theirs) in self.layers.iter_mut().zip(other.layers) {
+            if let (Some((k, v)), Some((k2, v2))) = (mine.as_mut(), theirs) {
+                *k = Tensor::cat(vec![k.clone(), k2], 0);
+                *v = Tensor::cat(vec![v.clone(), v2], 0);
+            }
+        }
+    }
+
     /// Keeps only the given batch rows (rows that finished decoding are dropped).
     pub fn retain_rows(&mut self, rows: &[usize], device: &B::Device) {
         let index = Tensor::<B, 1, Int>::from_data(

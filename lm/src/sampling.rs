@@ -160,8 +160,8 @@ impl SamplingConfig {
     }
 }
 
-/// Draws one token id from a row of logits.
-fn draw(logits: &[f32], banned: &[u32], config: &SamplingConfig, rng: &mut impl Rng) -> u32 {
+/// Draws one token id from a row of logits (`banned` ids never).
+pub fn draw(logits: &[f32], banned: &[u32], config: &SamplingConfig, rng: &mut impl Rng) -> u32 {
     let allowed = |i: usize| !banned.contains(&(i as u32));
     let argmax = || {
         logits

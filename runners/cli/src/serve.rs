@@ -8,7 +8,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -20,6 +20,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use rco_lm::batcher::{Batcher, Generated, Job, Prompt, TokenLogProb};
 use rco_lm::sampling::SamplingConfig;
+use rco_lm::scheduler::Limits;
+use rco_lm::LmError;
 use serde_json::{json, Value};
 
 #[derive(clap::Args)]
@@ -39,9 +41,22 @@ pub struct ServeArgs {
     /// The model name reported by /v1/models (default: the file or directory name).
     #[arg(long)]
     pub name: Option<String>,
-    /// Most requests decoded together.
+    /// Most requests decoded together. Requests join the running batch between decoding
+    /// steps and leave it when they finish (continuous batching).
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    /// Longest prompt accepted, in tokens (also capped by the model's context); a longer
+    /// one is answered 400 with the limit.
+    #[arg(long)]
+    pub max_prompt_tokens: Option<usize>,
+    /// Most prompt tokens read in one forward pass: a longer prompt is read a chunk per
+    /// decoding step, so it never stalls the requests already decoding.
+    #[arg(long, default_value_t = 512)]
+    pub prefill_chunk_tokens: usize,
+    /// Key/value cache budget in tokens (rows × sequence length the running batch may
+    /// reach); a request waits until it fits. Bounds memory; a request alone always runs.
+    #[arg(long, default_value_t = 65_536)]
+    pub kv_cache_tokens: usize,
     /// Environment variable holding a bearer token that every request must carry.
     #[arg(long)]
     pub api_key_env: Option<String>,
@@ -135,6 +150,18 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.max_connections == 0 {
         anyhow::bail!("--max-connections must be at least 1");
     }
+    if args.batch_size == 0 {
+        anyhow::bail!("--batch-size must be at least 1");
+    }
+    if args.prefill_chunk_tokens == 0 {
+        anyhow::bail!("--prefill-chunk-tokens must be at least 1");
+    }
+    if args.max_prompt_tokens == Some(0) {
+        anyhow::bail!("--max-prompt-tokens must be at least 1");
+    }
+    if args.kv_cache_tokens == 0 {
+        anyhow::bail!("--kv-cache-tokens must be at least 1");
+    }
     let header_timeout = std::time::Duration::try_from_secs_f64(args.header_timeout_s)
         .ok()
         .filter(|d| !d.is_zero())
@@ -146,7 +173,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| "model".into())
     });
     tracing::info!("loading {} on {}", args.model.display(), args.device);
-    let batcher = Batcher::start(&args.model, &args.device, args.batch_size)?;
+    let limits = Limits {
+        batch_size: args.batch_size,
+        max_prompt_tokens: args.max_prompt_tokens.unwrap_or(usize::MAX),
+        prefill_chunk: args.prefill_chunk_tokens,
+        kv_tokens: args.kv_cache_tokens,
+    };
+    let batcher = Batcher::start(&args.model, &args.device, limits)?;
     let server = Arc::new(Server {
         batcher,
         name,
@@ -295,7 +328,8 @@ async fn models(State(server): State<Arc<Server>>, headers: HeaderMap) -> Respon
     .into_response()
 }
 
-/// How the server has batched: requests, batched decodes, rows per decode.
+/// How the server has batched: requests; decoding steps (`batches`), the rows they held and
+/// the most in one; prompt tokens read; requests cancelled, refused, running and waiting.
 async fn stats(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&server, &headers) {
         return r;
@@ -306,6 +340,11 @@ async fn stats(State(server): State<Arc<Server>>, headers: HeaderMap) -> Respons
         "batches": s.batches.load(Ordering::Relaxed),
         "rows": s.rows.load(Ordering::Relaxed),
         "max_rows": s.max_rows.load(Ordering::Relaxed),
+        "prefill_tokens": s.prefill_tokens.load(Ordering::Relaxed),
+        "cancelled": s.cancelled.load(Ordering::Relaxed),
+        "rejected": s.rejected.load(Ordering::Relaxed),
+        "running": s.running.load(Ordering::Relaxed),
+        "waiting": s.waiting.load(Ordering::Relaxed),
     }))
     .into_response()
 }
@@ -459,11 +498,6 @@ fn options(server: &Server, body: &Value, chat: bool) -> Result<Options, Respons
     } else {
         count("logprobs")?
     };
-    if logprobs.is_some() && stream {
-        return Err(bad(
-            "`logprobs` are returned with non-streamed answers only",
-        ));
-    }
     Ok(Options {
         sampling: SamplingConfig {
             temperature,
@@ -602,7 +636,11 @@ async fn generate(
     );
     server.requests.fetch_add(1, Ordering::Relaxed);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let (text_tx, text_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (text_tx, mut text_rx) = tokio::sync::mpsc::unbounded_channel::<Piece>();
+    let cancel = Arc::new(AtomicBool::new(false));
+    // Dropped when the client goes away (the handler or the stream is dropped), which takes
+    // the request out of the batch at the next step.
+    let guard = CancelOnDrop(cancel.clone());
     let job = Job {
         prompt,
         sampling,
@@ -610,14 +648,18 @@ async fn generate(
         stop,
         logprobs,
         on_text: stream.then(|| {
-            Box::new(move |piece: &str| {
-                let _ = text_tx.send(piece.to_string());
-            }) as Box<dyn FnMut(&str) + Send>
+            Box::new(move |piece: &str, logprobs: &[TokenLogProb]| {
+                let _ = text_tx.send((piece.to_string(), logprobs.to_vec()));
+            }) as Box<dyn FnMut(&str, &[TokenLogProb]) + Send>
         }),
+        cancel,
         done: {
             let (id, started) = (id.clone(), std::time::Instant::now());
             Box::new(move |result: Result<Generated, rco_lm::LmError>| {
                 match &result {
+                    Err(LmError::Cancelled) => {
+                        tracing::info!("{id}: cancelled: the client went away")
+                    }
                     Ok(g) => tracing::info!(
                         "{id}: {} prompt + {} completion tokens in {:.2}s ({})",
                         g.prompt_tokens,
@@ -639,24 +681,74 @@ async fn generate(
         );
     }
     if stream {
+        // The first piece (or the answer, or its refusal) before the 200: a prompt the model
+        // cannot take is a 400, not an error inside a stream.
+        let mut done_rx = done_rx;
+        let first = tokio::select! {
+            piece = text_rx.recv() => piece,
+            result = &mut done_rx => match result {
+                Ok(Err(e)) => return failure(&e),
+                Ok(Ok(g)) => return sse(server.name.clone(), id, chat, include_usage, None, text_rx, Finished::Now(g), guard),
+                Err(_) => return dropped(),
+            },
+        };
         return sse(
             server.name.clone(),
             id,
             chat,
             include_usage,
+            first,
             text_rx,
-            done_rx,
+            Finished::Later(done_rx),
+            guard,
         );
     }
-    match done_rx.await {
+    let answer = done_rx.await;
+    drop(guard);
+    match answer {
         Ok(Ok(g)) => Json(body(&server.name, &id, chat, &g)).into_response(),
-        Ok(Err(e)) => bad(e.to_string()),
-        Err(_) => error(
+        Ok(Err(e)) => failure(&e),
+        Err(_) => dropped(),
+    }
+}
+
+/// A piece of streamed text, with its tokens' log-probabilities when asked for.
+type Piece = (String, Vec<TokenLogProb>);
+
+/// Sets its flag when dropped: the request it guards is given up.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The answer to a request the model could not serve: the client's fault (400) or the
+/// server's (500).
+fn failure(e: &LmError) -> Response {
+    match e {
+        LmError::Request(_) | LmError::Tokenize(_) => bad(e.to_string()),
+        _ => error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "the model thread dropped the request",
+            e.to_string(),
             "server_error",
         ),
     }
+}
+
+fn dropped() -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the model thread dropped the request",
+        "server_error",
+    )
+}
+
+/// The end of a streamed answer: already known, or still to come.
+enum Finished {
+    Now(Generated),
+    Later(tokio::sync::oneshot::Receiver<Result<Generated, LmError>>),
 }
 
 fn body(model: &str, id: &str, chat: bool, g: &Generated) -> Value {
@@ -730,8 +822,15 @@ fn created() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn chunk(model: &str, id: &str, chat: bool, text: Option<&str>, finish: Option<&str>) -> String {
-    let choice = if chat {
+fn chunk(
+    model: &str,
+    id: &str,
+    chat: bool,
+    text: Option<&str>,
+    logprobs: Option<&[TokenLogProb]>,
+    finish: Option<&str>,
+) -> String {
+    let mut choice = if chat {
         let delta = match text {
             Some(t) => json!({"content": t}),
             None => json!({}),
@@ -740,6 +839,13 @@ fn chunk(model: &str, id: &str, chat: bool, text: Option<&str>, finish: Option<&
     } else {
         json!({"index": 0, "text": text.unwrap_or(""), "finish_reason": finish})
     };
+    if let Some(tokens) = logprobs {
+        choice["logprobs"] = if chat {
+            chat_logprobs(tokens)
+        } else {
+            completion_logprobs(tokens)
+        };
+    }
     let value = json!({
         "id": id,
         "object": if chat { "chat.completion.chunk" } else { "text_completion" },
@@ -750,28 +856,75 @@ fn chunk(model: &str, id: &str, chat: bool, text: Option<&str>, finish: Option<&
     format!("data: {value}\n\n")
 }
 
-/// Server-sent events: a chunk per piece of text as the model writes it, then the finish
-/// reason and `[DONE]`.
+/// Server-sent events: a chunk per piece of text as the model writes it (starting with
+/// `first`), then the finish reason, the usage if asked, and `[DONE]`. A client that goes
+/// away cancels the request (`guard`).
+#[allow(clippy::too_many_arguments)]
 fn sse(
     model: String,
     id: String,
     chat: bool,
     include_usage: bool,
-    mut pieces: tokio::sync::mpsc::UnboundedReceiver<String>,
-    done: tokio::sync::oneshot::Receiver<Result<Generated, rco_lm::LmError>>,
+    first: Option<Piece>,
+    mut pieces: tokio::sync::mpsc::UnboundedReceiver<Piece>,
+    finished: Finished,
+    guard: CancelOnDrop,
 ) -> Response {
     let stream = async_stream(move |tx| async move {
+        let _guard = guard;
+        let send = |text: String| tx.send(text).is_ok();
         if chat {
-            let first = json!({"id": id, "object": "chat.completion.chunk", "created": created(), "model": model,
+            let opening = json!({"id": id, "object": "chat.completion.chunk", "created": created(), "model": model,
                                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]});
-            let _ = tx.send(format!("data: {first}\n\n"));
+            if !send(format!("data: {opening}\n\n")) {
+                return;
+            }
         }
-        while let Some(piece) = pieces.recv().await {
-            let _ = tx.send(chunk(&model, &id, chat, Some(&piece), None));
+        let piece_chunk = |(text, logprobs): &Piece, asked: bool| {
+            chunk(
+                &model,
+                &id,
+                chat,
+                Some(text),
+                asked.then_some(logprobs.as_slice()),
+                None,
+            )
+        };
+        if let Some(piece) = &first {
+            if !send(piece_chunk(piece, !piece.1.is_empty())) {
+                return;
+            }
         }
-        match done.await {
-            Ok(Ok(g)) => {
-                let _ = tx.send(chunk(&model, &id, chat, None, Some(g.finish_reason)));
+        let result = match finished {
+            Finished::Now(g) => Ok(g),
+            Finished::Later(done) => {
+                loop {
+                    tokio::select! {
+                        piece = pieces.recv() => match piece {
+                            Some(piece) => {
+                                if !send(piece_chunk(&piece, !piece.1.is_empty())) {
+                                    return;
+                                }
+                            }
+                            None => break,
+                        },
+                        // The client went away: dropping the guard cancels the request.
+                        _ = tx.closed() => return,
+                    }
+                }
+                match done.await {
+                    Ok(result) => result,
+                    Err(_) => return,
+                }
+            }
+        };
+        // Pieces sent after the first one was taken, when the answer came at once.
+        while let Ok(piece) = pieces.try_recv() {
+            let _ = send(piece_chunk(&piece, !piece.1.is_empty()));
+        }
+        match result {
+            Ok(g) => {
+                let _ = send(chunk(&model, &id, chat, None, None, Some(g.finish_reason)));
                 if include_usage {
                     let usage = json!({
                         "id": id,
@@ -781,18 +934,17 @@ fn sse(
                         "choices": [],
                         "usage": usage(&g),
                     });
-                    let _ = tx.send(format!("data: {usage}\n\n"));
+                    let _ = send(format!("data: {usage}\n\n"));
                 }
             }
-            Ok(Err(e)) => {
-                let _ = tx.send(format!(
+            Err(e) => {
+                let _ = send(format!(
                     "data: {}\n\n",
-                    json!({"error": {"message": e.to_string(), "type": "invalid_request_error"}})
+                    json!({"error": {"message": e.to_string(), "type": "server_error"}})
                 ));
             }
-            Err(_) => {}
         }
-        let _ = tx.send("data: [DONE]\n\n".to_string());
+        let _ = send("data: [DONE]\n\n".to_string());
     });
     Response::builder()
         .status(StatusCode::OK)

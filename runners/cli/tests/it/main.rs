@@ -5,6 +5,7 @@
 //!   and the example configs.
 //! - `remote`: runs against OpenAI-compatible test servers that inject faults.
 //! - `serve`: `rco serve` over SmolLM2-135M-Instruct and over the quickstart critic.
+//! - `scheduling`: `rco serve`'s continuous batching, prompt limits and cancellation.
 //! - `real_servers`: collections against llama.cpp and `rco serve` serving SmolLM2.
 //!
 //! Run one area with `cargo test -p rco-cli --test it AREA::`.
@@ -14,4 +15,5 @@ mod util;
 mod cli;
 mod real_servers;
 mod remote;
+mod scheduling;
 mod serve;
