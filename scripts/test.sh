@@ -12,6 +12,9 @@ python3 -c "import xllamacpp, gguf, numpy" 2>/dev/null \
   || python3 -m pip install --quiet --disable-pip-version-check "xllamacpp==2026.10.11549" "gguf==0.19.0" "numpy>=1.26" >&2
 export SMOLLM2_GGUF
 cargo test --workspace "$@"
+# The soak test of `rco serve` (32 clients, about a minute), alone so that the latencies it
+# prints measure the server and not the other tests.
+cargo test -p rco-cli --test it soak:: -- --ignored --nocapture
 
 # A plugin crate outside the workspace: examples/custom-judge depends on rco-cli and rco-core
 # by path, registers its own judge, and its binary is the whole CLI with that judge in it.

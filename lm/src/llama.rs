@@ -9,7 +9,7 @@ use burn::tensor::activation::{silu, softmax};
 use serde::{Deserialize, Serialize};
 
 use crate::gguf::GgufFile;
-use crate::model::{CausalLm, KvCache};
+use crate::model::{project, CausalLm, KvCache};
 use crate::LmError;
 
 /// The size and conventions of a Llama checkpoint.
@@ -163,19 +163,13 @@ impl<B: Backend> Llama<B> {
         let [b, t, d_model] = x.dims();
         let (h, kv, dh) = (self.heads, self.kv_heads, self.head_dim);
         let normed = block.attention_norm.forward(x.clone());
-        let q = block
-            .query
-            .forward(normed.clone())
+        let q = project(&block.query, normed.clone())
             .reshape([b, t, h, dh])
             .swap_dims(1, 2);
-        let k = block
-            .key
-            .forward(normed.clone())
+        let k = project(&block.key, normed.clone())
             .reshape([b, t, kv, dh])
             .swap_dims(1, 2);
-        let v = block
-            .value
-            .forward(normed)
+        let v = project(&block.value, normed)
             .reshape([b, t, kv, dh])
             .swap_dims(1, 2);
         let q = rotate(q, cos, sin);
@@ -195,11 +189,45 @@ impl<B: Backend> Llama<B> {
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([b, t, h * dh]);
-        let x = x + block.output.forward(context);
+        let x = x + project(&block.output, context);
         let normed = block.mlp_norm.forward(x.clone());
-        let hidden = silu(block.gate.forward(normed.clone())) * block.up.forward(normed);
+        let hidden = silu(project(&block.gate, normed.clone())) * project(&block.up, normed);
         let _ = d_model;
-        x + block.down.forward(hidden)
+        x + project(&block.down, hidden)
+    }
+
+    /// The final hidden states (after the last norm) of new tokens.
+    fn hidden(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 4>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 3> {
+        let (cos, sin) = self.rotary(positions);
+        let mut x = self.embedding.forward(tokens);
+        for (layer, block) in self.blocks.iter().enumerate() {
+            x = self.block(block, x, &cos, &sin, attention_mask.clone(), cache, layer);
+        }
+        self.norm.forward(x)
+    }
+
+    fn vocab(&self) -> usize {
+        self.embedding.weight.dims()[0]
+    }
+
+    /// Logits of hidden states `[b, t, d]`: the output head, or the token embedding.
+    fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.output {
+            Some(head) => project(head, x),
+            None => {
+                let [b, t, d] = x.dims();
+                let table = self.embedding.weight.val();
+                x.reshape([b * t, d])
+                    .matmul(table.transpose())
+                    .reshape([b, t, self.vocab()])
+            }
+        }
     }
 
     /// Cosines and sines of the rotary angles for `positions [b, t]`: `[b, 1, t, head_dim/2]`.
@@ -226,23 +254,21 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
         attention_mask: Tensor<B, 4>,
         cache: &mut KvCache<B>,
     ) -> Tensor<B, 3> {
-        let (cos, sin) = self.rotary(positions);
-        let mut x = self.embedding.forward(tokens);
-        for (layer, block) in self.blocks.iter().enumerate() {
-            x = self.block(block, x, &cos, &sin, attention_mask.clone(), cache, layer);
-        }
-        let x = self.norm.forward(x);
-        match &self.output {
-            Some(head) => head.forward(x),
-            None => {
-                let [b, t, d] = x.dims();
-                let table = self.embedding.weight.val();
-                let vocab = table.dims()[0];
-                x.reshape([b * t, d])
-                    .matmul(table.transpose())
-                    .reshape([b, t, vocab])
-            }
-        }
+        let x = self.hidden(tokens, positions, attention_mask, cache);
+        self.head(x)
+    }
+
+    fn last_logits_cached(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 4>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 2> {
+        let x = self.hidden(tokens, positions, attention_mask, cache);
+        let [b, t, d] = x.dims();
+        let last = x.slice([0..b, t - 1..t, 0..d]);
+        self.head(last).reshape([b, self.vocab()])
     }
 
     fn max_len(&self) -> usize {

@@ -47,6 +47,19 @@ impl<B: Backend> CausalLm<B> for LocalLm<B> {
         }
     }
 
+    fn last_logits_cached(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 4>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 2> {
+        match self {
+            LocalLm::Tiny(m) => m.last_logits_cached(tokens, positions, attention_mask, cache),
+            LocalLm::Llama(m) => m.last_logits_cached(tokens, positions, attention_mask, cache),
+        }
+    }
+
     fn max_len(&self) -> usize {
         match self {
             LocalLm::Tiny(m) => m.max_len(),

@@ -30,8 +30,31 @@ pub trait CausalLm<B: Backend>: Module<B> + Send + 'static {
         cache: &mut KvCache<B>,
     ) -> Tensor<B, 3>;
 
+    /// [`CausalLm::logits_cached`] at the last position only: `[batch, vocab]` (what
+    /// sampling needs after reading a prompt; a model may skip the head elsewhere).
+    fn last_logits_cached(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 4>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 2> {
+        let logits = self.logits_cached(tokens, positions, attention_mask, cache);
+        let [b, t, vocab] = logits.dims();
+        logits.slice([0..b, t - 1..t, 0..vocab]).reshape([b, vocab])
+    }
+
     /// The longest sequence the model can read.
     fn max_len(&self) -> usize;
+}
+
+/// `linear` applied to `x [batch, time, d_in]` as one 2-D product `[batch·time, d_in]`: the
+/// weight is read once for all rows, and never copied to broadcast it over the batch.
+pub fn project<B: Backend>(linear: &burn::nn::Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [b, t, d] = x.dims();
+    let y = linear.forward(x.reshape([b * t, d]));
+    let out = y.dims()[1];
+    y.reshape([b, t, out])
 }
 
 /// Keys and values `[batch, kv_heads, time, head_dim]` of every layer, for decoding one

@@ -266,11 +266,12 @@ pub fn sample_streaming<B: Backend, M: CausalLm<B>>(
     let mut pads = batch.pads.clone();
     let mut time = batch.time;
     let mut lengths: Vec<usize> = prompt_rows.iter().map(Vec::len).collect();
-    let mut logits = model.logits_cached(batch.tokens, batch.positions, batch.mask, &mut cache);
+    let mut logits =
+        model.last_logits_cached(batch.tokens, batch.positions, batch.mask, &mut cache);
     for step in 0..config.max_tokens {
-        let [n, t, vocab] = logits.dims();
-        let last = logits.slice([0..n, t - 1..t, 0..vocab]).reshape([n, vocab]);
-        let values: Vec<f32> = last
+        let [_, vocab] = logits.dims();
+        let values: Vec<f32> = logits
+            .clone()
             .into_data()
             .convert::<f32>()
             .into_vec()
@@ -316,7 +317,7 @@ pub fn sample_streaming<B: Backend, M: CausalLm<B>>(
         );
         let positions = Tensor::<B, 2, Int>::from_data(TensorData::new(positions, [n, 1]), device);
         let mask = Tensor::<B, 4>::from_data(TensorData::new(mask, [n, 1, 1, time]), device);
-        logits = model.logits_cached(tokens, positions, mask, &mut cache);
+        logits = model.last_logits_cached(tokens, positions, mask, &mut cache);
     }
     out
 }

@@ -382,12 +382,9 @@ impl<B: Backend> Worker<'_, B> {
             let padded = PaddedBatch::<B>::new(&prompts, self.device);
             let (pads, time) = (padded.pads.clone(), padded.time);
             let mut cache = KvCache::default();
-            let logits =
-                self.model
-                    .logits_cached(padded.tokens, padded.positions, padded.mask, &mut cache);
-            let [n, t, vocab] = logits.dims();
-            let last: Vec<f32> = logits
-                .slice([0..n, t - 1..t, 0..vocab])
+            let last: Vec<f32> = self
+                .model
+                .last_logits_cached(padded.tokens, padded.positions, padded.mask, &mut cache)
                 .into_data()
                 .convert::<f32>()
                 .into_vec()
@@ -424,15 +421,13 @@ impl<B: Backend> Worker<'_, B> {
                 mask.push(if key <= from + query { 0.0 } else { MASKED });
             }
         }
-        let logits = self.model.logits_cached(
-            Tensor::from_data(TensorData::new(tokens, [1, n]), self.device),
-            Tensor::from_data(TensorData::new(positions, [1, n]), self.device),
-            Tensor::from_data(TensorData::new(mask, [1, 1, n, to]), self.device),
-            cache,
-        );
-        let [_, t, vocab] = logits.dims();
-        logits
-            .slice([0..1, t - 1..t, 0..vocab])
+        self.model
+            .last_logits_cached(
+                Tensor::from_data(TensorData::new(tokens, [1, n]), self.device),
+                Tensor::from_data(TensorData::new(positions, [1, n]), self.device),
+                Tensor::from_data(TensorData::new(mask, [1, 1, n, to]), self.device),
+                cache,
+            )
             .into_data()
             .convert::<f32>()
             .into_vec()
@@ -508,7 +503,7 @@ impl<B: Backend> Worker<'_, B> {
             .collect();
         let cache = &mut batch.cache;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            let logits = self.model.logits_cached(
+            let logits = self.model.last_logits_cached(
                 Tensor::from_data(TensorData::new(tokens, [n, 1]), self.device),
                 Tensor::from_data(TensorData::new(positions, [n, 1]), self.device),
                 Tensor::from_data(TensorData::new(mask, [n, 1, 1, time]), self.device),

@@ -6,6 +6,7 @@
 //! - `remote`: runs against OpenAI-compatible test servers that inject faults.
 //! - `serve`: `rco serve` over SmolLM2-135M-Instruct and over the quickstart critic.
 //! - `scheduling`: `rco serve`'s continuous batching, prompt limits and cancellation.
+//! - `soak`: 32 clients on `rco serve` for a minute (ignored; `scripts/test.sh` runs it alone).
 //! - `real_servers`: collections against llama.cpp and `rco serve` serving SmolLM2.
 //!
 //! Run one area with `cargo test -p rco-cli --test it AREA::`.
@@ -17,3 +18,4 @@ mod real_servers;
 mod remote;
 mod scheduling;
 mod serve;
+mod soak;
