@@ -176,17 +176,16 @@ impl<B: Backend> Llama<B> {
         let k = rotate(k, cos, sin);
         let (k, v) = cache.extend(layer, k, v);
         let total = k.dims()[2];
-        // Grouped-query attention: query head i reads key/value head i / (h / kv).
+        // Grouped-query attention: query head i reads key/value head i / (h / kv). The
+        // queries of a group are stacked along time, so keys and values are never copied.
         let group = h / kv;
-        let expand = |x: Tensor<B, 4>| {
-            x.reshape([b, kv, 1, total, dh])
-                .repeat_dim(2, group)
-                .reshape([b, h, total, dh])
-        };
-        let (k, v) = (expand(k), expand(v));
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f32).sqrt()) + mask;
-        let context = softmax(scores, 3)
+        let q = q.reshape([b, kv, group * t, dh]);
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f32).sqrt());
+        let scores = scores.reshape([b, kv, group, t, total]) + mask.reshape([b, 1, 1, t, total]);
+        let weights = softmax(scores, 4).reshape([b, kv, group * t, total]);
+        let context = weights
             .matmul(v)
+            .reshape([b, h, t, dh])
             .swap_dims(1, 2)
             .reshape([b, t, h * dh]);
         let x = x + project(&block.output, context);

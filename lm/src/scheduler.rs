@@ -50,7 +50,7 @@ impl Default for Limits {
         Self {
             batch_size: 16,
             max_prompt_tokens: usize::MAX,
-            prefill_chunk: 512,
+            prefill_chunk: 256,
             kv_tokens: 65_536,
         }
     }
@@ -239,9 +239,21 @@ pub(crate) fn run<B: Backend>(
                 Err(mpsc::TryRecvError::Disconnected) => break,
             }
         }
+        let started = Instant::now();
         worker.drop_cancelled(&mut waiting, &mut batch);
+        let read_before = stats.prefill_tokens.load(Ordering::Relaxed);
         worker.read_prompts(&mut waiting, &mut batch);
+        let reading = started.elapsed();
+        let rows = batch.rows.len();
         worker.decode(&mut batch);
+        tracing::debug!(
+            "scheduler: read {} prompt tokens in {:.3} s, decoded {rows} rows (time {}) in {:.3} s; {} waiting",
+            stats.prefill_tokens.load(Ordering::Relaxed) - read_before,
+            reading.as_secs_f64(),
+            batch.time,
+            (started.elapsed() - reading).as_secs_f64(),
+            waiting.len()
+        );
         stats
             .running
             .store(batch.rows.len() as u64, Ordering::Relaxed);

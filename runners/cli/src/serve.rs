@@ -51,7 +51,7 @@ pub struct ServeArgs {
     pub max_prompt_tokens: Option<usize>,
     /// Most prompt tokens read in one forward pass: a longer prompt is read a chunk per
     /// decoding step, so it never stalls the requests already decoding.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 256)]
     pub prefill_chunk_tokens: usize,
     /// Key/value cache budget in tokens (rows × sequence length the running batch may
     /// reach); a request waits until it fits. Bounds memory; a request alone always runs.
