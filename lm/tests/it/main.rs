@@ -1,8 +1,10 @@
 //! The model tests on the default (flex) backend, in one test binary: the tiny character
-//! model ([`tiny_lm`]) and SmolLM2 from GGUF against reference numbers ([`gguf_llama`]).
+//! model ([`tiny_lm`]), SmolLM2 from GGUF against reference numbers ([`gguf_llama`]), and the
+//! continuous-batching scheduler over SmolLM2 ([`scheduler`]).
 //! The backend parity suite is `tests/backends.rs`, a binary of its own.
 
 #[path = "../common/mod.rs"]
 mod common;
 mod gguf_llama;
+mod scheduler;
 mod tiny_lm;
