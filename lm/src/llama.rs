@@ -1,6 +1,7 @@
-//! A Llama-family decoder (RMSNorm, rotary position embeddings on interleaved pairs,
-//! grouped-query attention, SwiGLU MLP, tied or untied output head), configured from a
-//! checkpoint's own metadata and loaded from GGUF.
+//! A Llama-family decoder (RMSNorm, rotary position embeddings, grouped-query attention,
+//! SwiGLU MLP, tied or untied output head), configured from a checkpoint's own metadata and
+//! loaded from GGUF: Llama (rotary pairs interleaved, as llama.cpp's converter stores them)
+//! and Qwen2/Qwen2.5 (biases on the query, key and value projections, rotary halves split).
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
@@ -27,7 +28,35 @@ pub struct LlamaConfig {
     pub max_len: usize,
     /// Output head shares the token embedding.
     pub tied_embeddings: bool,
+    /// `llama` or `qwen2`.
+    #[serde(default = "llama_name")]
+    pub architecture: String,
+    /// The query, key and value projections have biases (Qwen2).
+    #[serde(default)]
+    pub qkv_bias: bool,
+    /// How the rotary embedding pairs a head's dimensions.
+    #[serde(default)]
+    pub rope_layout: RopeLayout,
 }
+
+fn llama_name() -> String {
+    "llama".into()
+}
+
+/// How rotary position embeddings pair a head's dimensions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RopeLayout {
+    /// `(x[2i], x[2i+1])`: Llama weights as llama.cpp's converter permutes them.
+    #[default]
+    Interleaved,
+    /// `(x[i], x[i + d/2])`: Hugging Face's `rotate_half`, which Qwen2 GGUF files keep
+    /// (llama.cpp's NEOX rope).
+    HalfSplit,
+}
+
+/// The architectures [`LlamaConfig::from_gguf`] reads.
+pub const ARCHITECTURES: [&str; 2] = ["llama", "qwen2"];
 
 impl LlamaConfig {
     /// Reads the config from GGUF metadata (`general.architecture = "llama"`).
@@ -36,14 +65,28 @@ impl LlamaConfig {
             .get("general.architecture")
             .and_then(|v| v.as_str())
             .unwrap_or("?");
-        if arch != "llama" {
+        if !ARCHITECTURES.contains(&arch) {
             return Err(LmError::Checkpoint {
                 path: file.path.clone(),
-                message: format!("architecture `{arch}` is not supported (expected `llama`)"),
+                message: format!(
+                    "architecture `{arch}` is not supported (supported: {})",
+                    ARCHITECTURES.join(", ")
+                ),
+            });
+        }
+        let qwen2 = arch == "qwen2";
+        if let Some(scaling) = file
+            .get(&format!("{arch}.rope.scaling.type"))
+            .and_then(|v| v.as_str())
+            .filter(|t| *t != "none")
+        {
+            return Err(LmError::Checkpoint {
+                path: file.path.clone(),
+                message: format!("`{arch}.rope.scaling.type` = `{scaling}` is not supported"),
             });
         }
         let n = |key: &str| {
-            file.require_u64(&format!("llama.{key}"))
+            file.require_u64(&format!("{arch}.{key}"))
                 .map(|v| v as usize)
         };
         let d_model = n("embedding_length")?;
@@ -60,16 +103,30 @@ impl LlamaConfig {
             heads,
             kv_heads: n("attention.head_count_kv").unwrap_or(heads),
             head_dim: d_model / heads.max(1),
-            rope_theta: file.require_f64("llama.rope.freq_base").unwrap_or(10_000.0),
-            rms_eps: file.require_f64("llama.attention.layer_norm_rms_epsilon")?,
+            rope_theta: file
+                .require_f64(&format!("{arch}.rope.freq_base"))
+                .unwrap_or(10_000.0),
+            rms_eps: file.require_f64(&format!("{arch}.attention.layer_norm_rms_epsilon"))?,
             max_len: n("context_length")?,
             tied_embeddings: !file.tensors.contains_key("output.weight"),
+            architecture: arch.to_string(),
+            qkv_bias: qwen2,
+            rope_layout: if qwen2 {
+                RopeLayout::HalfSplit
+            } else {
+                RopeLayout::Interleaved
+            },
         })
     }
 
     /// An untrained model of this size.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Llama<B> {
         let linear = |i: usize, o: usize| LinearConfig::new(i, o).with_bias(false).init(device);
+        let biased = |i: usize, o: usize| {
+            LinearConfig::new(i, o)
+                .with_bias(self.qkv_bias)
+                .init(device)
+        };
         let q_dim = self.heads * self.head_dim;
         let kv_dim = self.kv_heads * self.head_dim;
         Llama {
@@ -79,9 +136,9 @@ impl LlamaConfig {
                     attention_norm: RmsNormConfig::new(self.d_model)
                         .with_epsilon(self.rms_eps)
                         .init(device),
-                    query: linear(self.d_model, q_dim),
-                    key: linear(self.d_model, kv_dim),
-                    value: linear(self.d_model, kv_dim),
+                    query: biased(self.d_model, q_dim),
+                    key: biased(self.d_model, kv_dim),
+                    value: biased(self.d_model, kv_dim),
                     output: linear(q_dim, self.d_model),
                     mlp_norm: RmsNormConfig::new(self.d_model)
                         .with_epsilon(self.rms_eps)
@@ -100,6 +157,7 @@ impl LlamaConfig {
             head_dim: self.head_dim,
             rope_theta: self.rope_theta,
             max_len: self.max_len,
+            half_split_rope: self.rope_layout == RopeLayout::HalfSplit,
         }
     }
 }
@@ -129,6 +187,26 @@ pub struct Llama<B: Backend> {
     head_dim: usize,
     rope_theta: f64,
     max_len: usize,
+    half_split_rope: bool,
+}
+
+/// Rotates the halves `(x[i], x[i + d/2])` of `x [b, h, t, d]` by the angles whose cosines
+/// and sines are `cos`, `sin [b, 1, t, d/2]` (Hugging Face's `rotate_half`).
+fn rotate_halves<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let [b, h, t, d] = x.dims();
+    let first = x.clone().slice([0..b, 0..h, 0..t, 0..d / 2]);
+    let second = x.slice([0..b, 0..h, 0..t, d / 2..d]);
+    Tensor::cat(
+        vec![
+            first.clone() * cos.clone() - second.clone() * sin.clone(),
+            first * sin.clone() + second * cos.clone(),
+        ],
+        3,
+    )
 }
 
 /// Rotates interleaved pairs `(x[2i], x[2i+1])` of `x [b, h, t, d]` by the angles whose
@@ -172,8 +250,11 @@ impl<B: Backend> Llama<B> {
         let v = project(&block.value, normed)
             .reshape([b, t, kv, dh])
             .swap_dims(1, 2);
-        let q = rotate(q, cos, sin);
-        let k = rotate(k, cos, sin);
+        let (q, k) = if self.half_split_rope {
+            (rotate_halves(q, cos, sin), rotate_halves(k, cos, sin))
+        } else {
+            (rotate(q, cos, sin), rotate(k, cos, sin))
+        };
         let (k, v) = cache.extend(layer, k, v);
         let total = k.dims()[2];
         // Grouped-query attention: query head i reads key/value head i / (h / kv). The
@@ -276,6 +357,14 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
 }
 
 impl<B: Backend> Llama<B> {
+    /// `qwen2` (biased query, key and value projections) or `llama`.
+    pub fn architecture(&self) -> &'static str {
+        if self.blocks.first().is_some_and(|b| b.query.bias.is_some()) {
+            "qwen2"
+        } else {
+            "llama"
+        }
+    }
     pub fn embedding(&self) -> &Embedding<B> {
         &self.embedding
     }
@@ -351,6 +440,17 @@ pub fn load_gguf<B: Backend>(
         block.key.weight = linear(&name("attn_k"), d, kv_dim)?;
         block.value.weight = linear(&name("attn_v"), d, kv_dim)?;
         block.output.weight = linear(&name("attn_output"), q_dim, d)?;
+        if config.qkv_bias {
+            let bias = |part: &str, len: usize| -> Result<_, LmError> {
+                Ok(Some(Param::from_tensor(vector(
+                    &format!("blk.{i}.{part}.bias"),
+                    len,
+                )?)))
+            };
+            block.query.bias = bias("attn_q", q_dim)?;
+            block.key.bias = bias("attn_k", kv_dim)?;
+            block.value.bias = bias("attn_v", kv_dim)?;
+        }
         block.mlp_norm.gamma = Param::from_tensor(vector(&name("ffn_norm"), d)?);
         block.gate.weight = linear(&name("ffn_gate"), d, config.d_ff)?;
         block.up.weight = linear(&name("ffn_up"), d, config.d_ff)?;

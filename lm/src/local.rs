@@ -28,7 +28,7 @@ impl<B: Backend> LocalLm<B> {
     pub fn architecture(&self) -> &'static str {
         match self {
             LocalLm::Tiny(_) => "tiny",
-            LocalLm::Llama(_) => "llama",
+            LocalLm::Llama(m) => m.architecture(),
         }
     }
 }

@@ -28,6 +28,39 @@ fn err(path: &Path, message: impl std::fmt::Display) -> LmError {
     }
 }
 
+/// The `tokenizer.ggml.pre` values [`TextTokenizer::from_gguf`] builds.
+pub const PRE_TOKENIZERS: [&str; 5] = ["default", "gpt-2", "smollm", "qwen2", "llama-bpe"];
+
+/// The pre-tokenizer (Hugging Face `tokenizers` JSON) that splits text as llama.cpp does for
+/// a `tokenizer.ggml.pre` value.
+fn pre_tokenizer(pre: &str) -> Option<Json> {
+    // llama.cpp's regexes (`llama-vocab.cpp`), split before the byte-level mapping.
+    let split = |pattern: &str| {
+        json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}
+        ]})
+    };
+    match pre {
+        // GPT-2's own regex inside ByteLevel.
+        "default" | "gpt-2" => Some(json!(
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}
+        )),
+        // GPT-2's, with every digit on its own.
+        "smollm" => Some(json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}
+        ]})),
+        "qwen2" => Some(split(
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        )),
+        "llama-bpe" => Some(split(
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        )),
+        _ => None,
+    }
+}
+
 impl TextTokenizer {
     /// Builds the tokenizer stored in a GGUF file (`tokenizer.ggml.model = "gpt2"`).
     pub fn from_gguf(file: &GgufFile) -> Result<Self, LmError> {
@@ -70,16 +103,26 @@ impl TextTokenizer {
             .filter(|(i, _)| types.get(*i) == Some(&3))
             .map(|(i, t)| json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
             .collect();
+        let pre = file
+            .get("tokenizer.ggml.pre")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let pre_tokenizer = pre_tokenizer(pre).ok_or_else(|| {
+            err(
+                path,
+                format!(
+                    "pre-tokenizer `{pre}` (`tokenizer.ggml.pre`) is not supported (supported: {})",
+                    PRE_TOKENIZERS.join(", ")
+                ),
+            )
+        })?;
         let spec = json!({
             "version": "1.0",
             "truncation": null,
             "padding": null,
             "added_tokens": added,
             "normalizer": null,
-            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-                {"type": "Digits", "individual_digits": true},
-                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}
-            ]},
+            "pre_tokenizer": pre_tokenizer,
             "post_processor": null,
             "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
             "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null,
@@ -137,44 +180,80 @@ impl TextTokenizer {
     }
 
     /// One user turn in the model's chat format, ready for the assistant's answer.
-    /// ChatML templates (`<|im_start|>`) are rendered, including a default system turn the
-    /// template adds when the conversation has none; other templates are not supported.
     pub fn chat_prompt(&self, user: &str) -> Result<String, LmError> {
         self.chat_messages(&[("user", user)])
     }
 
-    /// A conversation in the model's chat format. It ends ready for the assistant's answer;
-    /// when the last message is the assistant's, its text is left open for the model to
-    /// continue (a prefilled answer).
+    /// A conversation rendered with the model's own chat template (the Jinja source its
+    /// checkpoint ships, run by `minijinja` with Python's string methods). It ends ready for
+    /// the assistant's answer; when the last message is the assistant's, its text is left
+    /// open for the model to continue (a prefilled answer), as vLLM's
+    /// `continue_final_message` does.
     pub fn chat_messages(&self, messages: &[(&str, &str)]) -> Result<String, LmError> {
-        let template = self.chat_template.as_deref().unwrap_or("");
-        if !template.contains("<|im_start|>") {
-            return Err(LmError::Tokenize(
-                "the model's chat template is not ChatML; use a raw prompt".into(),
-            ));
-        }
-        let mut out = String::new();
-        // A template that injects a system turn when the first message is not one.
-        if messages.first().is_none_or(|(role, _)| *role != "system") {
-            if let Some(start) = template.find("'<|im_start|>system\n") {
-                let rest = &template[start + 1..];
-                if let Some(end) = rest.find("<|im_end|>") {
-                    out.push_str(&rest[..end]);
-                    out.push_str("<|im_end|>\n");
-                }
-            }
-        }
-        let (last, earlier) = match messages.split_last() {
-            Some((last, earlier)) if last.0 == "assistant" => (Some(last), earlier),
-            _ => (None, messages),
+        let template = self.chat_template.as_deref().ok_or_else(|| {
+            LmError::Tokenize("the model ships no chat template; use a raw prompt".into())
+        })?;
+        let token = |id: Option<u32>| {
+            id.and_then(|id| self.inner.id_to_token(id))
+                .unwrap_or_default()
         };
-        for (role, content) in earlier {
-            out.push_str(&format!("<|im_start|>{role}\n{content}<|im_end|>\n"));
+        render_chat(template, messages, &token(self.bos), &token(Some(self.eos)))
+    }
+}
+
+/// Renders `messages` with a chat template. A final assistant message is continued: it is
+/// rendered with a marker for its text, and the prompt is cut where the marker starts.
+pub fn render_chat(
+    template: &str,
+    messages: &[(&str, &str)],
+    bos_token: &str,
+    eos_token: &str,
+) -> Result<String, LmError> {
+    const MARK: &str = "\u{E000}rco-answer\u{E000}";
+    let failed = |e: minijinja::Error| LmError::Tokenize(format!("the chat template: {e:#}"));
+    let mut env = minijinja::Environment::new();
+    minijinja_contrib::add_to_environment(&mut env);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function(
+        "raise_exception",
+        |message: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                message,
+            ))
+        },
+    );
+    env.add_template("chat", template).map_err(failed)?;
+    let continued = messages.last().filter(|(role, _)| *role == "assistant");
+    let rendered: Vec<minijinja::Value> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, (role, content))| {
+            let text: &str = if continued.is_some() && i + 1 == messages.len() {
+                MARK
+            } else {
+                content
+            };
+            minijinja::context! { role => role.to_string(), content => text.to_string() }
+        })
+        .collect();
+    let text = env
+        .get_template("chat")
+        .map_err(failed)?
+        .render(minijinja::context! {
+            messages => rendered,
+            add_generation_prompt => continued.is_none(),
+            bos_token => bos_token,
+            eos_token => eos_token,
+        })
+        .map_err(failed)?;
+    match continued {
+        None => Ok(text),
+        Some((_, prefix)) => {
+            let at = text.find(MARK).ok_or_else(|| {
+                LmError::Tokenize("the chat template drops a final assistant message".into())
+            })?;
+            Ok(format!("{}{prefix}", &text[..at]))
         }
-        out.push_str("<|im_start|>assistant\n");
-        if let Some((_, prefill)) = last {
-            out.push_str(prefill);
-        }
-        Ok(out)
     }
 }

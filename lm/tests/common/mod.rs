@@ -44,3 +44,22 @@ pub fn smollm2_gguf() -> PathBuf {
     );
     path
 }
+
+/// Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M): `QWEN_GGUF`, or where
+/// `scripts/fetch-models.sh qwen2.5-coder-0.5b` puts it. Fails the test when it is missing.
+pub fn qwen_gguf() -> PathBuf {
+    let path = std::env::var_os("QWEN_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/rco/models/Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf")
+        });
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/fetch-models.sh qwen2.5-coder-0.5b (scripts/test.sh does) or set QWEN_GGUF",
+        path.display()
+    );
+    path
+}

@@ -164,7 +164,7 @@ fn damaged_files_name_the_file_and_the_tensor() {
 }
 
 /// Runs a reference script with JSON on stdin; returns its JSON lines.
-fn reference(
+pub(crate) fn reference(
     script: &str,
     args: &[&std::ffi::OsStr],
     input: &serde_json::Value,
@@ -206,7 +206,7 @@ fn reference(
         .collect()
 }
 
-fn ids_of(value: &serde_json::Value) -> Vec<u32> {
+pub(crate) fn ids_of(value: &serde_json::Value) -> Vec<u32> {
     value
         .as_array()
         .expect("ids")

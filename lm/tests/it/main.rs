@@ -6,5 +6,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod gguf_llama;
+mod gguf_qwen;
 mod scheduler;
 mod tiny_lm;

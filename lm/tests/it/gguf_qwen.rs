@@ -1,0 +1,182 @@
+//! Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M: Q4_K, Q5_0, Q6_K and Q8_0 blocks) through the
+//! decoder on the flex backend: its blocks dequantized as llama.cpp's `gguf` package does
+//! it, its tokenizer (the `qwen2` pre-tokenizer) against llama.cpp's, its first-step
+//! predictions against llama.cpp, its greedy continuations against an f32 numpy forward of
+//! the same weights, and a chat answer through its own chat template. The file comes from
+//! `scripts/fetch-models.sh qwen2.5-coder-0.5b` (run by `scripts/test.sh`).
+
+use rco_lm::device::Cpu;
+use rco_lm::engine::Engine;
+use rco_lm::gguf::GgufFile;
+use rco_lm::sampling::SamplingConfig;
+
+use crate::common::qwen_gguf;
+use crate::gguf_llama::{ids_of, reference};
+
+#[test]
+fn qwen2_blocks_tokens_predictions_and_chat_match_the_references() {
+    let path = qwen_gguf();
+
+    // Block formats: the first 4096 values and the sum of each tensor type in the file.
+    let file = GgufFile::open(&path).expect("header");
+    let names = [
+        "token_embd.weight",
+        "output.weight",
+        "blk.0.ffn_down.weight",
+        "blk.11.ffn_down.weight",
+        "blk.0.attn_q.bias",
+    ];
+    let expected = reference(
+        "gguf_tensors.py",
+        &[path.as_os_str()],
+        &serde_json::json!(names),
+    );
+    let mut types = Vec::new();
+    for r in &expected {
+        let name = r["name"].as_str().expect("name");
+        let (values, _) = file.tensor_f32(name).expect("tensor");
+        for (i, (ours, theirs)) in values
+            .iter()
+            .zip(r["head"].as_array().expect("head"))
+            .enumerate()
+        {
+            let theirs = theirs.as_f64().expect("value") as f32;
+            assert!(
+                (ours - theirs).abs() <= 1e-6 * theirs.abs().max(1.0),
+                "{name}[{i}]: {ours} vs {theirs}"
+            );
+        }
+        let sum: f64 = values.iter().map(|&v| f64::from(v)).sum();
+        let theirs = r["sum"].as_f64().expect("sum");
+        assert!(
+            (sum - theirs).abs() <= 1e-3 * theirs.abs().max(1.0),
+            "{name}: sum {sum} vs {theirs}"
+        );
+        types.push(r["type"].as_str().expect("type").to_string());
+    }
+    for t in ["Q5_0", "Q8_0", "Q6_K", "Q4_K", "F32"] {
+        assert!(
+            types.iter().any(|x| x == t),
+            "no {t} tensor was compared: {types:?}"
+        );
+    }
+
+    let prompts = [
+        "def fibonacci(n):\n    if n < 2:\n        return n",
+        "The year 2024 had 366 days; 12345 + 678 = 13023.",
+        "Café naïve — 東京 へようこそ! Ünïcödé ✓",
+        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+    ];
+    let lm = Engine::<Cpu>::load(&path, Default::default()).expect("load");
+    assert_eq!(lm.model().expect("model").architecture(), "qwen2");
+    let ids: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| lm.tokenizer.prompt_ids(p, false).expect("prompt"))
+        .collect();
+    let greedy = SamplingConfig {
+        temperature: 0.0,
+        max_tokens: 16,
+        ..Default::default()
+    };
+    let stop = rco_lm::sampling::StopTokens {
+        eos: lm.tokenizer.eos(),
+        banned: Vec::new(),
+    };
+    let ours = rco_lm::sampling::sample(
+        &*lm.model().expect("model"),
+        &ids,
+        &[0; 4],
+        &greedy,
+        &stop,
+        &lm.device,
+    );
+    let first: Vec<Vec<f32>> = ids
+        .iter()
+        .map(|p| lm.next_token_log_probs(p).expect("forward"))
+        .collect();
+
+    // llama.cpp: the same prompt tokens, the same first token, top-5 sharing at least 4.
+    let llama = reference(
+        "llama_reference.py",
+        &[path.as_os_str(), "1".as_ref()],
+        &serde_json::json!(prompts),
+    );
+    for (i, r) in llama.iter().enumerate() {
+        assert_eq!(
+            ids_of(&r["prompt_tokens"]),
+            ids[i],
+            "{:?}: tokenization differs from llama.cpp",
+            prompts[i]
+        );
+        let top5: Vec<usize> = r["top5"]
+            .as_array()
+            .expect("top5")
+            .iter()
+            .map(|p| p[0].as_u64().expect("id") as usize)
+            .collect();
+        let mut ranked: Vec<usize> = (0..first[i].len()).collect();
+        ranked.sort_by(|a, b| first[i][*b].total_cmp(&first[i][*a]));
+        assert_eq!(
+            ranked[0], top5[0],
+            "{:?}: first-step top-1 differs from llama.cpp",
+            prompts[i]
+        );
+        let shared = top5.iter().filter(|id| ranked[..5].contains(id)).count();
+        assert!(
+            shared >= 4,
+            "{:?}: top-5 sets share only {shared} tokens",
+            prompts[i]
+        );
+    }
+
+    // The f32 reference: the same 16 greedy tokens, first-step log-probs within 2e-3.
+    let f32_ref = reference(
+        "f32_reference.py",
+        &[path.as_os_str(), "16".as_ref()],
+        &serde_json::json!(ids),
+    );
+    for (i, r) in f32_ref.iter().enumerate() {
+        assert_eq!(
+            ids_of(&r["tokens"]),
+            ours[i],
+            "{:?}: greedy continuation differs from the f32 reference",
+            prompts[i]
+        );
+        for pair in r["top6"].as_array().expect("top6") {
+            let (id, lp) = (
+                pair[0].as_u64().expect("id") as usize,
+                pair[1].as_f64().expect("lp") as f32,
+            );
+            assert!(
+                (first[i][id] - lp).abs() < 2e-3,
+                "{:?}: token {id}: {} vs {lp}",
+                prompts[i],
+                first[i][id]
+            );
+        }
+    }
+
+    // A chat question through the model's own template (with its default system prompt).
+    let chat = lm
+        .tokenizer
+        .text()
+        .expect("subword tokenizer")
+        .chat_prompt("Write a Python function is_prime(n).")
+        .expect("template");
+    assert!(
+        chat.starts_with("<|im_start|>system\nYou are Qwen"),
+        "{chat}"
+    );
+    assert!(chat.ends_with("<|im_start|>assistant\n"), "{chat}");
+    let mut lm = lm;
+    lm.settings.sampling = SamplingConfig {
+        temperature: 0.0,
+        max_tokens: 40,
+        ..Default::default()
+    };
+    let answer = lm
+        .generate(&["Write a Python function is_prime(n).".to_string()], &[0])
+        .expect("answer");
+    eprintln!("Qwen2.5-Coder-0.5B-Instruct answers:\n{}", answer[0]);
+    assert!(answer[0].contains("def is_prime("), "{}", answer[0]);
+}
