@@ -42,7 +42,8 @@ echo "CPU: $(nproc) threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 
 SMOLLM2_GGUF="$(scripts/fetch-models.sh)"
-export SMOLLM2_GGUF
+QWEN_GGUF="$(scripts/fetch-models.sh qwen2.5-coder-0.5b)"
+export SMOLLM2_GGUF QWEN_GGUF
 if [ "$bench" = 1 ]; then
   # The benchmark compares with llama.cpp (on the CPU) when its Python package is there.
   python3 -c "import xllamacpp" 2>/dev/null \

@@ -3,6 +3,24 @@
 
 use crate::LmError;
 
+/// The environment variable that sets how many threads rco's own model computation uses.
+pub const THREADS_VAR: &str = "RCO_THREADS";
+
+/// Sets how many threads the CPU backend's kernels use (its matrix products and element-wise
+/// work run on one process-wide thread pool); call it once, before any model runs. Without
+/// it the pool has a thread per available core.
+pub fn set_threads(threads: usize) -> Result<(), LmError> {
+    if threads == 0 {
+        return Err(LmError::Device(
+            "the thread count must be at least 1".into(),
+        ));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|e| LmError::Device(format!("setting {threads} threads: {e}")))
+}
+
 /// The CPU backend.
 pub type Cpu = burn::backend::Flex;
 

@@ -160,8 +160,105 @@ impl SamplingConfig {
     }
 }
 
+/// Vocabularies up to this size are sampled by sorting them whole (the quickstart's
+/// character models: the same draws as ever); larger ones without a full sort.
+const SORTED_VOCABULARY: usize = 1024;
+
+/// How many of the most likely tokens a top-p draw over a large vocabulary ranks before it
+/// falls back to ranking them all.
+const RANKED: usize = 256;
+
 /// Draws one token id from a row of logits (`banned` ids never).
+///
+/// Over a large vocabulary, plain temperature sampling takes three linear passes (maximum,
+/// total, draw) and top-k/top-p rank only the candidates they can keep (a partial
+/// selection), instead of sorting the whole vocabulary for every token.
 pub fn draw(logits: &[f32], banned: &[u32], config: &SamplingConfig, rng: &mut impl Rng) -> u32 {
+    if config.temperature == 0.0 || logits.len() <= SORTED_VOCABULARY {
+        return draw_sorted(logits, banned, config, rng);
+    }
+    let allowed = |i: usize| !banned.contains(&(i as u32));
+    let scaled = |i: usize| logits[i] as f64 / config.temperature;
+    if config.top_k == 0 && config.top_p >= 1.0 {
+        let max = (0..logits.len())
+            .filter(|&i| allowed(i))
+            .map(scaled)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let total: f64 = (0..logits.len())
+            .filter(|&i| allowed(i))
+            .map(|i| (scaled(i) - max).exp())
+            .sum();
+        let mut u: f64 = rng.random::<f64>() * total;
+        let mut last = 0;
+        for i in (0..logits.len()).filter(|&i| allowed(i)) {
+            let p = (scaled(i) - max).exp();
+            if u < p {
+                return i as u32;
+            }
+            u -= p;
+            last = i;
+        }
+        return last as u32;
+    }
+    let keep = if config.top_k > 0 {
+        config.top_k
+    } else {
+        RANKED
+    };
+    if keep.saturating_mul(4) >= logits.len() {
+        return draw_sorted(logits, banned, config, rng);
+    }
+    // The `keep` most likely allowed tokens, most likely first (ties: lower id first).
+    let mut ids: Vec<u32> = (0..logits.len() as u32)
+        .filter(|&i| allowed(i as usize))
+        .collect();
+    if ids.len() <= keep {
+        return draw_sorted(logits, banned, config, rng);
+    }
+    let order = |a: &u32, b: &u32| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
+    };
+    ids.select_nth_unstable_by(keep - 1, order);
+    let rest_max_below = ids[keep..].iter().map(|&i| scaled(i as usize));
+    let mut top: Vec<u32> = ids[..keep].to_vec();
+    top.sort_by(order);
+    let max = scaled(top[0] as usize);
+    // The normalizer: the kept tokens (top-k), or the whole vocabulary (top-p alone).
+    let mut total: f64 = top.iter().map(|&i| (scaled(i as usize) - max).exp()).sum();
+    if config.top_k == 0 {
+        total += rest_max_below.map(|s| (s - max).exp()).sum::<f64>();
+    }
+    let mut probs: Vec<f64> = top
+        .iter()
+        .map(|&i| (scaled(i as usize) - max).exp() / total)
+        .collect();
+    if config.top_p < 1.0 {
+        let mut cumulative = 0.0;
+        let Some(at) = probs.iter().position(|p| {
+            cumulative += p;
+            cumulative >= config.top_p
+        }) else {
+            // The nucleus is wider than the ranked candidates: rank them all.
+            return draw_sorted(logits, banned, config, rng);
+        };
+        probs.truncate(at + 1);
+        let kept: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= kept);
+    }
+    let mut u: f64 = rng.random();
+    for (k, p) in probs.iter().enumerate() {
+        if u < *p {
+            return top[k];
+        }
+        u -= p;
+    }
+    top[probs.len() - 1]
+}
+
+/// [`draw`] by sorting the whole vocabulary: candidates are scanned from the most likely.
+fn draw_sorted(logits: &[f32], banned: &[u32], config: &SamplingConfig, rng: &mut impl Rng) -> u32 {
     let allowed = |i: usize| !banned.contains(&(i as u32));
     let argmax = || {
         logits
@@ -350,4 +447,82 @@ pub fn token_log_probs(logits: &[f32], token: u32, top: usize) -> (f32, Vec<(u32
             .collect();
     }
     (chosen, ranked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Draw frequencies over a large vocabulary (the fast paths) match the softmax of the
+    /// logits, cut to the top k or the nucleus and renormalized, as the full sort has it.
+    #[test]
+    fn large_vocabulary_draws_follow_the_distribution() {
+        // Five likely tokens scattered through 5,000, the rest far less likely.
+        let mut logits = vec![-8.0f32; 5000];
+        let likely = [
+            (4321usize, 2.0f32),
+            (17, 1.5),
+            (2500, 1.0),
+            (999, 0.5),
+            (3, 0.0),
+        ];
+        for &(i, l) in &likely {
+            logits[i] = l;
+        }
+        let softmax = |ids: &[usize]| -> Vec<f64> {
+            let weights: Vec<f64> = ids.iter().map(|&i| f64::from(logits[i]).exp()).collect();
+            let total: f64 = weights.iter().sum();
+            weights.iter().map(|w| w / total).collect()
+        };
+        let all: Vec<usize> = (0..logits.len()).collect();
+        let whole = softmax(&all);
+        let top3 = softmax(&[4321, 17, 2500]);
+        let cases = [
+            (
+                SamplingConfig {
+                    temperature: 1.0,
+                    ..Default::default()
+                },
+                vec![whole[4321], whole[17], whole[2500]],
+            ),
+            (
+                SamplingConfig {
+                    temperature: 1.0,
+                    top_k: 3,
+                    ..Default::default()
+                },
+                top3.clone(),
+            ),
+            // The nucleus of 0.6 holds the two most likely tokens.
+            (
+                SamplingConfig {
+                    temperature: 1.0,
+                    top_p: 0.6,
+                    ..Default::default()
+                },
+                {
+                    let two = softmax(&[4321, 17]);
+                    vec![two[0], two[1], 0.0]
+                },
+            ),
+        ];
+        for (config, expected) in cases {
+            let mut rng = rco_core::seed::rng_for(7, &["test"]);
+            let draws = 20_000;
+            let mut counts = [0usize; 3];
+            for _ in 0..draws {
+                let t = draw(&logits, &[], &config, &mut rng) as usize;
+                if let Some(k) = [4321, 17, 2500].iter().position(|&i| i == t) {
+                    counts[k] += 1;
+                }
+            }
+            for (k, &p) in expected.iter().enumerate() {
+                let seen = counts[k] as f64 / draws as f64;
+                assert!(
+                    (seen - p).abs() < 0.015,
+                    "{config:?}: token {k}: {seen} vs {p}"
+                );
+            }
+        }
+    }
 }

@@ -25,6 +25,7 @@ use rco_lm::model::CausalLm;
 use rco_lm::sampling::{completion_log_probs, sample, PaddedBatch, SamplingConfig, StopTokens};
 
 mod common;
+use common::qwen_gguf as qwen;
 use common::smollm2_gguf as smollm2;
 
 fn tiny_spec() -> ModelSpec {
@@ -429,6 +430,74 @@ fn smollm2_matches_flex<B: Backend>(backend: &str, device: B::Device, tolerance:
         .contains("Paris"));
 }
 
+/// Qwen2.5-Coder-0.5B (biased projections, split-half rotary embeddings, K-quant blocks
+/// dequantized on load): logits of two prompts and a batched greedy decode against flex.
+/// Not in the wgpu suite: its 151,936 × 896 f32 embedding table is one 544 MB buffer, over
+/// what lavapipe (and wgpu's default limits) will allocate.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn qwen2_matches_flex<B: Backend>(backend: &str, device: B::Device, tolerance: Tolerance) {
+    let path = qwen();
+    let start = Instant::now();
+    let lm = Engine::<B>::load(&path, device).expect("load on the backend");
+    eprintln!(
+        "{backend} Qwen2.5-Coder-0.5B: loaded in {:.2?}",
+        start.elapsed()
+    );
+    let reference = Engine::<Cpu>::load(&path, Default::default()).expect("load on flex");
+    let raw = ["def is_prime(n):", "The capital of France is"]
+        .map(|p| lm.tokenizer.prompt_ids(p, false).expect("prompt"))
+        .to_vec();
+    let start = Instant::now();
+    let (ours, vocab) = logits(&*lm.model().expect("model"), &raw, &lm.device);
+    let forward = start.elapsed();
+    let (theirs, _) = logits(&*reference.model().expect("model"), &raw, &reference.device);
+    let g = gap(&ours, &theirs, vocab);
+    eprintln!("{backend} Qwen2.5-Coder-0.5B, 2 prompts: {g:?}; forward {forward:.2?}");
+    assert!(
+        g.max_logit < tolerance.smollm2_logits * 2.0,
+        "{backend}: Qwen2.5 logits differ from flex by {}",
+        g.max_logit
+    );
+    assert_top1_agrees(backend, &g, tolerance);
+    let greedy = SamplingConfig {
+        temperature: 0.0,
+        max_tokens: 8,
+        ..Default::default()
+    };
+    let stop = StopTokens {
+        eos: lm.tokenizer.eos(),
+        banned: Vec::new(),
+    };
+    let ours = sample(
+        &*lm.model().expect("model"),
+        &raw,
+        &[0, 0],
+        &greedy,
+        &stop,
+        &lm.device,
+    );
+    let theirs = sample(
+        &*reference.model().expect("model"),
+        &raw,
+        &[0, 0],
+        &greedy,
+        &stop,
+        &reference.device,
+    );
+    eprintln!(
+        "{backend} Qwen2.5 greedy: {:?}",
+        lm.tokenizer.decode(&ours[0]).expect("decode")
+    );
+    assert_greedy_agrees(
+        backend,
+        &*reference.model().expect("model"),
+        &raw,
+        &ours,
+        &theirs,
+        tolerance,
+    );
+}
+
 fn assert_top1_agrees(backend: &str, g: &Gap, tolerance: Tolerance) {
     assert!(
         g.same_top1 == g.positions || g.top1_flip_gap < tolerance.near_tie,
@@ -518,3 +587,15 @@ backend_suite!(
     "cuda:0",
     super::CUDA
 );
+
+#[cfg(feature = "cuda")]
+mod cuda_qwen2 {
+    #[test]
+    fn qwen2_matches_flex() {
+        super::qwen2_matches_flex::<burn::backend::Cuda>(
+            "cuda:0",
+            burn::backend::cuda::CudaDevice::new(0),
+            super::CUDA,
+        );
+    }
+}

@@ -20,6 +20,10 @@ struct Cli {
     /// `rco_plugin_openai=debug,warn`); overrides RCO_LOG.
     #[arg(long, global = true, value_name = "FILTER")]
     log_level: Option<String>,
+    /// Threads for rco's own model computation (the CPU backend's kernels); default: one per
+    /// available core, or RCO_THREADS.
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -123,12 +127,41 @@ enum Stage {
     Report,
 }
 
+/// Sizes the compute thread pool from `--threads`, else `RCO_THREADS`, else the cores.
+fn set_threads(flag: Option<usize>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let var = rco_lm::device::THREADS_VAR;
+    let threads = match flag {
+        Some(n) => Some(n),
+        None => match std::env::var(var) {
+            Ok(text) => Some(
+                text.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .with_context(|| {
+                        format!(
+                            "{var}={text:?} is not a thread count (a whole number of at least 1)"
+                        )
+                    })?,
+            ),
+            Err(_) => None,
+        },
+    };
+    match threads {
+        Some(n) => rco_lm::device::set_threads(n).context("--threads"),
+        None => Ok(()),
+    }
+}
+
 /// Runs the `rco` command line with the process's arguments; every plugin linked into the
 /// binary (the built-in ones, and any registered by the crate that calls this) is available.
 pub fn main() -> ExitCode {
     rco_plugins::link();
     let cli = Cli::parse();
-    let result = crate::logging::init(cli.log_level.as_deref()).and_then(|()| run(cli));
+    let result = crate::logging::init(cli.log_level.as_deref())
+        .and_then(|()| set_threads(cli.threads))
+        .and_then(|()| run(cli));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

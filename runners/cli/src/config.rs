@@ -205,8 +205,9 @@ fn top_level_keys() -> Vec<String> {
 
 /// rco's own environment variables. They share the `RCO_` prefix with config overrides
 /// (`RCO_SECTION__KEY`) but are never read as config.
-pub const OWN_VARIABLES: [&str; 3] = [
+pub const OWN_VARIABLES: [&str; 4] = [
     crate::logging::LOG_VAR,
+    rco_lm::device::THREADS_VAR,
     "RCO_MODELS_DIR",
     crate::progress::PROGRESS_EVERY_VAR,
 ];

@@ -6,7 +6,7 @@
 //!
 //! Ignored in the parallel run (its latencies would measure its neighbours); `scripts/test.sh`
 //! runs it alone: `cargo test -p rco-cli --test it soak:: -- --ignored --nocapture`.
-//! `RCO_SOAK_SECONDS` changes its length (default 60).
+//! `SOAK_SECONDS` changes its length (default 60).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,7 +34,7 @@ struct Tally {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a minute long: scripts/test.sh runs it alone"]
 async fn thirty_two_clients_for_a_minute() {
-    let seconds: u64 = std::env::var("RCO_SOAK_SECONDS")
+    let seconds: u64 = std::env::var("SOAK_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
