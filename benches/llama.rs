@@ -55,7 +55,10 @@ fn bench<B: Backend>(path: &std::path::Path, device_name: &str, device: B::Devic
     } else {
         format!("device {device_name} ({device:?})")
     };
-    println!("SmolLM2-135M-Instruct Q4_1 (f32 compute), {backend}, {threads} CPU threads, prompt {} tokens, {new_tokens} new tokens", prompt.len());
+    let file = path
+        .file_name()
+        .map_or_else(String::new, |f| f.to_string_lossy().to_string());
+    println!("{file} (f32 compute), {backend}, {threads} CPU threads, prompt {} tokens, {new_tokens} new tokens", prompt.len());
     println!(
         "{:<34} {:>14} {:>14}",
         "case", "rco tok/s", "llama.cpp tok/s"
