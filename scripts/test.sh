@@ -15,7 +15,8 @@ export SMOLLM2_GGUF QWEN_GGUF
 cargo test --workspace "$@"
 # The soak test of `rco serve` (32 clients, about a minute), alone so that the latencies it
 # prints measure the server and not the other tests.
-cargo test -p rco-cli --test it soak:: -- --ignored --nocapture
+# (`--workspace` keeps the features of the build above, so nothing is rebuilt.)
+cargo test --workspace --test it soak:: -- --ignored --nocapture
 
 # A plugin crate outside the workspace: examples/custom-judge depends on rco-cli and rco-core
 # by path, registers its own judge, and its binary is the whole CLI with that judge in it.

@@ -7,6 +7,7 @@
 //! permuted between the two layouts on the way in and out, exactly as llama.cpp's converter
 //! does.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::module::Param;
@@ -268,18 +269,62 @@ pub fn load<B: Backend>(
             RopeLayout::Interleaved
         },
     };
-    let weights_path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&weights_path)
-        .map_err(|e| err(&weights_path, format!("cannot read: {e}")))?;
-    let file = SafeTensors::deserialize(&bytes)
-        .map_err(|e| err(&weights_path, format!("not a safetensors file: {e}")))?;
+    // One `model.safetensors`, or shards named by `model.safetensors.index.json`.
+    let index_path = dir.join("model.safetensors.index.json");
+    let (shard_paths, weight_map): (Vec<std::path::PathBuf>, BTreeMap<String, usize>) =
+        if index_path.is_file() {
+            let index = read_json(&index_path)?;
+            let map = index["weight_map"]
+                .as_object()
+                .ok_or_else(|| err(&index_path, "`weight_map` is missing or not an object"))?;
+            let mut files: Vec<String> = Vec::new();
+            let mut weight_map = BTreeMap::new();
+            for (tensor, file) in map {
+                let file = file.as_str().ok_or_else(|| {
+                    err(
+                        &index_path,
+                        format!("`weight_map.{tensor}` is not a file name"),
+                    )
+                })?;
+                let at = match files.iter().position(|f| f == file) {
+                    Some(at) => at,
+                    None => {
+                        files.push(file.to_string());
+                        files.len() - 1
+                    }
+                };
+                weight_map.insert(tensor.clone(), at);
+            }
+            (files.iter().map(|f| dir.join(f)).collect(), weight_map)
+        } else {
+            (vec![dir.join("model.safetensors")], BTreeMap::new())
+        };
+    let shard_bytes: Vec<Vec<u8>> = shard_paths
+        .iter()
+        .map(|p| std::fs::read(p).map_err(|e| err(p, format!("cannot read: {e}"))))
+        .collect::<Result<_, _>>()?;
+    let shards: Vec<SafeTensors> = shard_bytes
+        .iter()
+        .zip(&shard_paths)
+        .map(|(bytes, p)| {
+            SafeTensors::deserialize(bytes)
+                .map_err(|e| err(p, format!("not a safetensors file: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
     let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>, LmError> {
-        let view = file
-            .tensor(name)
-            .map_err(|_| err(&weights_path, format!("tensor `{name}` is missing")))?;
+        let shard = weight_map.get(name).copied().unwrap_or(0);
+        let weights_path = &shard_paths[shard];
+        let view = shards[shard].tensor(name).map_err(|_| {
+            let place = if weight_map.is_empty() {
+                weights_path
+            } else {
+                &index_path
+            };
+            err(place, format!("tensor `{name}` is missing"))
+        })?;
         if view.shape() != shape {
             return Err(err(
-                &weights_path,
+                weights_path,
                 format!(
                     "tensor `{name}` has shape {:?}, expected {shape:?}",
                     view.shape()
@@ -302,7 +347,7 @@ pub fn load<B: Backend>(
                 .collect(),
             other => {
                 return Err(err(
-                    &weights_path,
+                    weights_path,
                     format!("tensor `{name}` has unsupported dtype {other:?}"),
                 ))
             }

@@ -432,8 +432,45 @@ fn hugging_face_export_round_trips() {
             .chat_prompt("hi")
             .expect("chat")
     );
-    // A damaged directory names the file and the tensor.
+    // The same weights in two shards with an index file, as the Hub stores larger models.
+    let sharded = dir.path().join("smollm2-sharded");
+    std::fs::create_dir_all(&sharded).expect("dir");
+    for name in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(out.join(name), sharded.join(name)).expect("copy");
+    }
     let bytes = std::fs::read(out.join("model.safetensors")).expect("read");
+    let whole = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let mut names: Vec<String> = whole.names().into_iter().map(String::from).collect();
+    names.sort();
+    let mut weight_map = serde_json::Map::new();
+    for (shard, part) in names.chunks(names.len().div_ceil(2)).enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", shard + 1);
+        let views: Vec<(String, safetensors::tensor::TensorView)> = part
+            .iter()
+            .map(|n| (n.clone(), whole.tensor(n).expect("tensor")))
+            .collect();
+        let data = safetensors::serialize(views, None).expect("serialize");
+        std::fs::write(sharded.join(&file), data).expect("write shard");
+        for n in part {
+            weight_map.insert(n.clone(), serde_json::json!(file));
+        }
+    }
+    std::fs::write(
+        sharded.join("model.safetensors.index.json"),
+        serde_json::json!({"metadata": {}, "weight_map": weight_map}).to_string(),
+    )
+    .expect("index");
+    let from_shards = Engine::<Cpu>::load(&sharded, Default::default()).expect("sharded");
+    let ids = original
+        .tokenizer
+        .prompt_ids("The capital of France is", false)
+        .expect("ids");
+    assert_eq!(
+        original.next_token_log_probs(&ids).expect("forward"),
+        from_shards.next_token_log_probs(&ids).expect("forward")
+    );
+
+    // A damaged directory names the file and the tensor.
     std::fs::write(out.join("model.safetensors"), &bytes[..bytes.len() / 2]).expect("write");
     let err = Engine::<Cpu>::load(&out, Default::default())
         .err()
