@@ -684,20 +684,40 @@ async fn generate(
         // The first piece (or the answer, or its refusal) before the 200: a prompt the model
         // cannot take is a 400, not an error inside a stream.
         let mut done_rx = done_rx;
+        // The answer first when both are there: a refused job has answered before its
+        // text channel closed.
         let first = tokio::select! {
-            piece = text_rx.recv() => piece,
+            biased;
             result = &mut done_rx => match result {
                 Ok(Err(e)) => return failure(&e),
                 Ok(Ok(g)) => return sse(server.name.clone(), id, chat, include_usage, None, text_rx, Finished::Now(g), guard),
                 Err(_) => return dropped(),
             },
+            piece = text_rx.recv() => piece,
+        };
+        let Some(first) = first else {
+            // The job ended without writing text: its answer decides.
+            return match done_rx.await {
+                Ok(Err(e)) => failure(&e),
+                Ok(Ok(g)) => sse(
+                    server.name.clone(),
+                    id,
+                    chat,
+                    include_usage,
+                    None,
+                    text_rx,
+                    Finished::Now(g),
+                    guard,
+                ),
+                Err(_) => dropped(),
+            };
         };
         return sse(
             server.name.clone(),
             id,
             chat,
             include_usage,
-            first,
+            Some(first),
             text_rx,
             Finished::Later(done_rx),
             guard,
