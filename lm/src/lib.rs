@@ -24,6 +24,7 @@ pub mod engine;
 pub mod error;
 pub mod gguf;
 pub mod hf;
+pub mod job;
 pub mod llama;
 pub mod local;
 pub mod loss;

@@ -1,4 +1,4 @@
-//! The worker loop behind [`crate::batcher::Batcher`]: continuous batching over one model.
+//! The worker loop behind the `Batcher` (`batcher.rs`): continuous batching over one model.
 //!
 //! Requests join the running batch as soon as their prompt has been read and leave it at the
 //! step they finish, so a short request never waits for a long one to end. Each turn:
@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use burn::prelude::*;
 use rand_chacha::ChaCha8Rng;
 
-use crate::batcher::{prompt_ids, BatchStats, Generated, Job, TokenLogProb};
 use crate::engine::{cut_at_stop, Engine};
+use crate::job::{prompt_ids, BatchStats, Generated, Job, TokenLogProb};
 use crate::local::{LmTokenizer, LocalLm};
 use crate::model::{CausalLm, KvCache};
 use crate::sampling::{draw, token_log_probs, PaddedBatch, StopTokens};

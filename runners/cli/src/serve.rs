@@ -688,40 +688,40 @@ async fn generate(
         // text channel closed.
         let first = tokio::select! {
             biased;
-            result = &mut done_rx => match result {
-                Ok(Err(e)) => return failure(&e),
-                Ok(Ok(g)) => return sse(server.name.clone(), id, chat, include_usage, None, text_rx, Finished::Now(g), guard),
-                Err(_) => return dropped(),
-            },
-            piece = text_rx.recv() => piece,
+            result = &mut done_rx => Err(result),
+            piece = text_rx.recv() => Ok(piece),
         };
-        let Some(first) = first else {
-            // The job ended without writing text: its answer decides.
-            return match done_rx.await {
-                Ok(Err(e)) => failure(&e),
-                Ok(Ok(g)) => sse(
+        let answer = match first {
+            Ok(Some(piece)) => {
+                return sse(
                     server.name.clone(),
                     id,
                     chat,
                     include_usage,
-                    None,
+                    Some(piece),
                     text_rx,
-                    Finished::Now(g),
+                    Finished::Later(done_rx),
                     guard,
-                ),
-                Err(_) => dropped(),
-            };
+                )
+            }
+            // The job ended without writing text: its answer decides.
+            Ok(None) => done_rx.await,
+            Err(result) => result,
         };
-        return sse(
-            server.name.clone(),
-            id,
-            chat,
-            include_usage,
-            Some(first),
-            text_rx,
-            Finished::Later(done_rx),
-            guard,
-        );
+        return match answer {
+            Ok(Err(e)) => failure(&e),
+            Ok(Ok(g)) => sse(
+                server.name.clone(),
+                id,
+                chat,
+                include_usage,
+                None,
+                text_rx,
+                Finished::Now(g),
+                guard,
+            ),
+            Err(_) => dropped(),
+        };
     }
     let answer = done_rx.await;
     drop(guard);
