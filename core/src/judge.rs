@@ -110,6 +110,10 @@ impl Judge for ReaskInvalid {
     async fn score(&self, requests: &[PointwiseRequest]) -> Result<Vec<PointwiseScore>> {
         self.inner.score(requests).await
     }
+
+    fn solved_score(&self) -> Option<f64> {
+        self.inner.solved_score()
+    }
 }
 
 #[cfg(test)]
@@ -168,6 +172,7 @@ mod tests {
                 a: "a".into(),
                 b: "b".into(),
                 seed,
+                ..Comparison::default()
             })
             .collect();
         let none = ReaskInvalid::new(Arc::new(Flaky), 0)

@@ -19,6 +19,7 @@ pub mod reward;
 pub mod seed;
 pub mod stats;
 pub mod store;
+pub mod suites;
 pub mod template;
 #[cfg(feature = "test-util")]
 pub mod test_util;

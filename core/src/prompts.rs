@@ -7,6 +7,11 @@ use crate::template::{render, TaskTemplates};
 use crate::{BothOrders, Comparison, Judgement, PointwiseRequest, PromptTemplates, TaskItem};
 
 impl TaskTemplates {
+    /// The prompt an actor answers to write an item's initial response: `{prompt}`.
+    pub fn answer_prompt(&self, item: &TaskItem) -> String {
+        render(&self.answer, &[("prompt", &item.prompt)])
+    }
+
     /// The critique prompt of an item: `{prompt}`, `{response}` (the initial answer).
     pub fn critique_prompt(&self, item: &TaskItem) -> String {
         render(
@@ -67,6 +72,11 @@ impl PromptTemplates {
                 .iter()
                 .map(|(task, t)| (format!("tasks.{task}"), t)),
         )
+    }
+
+    /// [`TaskTemplates::answer_prompt`] with the item's task templates.
+    pub fn answer_prompt(&self, item: &TaskItem) -> String {
+        self.for_task(&item.task).answer_prompt(item)
     }
 
     /// [`TaskTemplates::critique_prompt`] with the item's task templates.
@@ -132,6 +142,8 @@ impl BothOrders {
                 a: a.to_string(),
                 b: b.to_string(),
                 seed: seed(order),
+                tests: item.tests.clone(),
+                entry_point: item.entry_point.clone(),
             }
         })
     }
@@ -165,6 +177,7 @@ mod tests {
             prompt: "P".into(),
             initial_response: "Y0".into(),
             reference: Some("R".into()),
+            ..TaskItem::default()
         }
     }
 
@@ -209,6 +222,7 @@ mod tests {
             response: "Y1".into(),
             reference: None,
             seed: 0,
+            ..PointwiseRequest::default()
         };
         assert_eq!(t.pointwise_prompt(&request), "P|Y1|");
     }

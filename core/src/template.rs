@@ -8,10 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::ConfigProblem;
 
-/// The four templates of one task.
+/// The templates of one task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TaskTemplates {
+    /// The prompt an actor answers when it writes its own initial response; placeholder
+    /// `{prompt}`.
+    pub answer: String,
     /// Critique prompt; placeholders `{prompt}`, `{response}`.
     pub critique: String,
     /// Refinement prompt; placeholders `{prompt}`, `{response}`, `{critique}`.
@@ -31,6 +34,7 @@ pub struct TaskTemplates {
 impl Default for TaskTemplates {
     fn default() -> Self {
         Self {
+            answer: "{prompt}".into(),
             critique: "You are a careful reviewer. Read the task and the response below, then write a short, specific critique that points out the most important error and says how to fix it.\n\n[Task]\n{prompt}\n\n[Response]\n{response}\n\n[Critique]\n".into(),
             refinement: "Improve the response to the task using the critique. Reply with the improved response only.\n\n[Task]\n{prompt}\n\n[Response]\n{response}\n\n[Critique]\n{critique}\n\n[Improved response]\n".into(),
             pairwise: "Please act as an impartial judge and decide which of two responses answers the task better. Do not let the order or the length of the responses influence you. After a short explanation, give your verdict strictly as \"[[A]]\" if response A is better, \"[[B]]\" if response B is better, or \"[[C]]\" for a tie.\n\n[Task]\n{prompt}\n\n[Response A]\n{a}\n\n[Response B]\n{b}\n".into(),
@@ -52,15 +56,21 @@ pub struct PromptTemplates {
 }
 
 impl PromptTemplates {
+    /// The templates of a task: its `[templates.tasks.NAME]`, else the built-in templates
+    /// of the suite it names ([`crate::suites`]), else `[templates.default]`.
     pub fn for_task(&self, task: &str) -> &TaskTemplates {
-        self.tasks.get(task).unwrap_or(&self.default)
+        self.tasks
+            .get(task)
+            .or_else(|| crate::suites::templates(task))
+            .unwrap_or(&self.default)
     }
 
     /// Every template that uses a placeholder it does not have.
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
         let mut check = |key: String, t: &TaskTemplates| {
-            let allowed: [(&str, &str, &[&str]); 4] = [
+            let allowed: [(&str, &str, &[&str]); 5] = [
+                ("answer", &t.answer, &["prompt"]),
                 ("critique", &t.critique, &["prompt", "response"]),
                 (
                     "refinement",

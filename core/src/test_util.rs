@@ -43,6 +43,7 @@ pub fn items() -> Vec<TaskItem> {
         prompt: prompt.into(),
         initial_response: initial.into(),
         reference: Some(reference.into()),
+        ..TaskItem::default()
     };
     vec![
         item("a", "copy", "copy:12345", "12945", "12345"),
@@ -92,6 +93,7 @@ pub async fn judge_conforms(judge: &dyn Judge, items: &[TaskItem]) -> Conformanc
         a: "\u{0}".into(),
         b: String::new(),
         seed: 1,
+        ..Comparison::default()
     };
     // Odd input may be refused (a tokenizer that cannot spell it), but never half-answered.
     if let Ok(judged) = judge.compare(&[junk]).await {
@@ -106,6 +108,7 @@ pub async fn judge_conforms(judge: &dyn Judge, items: &[TaskItem]) -> Conformanc
             response: item.initial_response.clone(),
             reference: item.reference.clone(),
             seed: i as u64,
+            ..PointwiseRequest::default()
         })
         .collect();
     match judge.score(&requests).await {
@@ -176,6 +179,7 @@ pub async fn actor_conforms(
         .enumerate()
         .map(|(i, item)| RespondRequest {
             item: item.clone(),
+            prompt: item.prompt.clone(),
             seed: i as u64,
         })
         .collect();

@@ -94,6 +94,8 @@ pub trait Critic: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct RespondRequest {
     pub item: TaskItem,
+    /// The answer prompt rendered from the task's template (`{prompt}` alone by default).
+    pub prompt: String,
     pub seed: u64,
 }
 
@@ -123,13 +125,32 @@ pub trait Actor: Send + Sync {
 }
 
 /// A pointwise scoring request (RQS).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PointwiseRequest {
     pub task: String,
     pub prompt: String,
     pub response: String,
     pub reference: Option<String>,
     pub seed: u64,
+    /// The item's tests, for code verifiers.
+    pub tests: Option<String>,
+    /// The function the tests call.
+    pub entry_point: Option<String>,
+}
+
+impl PointwiseRequest {
+    /// A request to score `response` to `item`.
+    pub fn for_item(item: &TaskItem, response: &str, seed: u64) -> Self {
+        Self {
+            task: item.task.clone(),
+            prompt: item.prompt.clone(),
+            response: response.to_string(),
+            reference: item.reference.clone(),
+            seed,
+            tests: item.tests.clone(),
+            entry_point: item.entry_point.clone(),
+        }
+    }
 }
 
 /// Compares answers.
@@ -145,6 +166,14 @@ pub trait Judge: Send + Sync {
     /// Pointwise scores on the judge's scale, for judges that give them.
     async fn score(&self, _requests: &[PointwiseRequest]) -> Result<Vec<PointwiseScore>> {
         Err(crate::Error::Unsupported("pointwise scoring"))
+    }
+
+    /// For a verifier (a judge that checks answers against ground truth: a math answer
+    /// checker, a code test runner), the pointwise score of a correct answer. The runner
+    /// uses it to count answers that are already correct and to report solve rates;
+    /// `None` for judges whose scores are opinions.
+    fn solved_score(&self) -> Option<f64> {
+        None
     }
 }
 

@@ -3,8 +3,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// One task item: a prompt `x`, the actor's initial response `y0`, optionally a reference.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// One task item: a prompt `x`, the actor's initial response `y0`, optionally a reference
+/// and, for code, the tests a program must pass.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskItem {
     /// Unique id of the item within its dataset split.
@@ -13,11 +14,20 @@ pub struct TaskItem {
     pub task: String,
     /// The prompt `x`.
     pub prompt: String,
-    /// The initial response `y0` that critiques criticise and refinements improve.
+    /// The initial response `y0` that critiques criticise and refinements improve. Empty
+    /// when the data has none: each actor then writes its own (`Actor::respond`).
+    #[serde(default)]
     pub initial_response: String,
-    /// Ground truth, where the task has one (used by verifier judges only).
+    /// Ground truth, where the task has one (used by verifier judges and judge prompts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
+    /// The tests of a code item: Python that checks the program (HumanEval's `check(candidate)`
+    /// function, or plain asserts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<String>,
+    /// The function the tests call (HumanEval's `entry_point`), for code items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_point: Option<String>,
 }
 
 /// One critique `c` of an item's initial response.
@@ -79,7 +89,7 @@ impl Judgement {
 }
 
 /// A pairwise comparison request: which of `a` and `b` answers `prompt` better.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Comparison {
     pub task: String,
     pub prompt: String,
@@ -89,6 +99,12 @@ pub struct Comparison {
     pub b: String,
     /// Seed for judges that sample.
     pub seed: u64,
+    /// The item's tests, for code verifiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<String>,
+    /// The function the tests call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_point: Option<String>,
 }
 
 /// The two judgements of one refinement against the initial response:

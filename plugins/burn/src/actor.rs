@@ -29,7 +29,7 @@ impl<B: Backend> Actor for LmActor<B> {
     }
 
     async fn respond(&self, requests: &[RespondRequest]) -> Result<Vec<String>> {
-        let prompts: Vec<String> = requests.iter().map(|r| r.item.prompt.clone()).collect();
+        let prompts: Vec<String> = requests.iter().map(|r| r.prompt.clone()).collect();
         let seeds: Vec<u64> = requests
             .iter()
             .map(|r| derive_seed(r.seed, &["respond"]))

@@ -167,6 +167,7 @@ async fn smollm2_plays_critic_actor_and_judge() {
         prompt: prompt.into(),
         initial_response: answer.into(),
         reference: None,
+        ..TaskItem::default()
     };
     let items = [
         item("a", "What is 2 + 2?", "2 + 2 = 5."),
@@ -250,6 +251,7 @@ async fn smollm2_plays_critic_actor_and_judge() {
                 a: a.into(),
                 b: b.into(),
                 seed,
+                ..Comparison::default()
             };
             vec![
                 pair(&r[0].text, &i.initial_response, 1),
@@ -271,6 +273,7 @@ async fn smollm2_plays_critic_actor_and_judge() {
             response: "2 + 2 = 4.".into(),
             reference: None,
             seed: 3,
+            ..PointwiseRequest::default()
         }])
         .await
         .expect("score");

@@ -53,7 +53,7 @@ impl Actor for OpenAiActor {
         let calls = requests
             .iter()
             .map(|r| Call {
-                messages: user(&r.item.prompt),
+                messages: user(&r.prompt),
                 sample: 0,
                 seed: r.seed,
             })
@@ -311,6 +311,7 @@ mod tests {
             a: "4".into(),
             b: "5".into(),
             seed: 1,
+            ..Comparison::default()
         };
         judge.compare(&[comparison]).await.unwrap();
         let rating = PointwiseRequest {
@@ -319,6 +320,7 @@ mod tests {
             response: "4".into(),
             reference: None,
             seed: 2,
+            ..PointwiseRequest::default()
         };
         judge.score(&[rating]).await.unwrap();
         let seen = seen.lock().unwrap();

@@ -396,6 +396,7 @@ mod tests {
         let responses = actor
             .respond(&[RespondRequest {
                 item: items[2].clone(),
+                prompt: items[2].prompt.clone(),
                 seed: 0,
             }])
             .await
@@ -411,6 +412,7 @@ mod tests {
             prompt: "sort:321".into(),
             initial_response: "123".into(),
             reference: Some("123".into()),
+            ..TaskItem::default()
         };
         let mut rng = rng_for(0, &["x"]);
         assert_eq!(

@@ -247,6 +247,7 @@ mod tests {
             a: a.into(),
             b: b.into(),
             seed,
+            ..Comparison::default()
         }
     }
 
@@ -282,6 +283,7 @@ mod tests {
             response: response.into(),
             reference: reference.map(str::to_string),
             seed: 0,
+            ..PointwiseRequest::default()
         };
         let scores = VerifierJudge
             .score(&[
@@ -380,6 +382,7 @@ mod tests {
                 a: first.into(),
                 b: second.into(),
                 seed: derive_seed(9, &[&item.id, seed_label]),
+                ..Comparison::default()
             }
         };
         let better = |i: usize| items[i].reference.clone().unwrap();

@@ -344,6 +344,7 @@ mod tests {
             prompt: prompt.into(),
             initial_response: initial.into(),
             reference: None,
+            ..TaskItem::default()
         }
     }
 

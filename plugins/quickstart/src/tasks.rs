@@ -274,6 +274,7 @@ impl QuickstartDataset {
             prompt: format!("{}:{digits}", task.short_name()),
             initial_response: initial.into_iter().collect(),
             reference: Some(reference),
+            ..TaskItem::default()
         }
     }
 }

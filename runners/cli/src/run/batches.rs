@@ -87,6 +87,7 @@ mod tests {
                 prompt: String::new(),
                 initial_response: String::new(),
                 reference: None,
+                ..TaskItem::default()
             })
             .collect();
         let pending = pending_batches(&items, 2, |i| i.id == "0" || i.id == "3");

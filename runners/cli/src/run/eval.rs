@@ -97,23 +97,18 @@ impl Run {
         for j in &judged {
             for (ci, c) in j.critiques.iter().enumerate() {
                 for (ri, text) in c.refinements.iter().enumerate() {
-                    pointwise.push(PointwiseRequest {
-                        task: j.item.task.clone(),
-                        prompt: j.item.prompt.clone(),
-                        response: text.clone(),
-                        reference: j.item.reference.clone(),
-                        seed: derive_seed(
-                            seed,
-                            &[
-                                "eval",
-                                "rqs",
-                                actor,
-                                &j.item.id,
-                                &ci.to_string(),
-                                &ri.to_string(),
-                            ],
-                        ),
-                    });
+                    let rqs_seed = derive_seed(
+                        seed,
+                        &[
+                            "eval",
+                            "rqs",
+                            actor,
+                            &j.item.id,
+                            &ci.to_string(),
+                            &ri.to_string(),
+                        ],
+                    );
+                    pointwise.push(PointwiseRequest::for_item(&j.item, text, rqs_seed));
                 }
             }
         }
