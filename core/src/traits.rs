@@ -268,6 +268,13 @@ pub trait Dataset: Send + Sync {
     fn files(&self) -> Vec<std::path::PathBuf> {
         Vec::new()
     }
+
+    /// Where the initial responses come from, if the dataset's config says; unset, the
+    /// runner uses the data's `initial_response` when every item has one and the actors'
+    /// own answers otherwise.
+    fn initial_response(&self) -> Option<crate::dataset::InitialResponse> {
+        None
+    }
 }
 
 /// Progress of one long piece of work (the binary draws bars; tests ignore it).

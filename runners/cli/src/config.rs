@@ -205,10 +205,11 @@ fn top_level_keys() -> Vec<String> {
 
 /// rco's own environment variables. They share the `RCO_` prefix with config overrides
 /// (`RCO_SECTION__KEY`) but are never read as config.
-pub const OWN_VARIABLES: [&str; 4] = [
+pub const OWN_VARIABLES: [&str; 5] = [
     crate::logging::LOG_VAR,
     rco_lm::device::THREADS_VAR,
     "RCO_MODELS_DIR",
+    rco_core::dataset::suites::DATA_DIR_VAR,
     crate::progress::PROGRESS_EVERY_VAR,
 ];
 
