@@ -8,6 +8,7 @@
 pub use rco_plugin_burn as burn;
 pub use rco_plugin_openai as openai;
 pub use rco_plugin_quickstart as quickstart;
+pub use rco_plugin_verify as verify;
 
 /// Keeps every plugin crate linked; call it once before reading the registry.
 pub fn link() {
@@ -15,5 +16,6 @@ pub fn link() {
         rco_plugin_burn::config::placement as fn(_, _, _) -> _,
         rco_plugin_quickstart::tasks::solve as fn(&str, &str) -> _,
         rco_plugin_openai::config::parse_retry_after as fn(&str) -> _,
+        rco_plugin_verify::math::verdict as fn(bool, bool) -> _,
     ));
 }

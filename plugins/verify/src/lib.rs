@@ -1,0 +1,24 @@
+//! rco-plugin-verify: judges that check answers against ground truth instead of judging
+//! them.
+//!
+//! # Design
+//! - [`math`] (`kind = "math"`): reads the final number of each answer (`#### N`,
+//!   `\boxed{}`, "the answer is N", else the last number) and compares it with the
+//!   item's reference numerically.
+//! - [`code`] (`kind = "code"`): runs each answer's program against the item's tests in
+//!   a [`sandbox`] and compares the fraction of tests passed.
+//!
+//! Both are ordinary judges: the runner judges each pair in both orders and computes CU
+//! and judge health as for any other; a verifier is deterministic, so its position
+//! consistency is 1. Both report [`rco_core::Judge::solved_score`], so the runner can
+//! count answers that are already correct.
+
+pub mod code;
+pub mod extract;
+pub mod math;
+pub mod sandbox;
+
+/// The pointwise score of a correct answer (and of a program passing every test).
+pub const SOLVED: f64 = 10.0;
+/// The pointwise score of a wrong answer (and of a program passing no test).
+pub const WRONG: f64 = 1.0;
