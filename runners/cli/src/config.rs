@@ -107,6 +107,10 @@ pub struct CollectConfig {
     pub pipelined: bool,
     /// Batches processed at the same time (each is committed as it finishes).
     pub batches_in_flight: usize,
+    /// Leave out of collection the items whose initial response the judge, a verifier
+    /// (`math`, `code`), already finds correct: refinements cannot improve on them. They
+    /// are counted in `metrics.jsonl` and the report either way.
+    pub skip_solved: bool,
 }
 
 impl Default for CollectConfig {
@@ -118,6 +122,7 @@ impl Default for CollectConfig {
             items_per_batch: 32,
             pipelined: false,
             batches_in_flight: 1,
+            skip_solved: false,
         }
     }
 }

@@ -27,6 +27,29 @@ pub struct Cell {
     pub n: usize,
     /// Mean pointwise score of the refinements (judge's scale), where the judge gives one.
     pub rqs: Option<f64>,
+    /// With a verifier judge: the share of items whose initial response is correct.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_solved: Option<f64>,
+    /// With a verifier judge: the share of refinements that are correct.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refined_solved: Option<f64>,
+    /// Mean pointwise score of the initial responses, where the judge is a verifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_rqs: Option<f64>,
+}
+
+/// The solve rates of a set of records: initial responses, refinements, and the mean
+/// pointwise score of the initial responses.
+fn solve_rates(records: &[&EvalRecord]) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let initial: Vec<f64> = records
+        .iter()
+        .filter_map(|r| r.initial_solved)
+        .map(|s| if s { 1.0 } else { 0.0 })
+        .collect();
+    let refined: Vec<f64> = records.iter().filter_map(|r| r.refined_solved).collect();
+    let scores: Vec<f64> = records.iter().filter_map(|r| r.initial_score).collect();
+    let rate = |v: &[f64]| (!v.is_empty()).then(|| mean(v));
+    (rate(&initial), rate(&refined), rate(&scores))
 }
 
 /// How trustworthy the judge looked.
@@ -72,6 +95,44 @@ pub struct Report {
     pub usage: rco_core::usage::UsageTable,
     #[serde(default)]
     pub usage_total: rco_core::usage::Usage,
+    /// The initial responses per actor and split (`initial.jsonl`): how many, and how many
+    /// the verifier judge found correct already.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub initial_responses: Vec<InitialSummary>,
+}
+
+/// The initial responses of one actor on one split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitialSummary {
+    pub actor: String,
+    pub split: String,
+    /// `actor` (the actor's own answers) or `dataset`.
+    pub source: rco_core::dataset::InitialResponse,
+    pub items: usize,
+    /// Responses the verifier scored, and those it found correct.
+    pub scored: usize,
+    pub solved: usize,
+}
+
+/// [`InitialSummary`] per actor and split, in that order.
+pub fn initial_summaries(records: &[crate::run::InitialRecord]) -> Vec<InitialSummary> {
+    let mut out: BTreeMap<(String, String), InitialSummary> = BTreeMap::new();
+    for r in records {
+        let s = out
+            .entry((r.actor.clone(), r.split.clone()))
+            .or_insert_with(|| InitialSummary {
+                actor: r.actor.clone(),
+                split: r.split.clone(),
+                source: r.source,
+                items: 0,
+                scored: 0,
+                solved: 0,
+            });
+        s.items += 1;
+        s.scored += usize::from(r.solved.is_some());
+        s.solved += usize::from(r.solved == Some(true));
+    }
+    out.into_values().collect()
 }
 
 fn cell(
@@ -97,6 +158,7 @@ fn cell(
             resamples,
             rco_core::seed::derive_seed(seed, &[critic, actor, task]),
         );
+        let (initial_solved, refined_solved, initial_rqs) = solve_rates(rs);
         cells.push(Cell {
             critic: critic.into(),
             actor: actor.into(),
@@ -106,6 +168,9 @@ fn cell(
             cu_hi: hi,
             n: values.len(),
             rqs: (!rqs.is_empty()).then(|| mean(&rqs)),
+            initial_solved,
+            refined_solved,
+            initial_rqs,
         });
         task_values.push(values);
     }
@@ -116,6 +181,7 @@ fn cell(
         resamples,
         rco_core::seed::derive_seed(seed, &[critic, actor, "overall"]),
     );
+    let (initial_solved, refined_solved, initial_rqs) = solve_rates(records);
     cells.push(Cell {
         critic: critic.into(),
         actor: actor.into(),
@@ -125,6 +191,9 @@ fn cell(
         cu_hi: hi,
         n: task_values.iter().map(Vec::len).sum(),
         rqs: (!all_rqs.is_empty()).then(|| mean(&all_rqs)),
+        initial_solved,
+        refined_solved,
+        initial_rqs,
     });
     cells
 }
@@ -268,6 +337,7 @@ pub fn build(
         warnings: Vec::new(),
         usage: Default::default(),
         usage_total: Default::default(),
+        initial_responses: Vec::new(),
     }
 }
 
@@ -361,6 +431,28 @@ pub fn table(report: &Report) -> String {
     out
 }
 
+/// A share as a percentage, or `-`.
+pub fn percent(share: Option<f64>) -> String {
+    share.map_or("-".into(), |s| format!("{:.1}%", s * 100.0))
+}
+
+/// The solve-rate lines the terminal shows (verifier judges only).
+pub fn solve_lines(report: &Report) -> String {
+    let mut out = String::new();
+    for c in report.cells.iter().filter(|c| c.task == "overall") {
+        if c.initial_solved.is_some() || c.refined_solved.is_some() {
+            out.push_str(&format!(
+                "solved ({} critic, {}): y0 {}, refinements {}\n",
+                c.critic,
+                c.actor,
+                percent(c.initial_solved),
+                percent(c.refined_solved)
+            ));
+        }
+    }
+    out
+}
+
 /// `report.md`.
 pub fn markdown(report: &Report, items: usize) -> String {
     let h = &report.judge_health;
@@ -391,6 +483,32 @@ pub fn markdown(report: &Report, items: usize) -> String {
             c.task,
             c.rqs.map_or("-".into(), |v| format!("{v:.2}"))
         ));
+    }
+    if !report.initial_responses.is_empty() {
+        md.push_str("\n## Initial responses\n\n| actor | split | source | items | scored by the verifier | already correct |\n|---|---|---|---|---|---|\n");
+        for s in &report.initial_responses {
+            let source = match s.source {
+                rco_core::dataset::InitialResponse::Actor => "actor",
+                rco_core::dataset::InitialResponse::Dataset => "dataset",
+            };
+            md.push_str(&format!(
+                "| {} | {} | {source} | {} | {} | {} |\n",
+                s.actor, s.split, s.items, s.scored, s.solved
+            ));
+        }
+    }
+    if report.cells.iter().any(|c| c.initial_solved.is_some()) {
+        md.push_str("\n## Solve rates (verifier judge)\n\nThe share of initial responses (`y0`, each actor's own) and of refinements that the verifier finds correct.\n\n| critic | actor | task | y0 solved | refinements solved |\n|---|---|---|---|---|\n");
+        for c in &report.cells {
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                c.critic,
+                c.actor,
+                c.task,
+                percent(c.initial_solved),
+                percent(c.refined_solved)
+            ));
+        }
     }
     md.push_str(&format!(
         "\n## Judge health\n\n| position consistency | first-slot win rate | tie rate | invalid rate | mean length change | CU when longer | CU when not longer | judgements |\n|---|---|---|---|---|---|---|---|\n| {:.3} | {:.3} | {:.3} | {:.3} | {:+.2} | {} | {} | {} |\n",
@@ -450,6 +568,9 @@ mod tests {
                     rqs: None,
                     initial_chars: 10,
                     length_change: 0.0,
+                    initial_score: None,
+                    initial_solved: None,
+                    refined_solved: None,
                 });
             }
         }

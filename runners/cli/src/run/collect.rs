@@ -71,8 +71,7 @@ impl Run {
             GROUPS_FILE,
             "item_id",
         )?;
-        let pending = pending_batches(&items, cfg.items_per_batch, |i| committed.contains(&i.id));
-        if pending.is_empty() {
+        if items.iter().all(|i| committed.contains(&i.id)) {
             return Ok(());
         }
         let critic = self.critic("base")?;
@@ -81,8 +80,41 @@ impl Run {
         let actor = self.actor(&actor_name)?;
         let judge = self.judge()?;
         let reward = self.reward()?;
+        // Each item with the collection actor's own first answer (or the data's).
+        let (items, initial) = self
+            .initial_items(
+                "train",
+                &actor_name,
+                actor.as_ref(),
+                judge.as_ref(),
+                cfg.items_per_batch,
+            )
+            .await?;
+        let items = if cfg.skip_solved {
+            let kept: Vec<_> = items
+                .into_iter()
+                .filter(|i| initial.get(&i.id).and_then(|r| r.solved) != Some(true))
+                .collect();
+            let left_out = initial.len() - kept.len().min(initial.len());
+            if left_out > 0 {
+                tracing::info!(
+                    "collect: {left_out} training item(s) whose initial answer is already correct are left out (collect.skip_solved)"
+                );
+                self.metrics.record(serde_json::json!({
+                    "stage": "collect",
+                    "left_out_solved": left_out,
+                }));
+            }
+            kept
+        } else {
+            items
+        };
+        let pending = pending_batches(&items, cfg.items_per_batch, |i| committed.contains(&i.id));
+        if pending.is_empty() {
+            return Ok(());
+        }
         let bar = self.progress.start("collect", items.len() as u64);
-        bar.inc(committed.len() as u64);
+        bar.inc(items.iter().filter(|i| committed.contains(&i.id)).count() as u64);
         let pass = Pass {
             critic: critic.as_ref(),
             actor: actor.as_ref(),

@@ -53,6 +53,19 @@ impl Run {
                     None => critic.insert(self.critic(variant)?),
                 };
                 let actor = self.actor(actor_name)?;
+                // The items with this actor's own first answers (or the data's).
+                let (items, initial) = self
+                    .initial_items(
+                        "test",
+                        actor_name,
+                        actor.as_ref(),
+                        judge.as_ref(),
+                        cfg.items_per_batch,
+                    )
+                    .await?;
+                let pending = pending_batches(&items, cfg.items_per_batch, |i| {
+                    done.contains(&(variant.to_string(), actor_name.clone(), i.id.clone()))
+                });
                 let pass = Pass {
                     critic: critic.as_ref(),
                     actor: actor.as_ref(),
@@ -68,7 +81,7 @@ impl Run {
                     pending,
                     &pass,
                     cfg.batches_in_flight,
-                    |judged| self.score(judged, judge, reward, variant, actor_name),
+                    |judged| self.score(judged, judge, reward, variant, actor_name, &initial),
                     |count, records: Vec<EvalRecord>| {
                         self.store.append(EVAL_FILE, &records)?;
                         bar.inc(count as u64);
@@ -91,7 +104,9 @@ impl Run {
         reward: &dyn RewardEstimator,
         critic: &str,
         actor: &str,
+        initial: &super::respond::Initial,
     ) -> anyhow::Result<Vec<EvalRecord>> {
+        let solved_score = judge.solved_score();
         let seed = self.loaded.config.seed;
         let mut pointwise = Vec::new();
         for j in &judged {
@@ -139,6 +154,10 @@ impl Run {
                     }
                 }
             }
+            let first = initial.get(&j.item.id);
+            let refined_solved = solved_score.filter(|_| !rqs.is_empty()).map(|solved| {
+                rqs.iter().filter(|s| **s >= solved).count() as f64 / rqs.len() as f64
+            });
             records.push(EvalRecord {
                 critic: critic.to_string(),
                 actor: actor.to_string(),
@@ -159,6 +178,9 @@ impl Run {
                 } else {
                     rco_core::stats::mean(&lengths)
                 },
+                initial_score: first.and_then(|r| r.score),
+                initial_solved: first.and_then(|r| r.solved),
+                refined_solved,
             });
         }
         Ok(records)

@@ -18,6 +18,7 @@ mod metrics;
 mod pass;
 pub mod records;
 mod report;
+mod respond;
 mod train;
 mod warnings;
 
@@ -36,7 +37,8 @@ pub use eval::EVAL_FILE;
 pub use items::ITEMS_FILE;
 pub use manifest::MANIFEST_FILE;
 pub use metrics::{RunMetrics, METRICS_FILE};
-pub use records::{EvalRecord, Manifest, StoredItem};
+pub use records::{EvalRecord, InitialRecord, Manifest, StoredItem};
+pub use respond::INITIAL_FILE;
 pub use train::TRAIN_SUMMARY_FILE;
 pub use warnings::{RunWarning, WARNINGS_FILE};
 

@@ -56,6 +56,23 @@ pub struct CuRecord {
     pub disagreements: usize,
 }
 
+/// One item's initial response for one actor (`initial.jsonl`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InitialRecord {
+    pub actor: String,
+    pub split: String,
+    pub item_id: String,
+    /// `actor` (written by the actor) or `dataset` (the data's `initial_response`).
+    pub source: rco_core::dataset::InitialResponse,
+    pub text: String,
+    /// The judge's pointwise score of the response, when the judge is a verifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// The verifier found it correct (`None`: no verifier, or no score).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solved: Option<bool>,
+}
+
 /// One evaluated (critic, actor, item) cell entry in `eval.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalRecord {
@@ -74,6 +91,15 @@ pub struct EvalRecord {
     pub initial_chars: usize,
     /// Mean length change of the refinements (characters, refined minus initial).
     pub length_change: f64,
+    /// The judge's pointwise score of the initial response, when the judge is a verifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_score: Option<f64>,
+    /// The verifier found the initial response correct.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_solved: Option<bool>,
+    /// The share of the refinements the verifier found correct.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refined_solved: Option<f64>,
 }
 
 /// Run manifest: what made this directory.

@@ -50,6 +50,11 @@ impl Run {
             Some(&scores),
         );
         report.warnings = self.warnings()?;
+        report.initial_responses = crate::report::initial_summaries(
+            &self
+                .store
+                .read::<super::InitialRecord>(super::INITIAL_FILE)?,
+        );
         report.usage = self.usage.table();
         report.usage_total = self.usage.total();
         let items = self.items("test")?.len();
@@ -67,6 +72,7 @@ impl Run {
                 out.push('\n');
             }
         }
+        out.push_str(&crate::report::solve_lines(&report));
         for w in &report.warnings {
             out.push_str(&format!("warning ({}): {}\n", w.stage, w.message));
         }
