@@ -111,8 +111,8 @@ impl Judge for ReaskInvalid {
         self.inner.score(requests).await
     }
 
-    fn solved_score(&self) -> Option<f64> {
-        self.inner.solved_score()
+    fn solved_score(&self, task: &str) -> Option<f64> {
+        self.inner.solved_score(task)
     }
 }
 

@@ -13,6 +13,7 @@ pub mod dataset;
 pub mod error;
 pub mod judge;
 pub mod objective;
+pub mod per_task;
 pub mod prompts;
 pub mod registry;
 pub mod reward;

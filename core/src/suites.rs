@@ -133,4 +133,33 @@ mod tests {
             .insert("math".into(), crate::template::TaskTemplates::default());
         assert_eq!(templates.for_task("math").answer, "{prompt}");
     }
+
+    #[test]
+    fn a_config_section_for_a_suite_changes_only_the_keys_it_gives() {
+        let parsed: PromptTemplates = serde_json::from_value(serde_json::json!({
+            "tasks": {
+                "qa": { "pairwise_answer_prefix": "Verdict: [[" },
+                "other": { "answer": "Q: {prompt}" }
+            }
+        }))
+        .unwrap();
+        let qa = parsed.for_task("qa");
+        assert_eq!(qa.pairwise_answer_prefix, "Verdict: [[");
+        assert_eq!(qa.answer, templates("qa").unwrap().answer);
+        let other = parsed.for_task("other");
+        assert_eq!(other.answer, "Q: {prompt}");
+        assert_eq!(
+            other.critique,
+            crate::template::TaskTemplates::default().critique
+        );
+        // Written out and read back, nothing changes.
+        let again: PromptTemplates =
+            serde_json::from_value(serde_json::to_value(&parsed).unwrap()).unwrap();
+        assert_eq!(again, parsed);
+        let typo = serde_json::from_value::<PromptTemplates>(serde_json::json!({
+            "tasks": { "qa": { "pairwse": "x" } }
+        }))
+        .unwrap_err();
+        assert!(typo.to_string().contains("pairwse"), "{typo}");
+    }
 }

@@ -51,8 +51,34 @@ impl Default for TaskTemplates {
 pub struct PromptTemplates {
     /// Templates used by every task without an override.
     pub default: TaskTemplates,
-    /// Per-task templates, keyed by task name.
+    /// Per-task templates, keyed by task name. For a built-in suite (`code`, `math`, `qa`,
+    /// `summarization`, `dialog`) the keys given replace the suite's own templates one by
+    /// one; for any other task they replace the built-in defaults.
+    #[serde(deserialize_with = "over_suites")]
     pub tasks: BTreeMap<String, TaskTemplates>,
+}
+
+/// Reads `[templates.tasks.NAME]` sections as changes to the task's built-in templates.
+fn over_suites<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, TaskTemplates>, D::Error> {
+    use serde::de::Error;
+    let raw: BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
+        BTreeMap::deserialize(deserializer)?;
+    raw.into_iter()
+        .map(|(task, keys)| {
+            let base = crate::suites::templates(&task).cloned().unwrap_or_default();
+            let mut merged = match serde_json::to_value(base).map_err(D::Error::custom)? {
+                serde_json::Value::Object(map) => map,
+                _ => serde_json::Map::new(),
+            };
+            merged.extend(keys);
+            let templates: TaskTemplates =
+                serde_json::from_value(serde_json::Value::Object(merged))
+                    .map_err(|e| D::Error::custom(format!("tasks.{task}: {e}")))?;
+            Ok((task, templates))
+        })
+        .collect()
 }
 
 impl PromptTemplates {

@@ -168,11 +168,11 @@ pub trait Judge: Send + Sync {
         Err(crate::Error::Unsupported("pointwise scoring"))
     }
 
-    /// For a verifier (a judge that checks answers against ground truth: a math answer
-    /// checker, a code test runner), the pointwise score of a correct answer. The runner
-    /// uses it to count answers that are already correct and to report solve rates;
-    /// `None` for judges whose scores are opinions.
-    fn solved_score(&self) -> Option<f64> {
+    /// For a verifier (a judge that checks answers to items of `task` against ground
+    /// truth: a math answer checker, a code test runner), the pointwise score of a correct
+    /// answer. The runner uses it to count answers that are already correct and to report
+    /// solve rates; `None` for judges whose scores are opinions.
+    fn solved_score(&self, _task: &str) -> Option<f64> {
         None
     }
 }

@@ -266,7 +266,7 @@ impl Judge for CodeJudge {
             .collect())
     }
 
-    fn solved_score(&self) -> Option<f64> {
+    fn solved_score(&self, _task: &str) -> Option<f64> {
         Some(SOLVED)
     }
 }

@@ -74,7 +74,7 @@ impl Judge for MathJudge {
             .collect())
     }
 
-    fn solved_score(&self) -> Option<f64> {
+    fn solved_score(&self, _task: &str) -> Option<f64> {
         Some(SOLVED)
     }
 }
@@ -154,6 +154,6 @@ mod tests {
             scores,
             vec![PointwiseScore::Score(10.0), PointwiseScore::Score(1.0)]
         );
-        assert_eq!(MathJudge.solved_score(), Some(10.0));
+        assert_eq!(MathJudge.solved_score("math"), Some(10.0));
     }
 }

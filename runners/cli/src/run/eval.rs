@@ -106,7 +106,6 @@ impl Run {
         actor: &str,
         initial: &super::respond::Initial,
     ) -> anyhow::Result<Vec<EvalRecord>> {
-        let solved_score = judge.solved_score();
         let seed = self.loaded.config.seed;
         let mut pointwise = Vec::new();
         for j in &judged {
@@ -155,6 +154,7 @@ impl Run {
                 }
             }
             let first = initial.get(&j.item.id);
+            let solved_score = judge.solved_score(&j.item.task);
             let refined_solved = solved_score.filter(|_| !rqs.is_empty()).map(|solved| {
                 rqs.iter().filter(|s| **s >= solved).count() as f64 / rqs.len() as f64
             });

@@ -49,8 +49,8 @@ impl Run {
     ) -> anyhow::Result<(Vec<TaskItem>, Initial)> {
         let items = self.items(split)?;
         let source = self.initial_source(&items)?;
-        let solved_score = judge.solved_score();
-        if source == InitialResponse::Dataset && solved_score.is_none() {
+        let verified = |item: &TaskItem| judge.solved_score(&item.task);
+        if source == InitialResponse::Dataset && items.iter().all(|i| verified(i).is_none()) {
             return Ok((items, Initial::new()));
         }
         self.store.recover(&[], INITIAL_FILE, "item_id")?;
@@ -99,31 +99,37 @@ impl Run {
                         chunk.iter().map(|i| i.initial_response.clone()).collect()
                     }
                 };
-                let scores: Vec<Option<f64>> = match solved_score {
-                    Some(_) => {
-                        let requests: Vec<PointwiseRequest> = chunk
-                            .iter()
-                            .zip(&texts)
-                            .map(|(item, text)| {
-                                PointwiseRequest::for_item(
-                                    item,
-                                    text,
-                                    derive_seed(seed, &["initial-score", split, &item.id]),
-                                )
-                            })
-                            .collect();
-                        judge
-                            .score(&requests)
-                            .await?
-                            .into_iter()
-                            .map(|s| match s {
-                                PointwiseScore::Score(s) => Some(s),
-                                PointwiseScore::Invalid { .. } => None,
-                            })
-                            .collect()
+                // Scored where the item's task has a verifier.
+                let checked: Vec<usize> = (0..chunk.len())
+                    .filter(|&i| verified(chunk[i]).is_some())
+                    .collect();
+                let requests: Vec<PointwiseRequest> = checked
+                    .iter()
+                    .map(|&i| {
+                        let item = chunk[i];
+                        PointwiseRequest::for_item(
+                            item,
+                            &texts[i],
+                            derive_seed(seed, &["initial-score", split, &item.id]),
+                        )
+                    })
+                    .collect();
+                let mut scores: Vec<Option<f64>> = vec![None; chunk.len()];
+                if !requests.is_empty() {
+                    let got = judge.score(&requests).await?;
+                    if got.len() != requests.len() {
+                        bail!(
+                            "the judge returned {} scores for {} requests",
+                            got.len(),
+                            requests.len()
+                        );
                     }
-                    None => vec![None; chunk.len()],
-                };
+                    for (&i, score) in checked.iter().zip(got) {
+                        if let PointwiseScore::Score(s) = score {
+                            scores[i] = Some(s);
+                        }
+                    }
+                }
                 let records: Vec<InitialRecord> = chunk
                     .iter()
                     .zip(texts)
@@ -135,7 +141,7 @@ impl Run {
                         source,
                         text,
                         score,
-                        solved: score.zip(solved_score).map(|(s, solved)| s >= solved),
+                        solved: score.zip(verified(item)).map(|(s, solved)| s >= solved),
                     })
                     .collect();
                 self.store.append(INITIAL_FILE, &records)?;
