@@ -8,6 +8,8 @@
 //! - `scheduling`: `rco serve`'s continuous batching, prompt limits and cancellation.
 //! - `soak`: 32 clients on `rco serve` for a minute (ignored; `scripts/test.sh` runs it alone).
 //! - `real_servers`: collections against llama.cpp and `rco serve` serving SmolLM2.
+//! - `tasks`: the math and code suites with the verifier judges and actors that write
+//!   their own first answers.
 //!
 //! Run one area with `cargo test -p rco-cli --test it AREA::`.
 
@@ -19,3 +21,4 @@ mod remote;
 mod scheduling;
 mod serve;
 mod soak;
+mod tasks;

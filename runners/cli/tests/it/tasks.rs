@@ -1,0 +1,246 @@
+//! Task suites end to end: the committed slices of the math and code suites, one judge per
+//! task (the math and code verifiers), SmolLM2 as the critic, and two remote actors that
+//! write their own first answers: `weak` answers wrongly, `strong` rightly, and both refine
+//! to the right answer. Checked: each actor's `y0` is its own and stored once, the
+//! verifiers count the solved ones, each cell's CU and solve rates are what the script of
+//! the actors implies, the verifiers' position consistency is 1, a rerun asks for nothing,
+//! and `collect.skip_solved` leaves solved items out.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rco_plugin_openai::testing::{ServerOptions, TestServer};
+use serde_json::Value;
+
+use crate::util::{gguf, json, rco_into, records, text, workspace, write};
+
+/// Every item of the committed math and code slices.
+fn slice_items() -> Vec<Value> {
+    let dir = workspace().join("tests/data/tasks");
+    ["math", "code"]
+        .iter()
+        .flat_map(|suite| {
+            ["train", "test"].map(|split| records(&dir.join(suite).join(format!("{split}.jsonl"))))
+        })
+        .flatten()
+        .collect()
+}
+
+/// The right answer and a wrong one to the item whose text the prompt contains.
+fn answers(items: &[Value], prompt: &str) -> (String, String) {
+    let item = items
+        .iter()
+        .find(|i| prompt.contains(i["prompt"].as_str().unwrap_or("\u{0}")))
+        .unwrap_or_else(|| panic!("no item in the prompt {prompt:?}"));
+    let reference = item["reference"].as_str().unwrap();
+    match item["task"].as_str() {
+        Some("code") => {
+            let entry = item["entry_point"].as_str().unwrap();
+            (
+                format!("```python\n{reference}```"),
+                format!("```python\ndef {entry}(*args):\n    return None\n```"),
+            )
+        }
+        _ => (
+            format!("Step by step.\n#### {reference}"),
+            "I think it is\n#### -1".to_string(),
+        ),
+    }
+}
+
+/// The actors' server: first answers right for `strong`, wrong for `weak`; refinements
+/// always right.
+async fn actors() -> TestServer {
+    let items = Arc::new(slice_items());
+    TestServer::start(ServerOptions {
+        answer: Arc::new(move |body: &Value| {
+            let prompt = body["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or_default();
+            let (right, wrong) = answers(&items, prompt);
+            let first_answer = prompt.starts_with("Solve the following problem")
+                || prompt.starts_with("Complete the following Python function");
+            if first_answer && body["model"] == "weak" {
+                wrong
+            } else {
+                right
+            }
+        }),
+        ..ServerOptions::default()
+    })
+    .await
+    .expect("server")
+}
+
+fn config(dir: &Path, url: &str, extra: &str) -> PathBuf {
+    let toml = format!(
+        r#"seed = 5
+
+[data]
+kind = "tasks"
+suites = ["math", "code"]
+dir = "{data}"
+train_items = 3
+test_items = 3
+
+[critic]
+kind = "burn"
+checkpoint = "{model}"
+sampling = {{ temperature = 1.0, max_tokens = 12 }}
+batch_size = 16
+
+[actors.weak]
+kind = "openai"
+base_urls = ["{url}"]
+model = "weak"
+
+[actors.strong]
+kind = "openai"
+base_urls = ["{url}"]
+model = "strong"
+
+[judge]
+kind = "per_task"
+[judge.tasks.math]
+kind = "math"
+[judge.tasks.code]
+kind = "code"
+timeout_seconds = 10
+
+[trainer]
+kind = "rco"
+learning_rate = 0.000001
+epochs = 1
+groups_per_batch = 6
+
+[collect]
+actor = "weak"
+critiques_per_item = 2
+refinements_per_critique = 1
+items_per_batch = 6
+{extra}
+
+[eval]
+critiques_per_item = 1
+refinements_per_critique = 1
+items_per_batch = 6
+"#,
+        data = workspace().join("tests/data/tasks").display(),
+        model = gguf().display(),
+    );
+    write(dir, "tasks.toml", &toml)
+}
+
+async fn rco(subcommand: &str, config: &Path, out: &Path) -> std::process::Output {
+    let mut command = rco_into(subcommand, config, out);
+    tokio::task::spawn_blocking(move || command.output().expect("run rco"))
+        .await
+        .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_answer_first_verifiers_count_what_is_solved() {
+    let server = actors().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &server.base_url(), "");
+    let out = dir.path().join("run");
+    let done = rco("run", &config, &out).await;
+    assert!(done.status.success(), "{}", text(&done));
+
+    // One first answer per actor × split × item: the collection actor's on train, each
+    // evaluated actor's on test, written by the actor and scored by the verifier.
+    let initial = records(&out.join("initial.jsonl"));
+    let count = |actor: &str, split: &str| {
+        initial
+            .iter()
+            .filter(|r| r["actor"] == actor && r["split"] == split)
+            .count()
+    };
+    assert_eq!(
+        (
+            count("weak", "train"),
+            count("weak", "test"),
+            count("strong", "test"),
+            count("strong", "train")
+        ),
+        (6, 6, 6, 0),
+        "{initial:#?}"
+    );
+    for r in &initial {
+        assert_eq!(r["source"], "actor");
+        let expected = r["actor"] == "strong";
+        assert_eq!(r["solved"], expected, "{r}");
+        assert_eq!(r["score"], if expected { 10.0 } else { 1.0 }, "{r}");
+    }
+
+    // Each actor refines its own y0: the weak actor's refinements fix its wrong answers
+    // (CU 100), the strong actor's equal its right ones (ties, CU 50).
+    let report = json(&out.join("report.json"));
+    let cells = report["cells"].as_array().unwrap();
+    for critic in ["base", "rco"] {
+        let cell = |actor: &str, task: &str| {
+            cells
+                .iter()
+                .find(|c| c["critic"] == critic && c["actor"] == actor && c["task"] == task)
+                .unwrap_or_else(|| panic!("no cell {critic} {actor} {task}"))
+        };
+        for task in ["math", "code", "overall"] {
+            let weak = cell("weak", task);
+            assert_eq!(weak["cu"], 100.0, "{weak}");
+            assert_eq!(weak["initial_solved"], 0.0, "{weak}");
+            assert_eq!(weak["refined_solved"], 1.0, "{weak}");
+            let strong = cell("strong", task);
+            assert_eq!(strong["cu"], 50.0, "{strong}");
+            assert_eq!(strong["initial_solved"], 1.0, "{strong}");
+            assert_eq!(strong["refined_solved"], 1.0, "{strong}");
+        }
+    }
+    // Verifiers are deterministic: both orders always agree.
+    assert_eq!(report["judge_health"]["position_consistency"], 1.0);
+    let summaries = report["initial_responses"].as_array().unwrap();
+    assert_eq!(summaries.len(), 3, "{summaries:#?}");
+    assert!(summaries
+        .iter()
+        .any(|s| s["actor"] == "strong" && s["split"] == "test" && s["solved"] == 6));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Solve rates (verifier judge)"), "{md}");
+    assert!(md.contains("| weak | test | actor | 6 | 6 | 0 |"), "{md}");
+    assert!(
+        text(&done).contains("solved (rco critic, weak): y0 0.0%, refinements 100.0%"),
+        "{}",
+        text(&done)
+    );
+
+    // Everything is stored: a rerun asks the actors for nothing.
+    let before = server.stats().requests;
+    let again = rco("run", &config, &out).await;
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(server.stats().requests, before);
+    assert_eq!(records(&out.join("initial.jsonl")).len(), initial.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn solved_items_can_be_left_out_of_collection() {
+    let server = actors().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The strong actor's first answers are all right: nothing is left to collect.
+    let config = config(dir.path(), &server.base_url(), "skip_solved = true\n");
+    let text_of = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("actor = \"weak\"", "actor = \"strong\"");
+    std::fs::write(&config, text_of).unwrap();
+    let out = dir.path().join("run");
+    let done = rco("collect", &config, &out).await;
+    assert!(done.status.success(), "{}", text(&done));
+    assert!(records(&out.join("groups.jsonl")).is_empty());
+    let metrics = records(&out.join("metrics.jsonl"));
+    assert!(
+        metrics.iter().any(|m| m["left_out_solved"] == 6),
+        "{metrics:#?}"
+    );
+    assert!(metrics
+        .iter()
+        .any(|m| m["stage"] == "respond" && m["actor"] == "strong" && m["solved"] == 6));
+}
