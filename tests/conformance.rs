@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 const COVERED: &[(Role, &str)] = &[
     (Role::Dataset, "jsonl"),
     (Role::Dataset, "quickstart"),
+    (Role::Dataset, "tasks"),
     (Role::Critic, "burn"),
     (Role::Critic, "openai"),
     (Role::Critic, "quickstart"),
@@ -28,8 +29,11 @@ const COVERED: &[(Role, &str)] = &[
     (Role::Actor, "openai"),
     (Role::Actor, "quickstart"),
     (Role::Judge, "burn"),
+    (Role::Judge, "code"),
+    (Role::Judge, "math"),
     (Role::Judge, "noisy"),
     (Role::Judge, "openai"),
+    (Role::Judge, "per_task"),
     (Role::Judge, "verifier"),
     (Role::RewardEstimator, "cu"),
     (Role::Trainer, "rco"),
@@ -119,6 +123,8 @@ fn datasets_conform() {
     for section in [
         json!({"kind": "jsonl", "train": "train.jsonl", "test": "test.jsonl"}),
         json!({"kind": "quickstart", "train_items": 6, "test_items": 3}),
+        // The committed slices of the five task suites.
+        json!({"kind": "tasks", "dir": Path::new(env!("CARGO_MANIFEST_DIR")).join("data/tasks")}),
     ] {
         let dataset = check::<DatasetRole>(&section, &ctx);
         dataset_conforms(dataset.as_ref()).unwrap_or_else(|e| panic!("{section}: {e}"));
@@ -171,6 +177,9 @@ async fn judges_conform() {
     let ctx = context("judge");
     for section in [
         json!({"kind": "verifier"}),
+        json!({"kind": "math"}),
+        json!({"kind": "code", "timeout_seconds": 5}),
+        json!({"kind": "per_task", "tasks": {"math": {"kind": "math"}}, "default": {"kind": "verifier"}}),
         json!({"kind": "noisy", "position_bias": 0.3, "noise": 0.1, "invalid_rate": 0.1}),
         json!({"kind": "burn", "checkpoint": base.to_string_lossy(), "sampling": {"temperature": 0.0, "max_tokens": 4}}),
         openai(&server),
