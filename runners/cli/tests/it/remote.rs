@@ -10,21 +10,7 @@ use std::time::{Duration, Instant};
 
 use rco_plugin_openai::testing::{Faults, ServerOptions, TestServer};
 
-use crate::util::{json, kill_when, line_count, rco_into, records, text, write};
-
-/// `rco SUBCOMMAND CONFIG --out OUT` with `envs` set, off the async runtime.
-async fn run(
-    subcommand: &str,
-    config: &Path,
-    out: &Path,
-    envs: Vec<(&'static str, String)>,
-) -> Output {
-    let mut command = rco_into(subcommand, config, out);
-    command.envs(envs);
-    tokio::task::spawn_blocking(move || command.output().expect("run rco"))
-        .await
-        .expect("join")
-}
+use crate::util::{json, kill_when, line_count, rco_into, records, run, text, write};
 
 /// A small quickstart whose actor and judge are remote: the trainable tiny critic stays
 /// local, so the whole run (collect, train, eval, report) goes through the remote plugins.

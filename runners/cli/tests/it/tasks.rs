@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rco_plugin_openai::testing::{ServerOptions, TestServer};
 use serde_json::Value;
 
-use crate::util::{gguf, json, rco_into, records, text, workspace, write};
+use crate::util::{gguf, json, records, run, text, workspace, write};
 
 /// Every item of the committed math and code slices.
 fn slice_items() -> Vec<Value> {
@@ -133,20 +133,13 @@ items_per_batch = 6
     write(dir, "tasks.toml", &toml)
 }
 
-async fn rco(subcommand: &str, config: &Path, out: &Path) -> std::process::Output {
-    let mut command = rco_into(subcommand, config, out);
-    tokio::task::spawn_blocking(move || command.output().expect("run rco"))
-        .await
-        .expect("join")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actors_answer_first_verifiers_count_what_is_solved() {
     let server = actors().await;
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &server.base_url(), "");
     let out = dir.path().join("run");
-    let done = rco("run", &config, &out).await;
+    let done = run("run", &config, &out, vec![]).await;
     assert!(done.status.success(), "{}", text(&done));
 
     // One first answer per actor × split × item: the collection actor's on train, each
@@ -215,7 +208,7 @@ async fn actors_answer_first_verifiers_count_what_is_solved() {
 
     // Everything is stored: a rerun asks the actors for nothing.
     let before = server.stats().requests;
-    let again = rco("run", &config, &out).await;
+    let again = run("run", &config, &out, vec![]).await;
     assert!(again.status.success(), "{}", text(&again));
     assert_eq!(server.stats().requests, before);
     assert_eq!(records(&out.join("initial.jsonl")).len(), initial.len());
@@ -232,7 +225,7 @@ async fn solved_items_can_be_left_out_of_collection() {
         .replace("actor = \"weak\"", "actor = \"strong\"");
     std::fs::write(&config, text_of).unwrap();
     let out = dir.path().join("run");
-    let done = rco("collect", &config, &out).await;
+    let done = run("collect", &config, &out, vec![]).await;
     assert!(done.status.success(), "{}", text(&done));
     assert!(records(&out.join("groups.jsonl")).is_empty());
     let metrics = records(&out.join("metrics.jsonl"));

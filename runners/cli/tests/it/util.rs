@@ -28,6 +28,20 @@ pub fn rco_into(subcommand: &str, config: &Path, out: &Path) -> Command {
     command
 }
 
+/// `rco SUBCOMMAND CONFIG --out OUT` with `envs` set, off the async runtime.
+pub async fn run(
+    subcommand: &str,
+    config: &Path,
+    out: &Path,
+    envs: Vec<(&'static str, String)>,
+) -> Output {
+    let mut command = rco_into(subcommand, config, out);
+    command.envs(envs);
+    tokio::task::spawn_blocking(move || command.output().expect("run rco"))
+        .await
+        .expect("join")
+}
+
 /// A command's standard output, then its standard error.
 pub fn text(output: &Output) -> String {
     format!(
