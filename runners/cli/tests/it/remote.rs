@@ -5,7 +5,6 @@
 //! and `kill -9` in the middle of a collection.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use rco_plugin_openai::testing::{Faults, ServerOptions, TestServer};
