@@ -21,6 +21,7 @@ pub mod seed;
 pub mod stats;
 pub mod store;
 pub mod suites;
+pub mod task_templates;
 pub mod template;
 #[cfg(feature = "test-util")]
 pub mod test_util;

@@ -5,7 +5,7 @@
 
 use std::sync::LazyLock;
 
-use crate::template::TaskTemplates;
+use crate::task_templates::TaskTemplates;
 
 /// The names of the built-in suites.
 pub const SUITES: [&str; 5] = ["code", "math", "qa", "summarization", "dialog"];
@@ -130,7 +130,7 @@ mod tests {
         assert_eq!(templates.for_task("other").answer, "{prompt}");
         templates
             .tasks
-            .insert("math".into(), crate::template::TaskTemplates::default());
+            .insert("math".into(), TaskTemplates::default());
         assert_eq!(templates.for_task("math").answer, "{prompt}");
     }
 
@@ -148,10 +148,7 @@ mod tests {
         assert_eq!(qa.answer, templates("qa").unwrap().answer);
         let other = parsed.for_task("other");
         assert_eq!(other.answer, "Q: {prompt}");
-        assert_eq!(
-            other.critique,
-            crate::template::TaskTemplates::default().critique
-        );
+        assert_eq!(other.critique, TaskTemplates::default().critique);
         // Written out and read back, nothing changes.
         let again: PromptTemplates =
             serde_json::from_value(serde_json::to_value(&parsed).unwrap()).unwrap();
