@@ -7,6 +7,7 @@
 
 pub use rco_plugin_burn as burn;
 pub use rco_plugin_openai as openai;
+pub use rco_plugin_process as process;
 pub use rco_plugin_quickstart as quickstart;
 pub use rco_plugin_verify as verify;
 
@@ -17,5 +18,6 @@ pub fn link() {
         rco_plugin_quickstart::tasks::solve as fn(&str, &str) -> _,
         rco_plugin_openai::config::parse_retry_after as fn(&str) -> _,
         rco_plugin_verify::math::verdict as fn(bool, bool) -> _,
+        rco_plugin_process::protocol::Request::id as fn(&_) -> &str,
     ));
 }

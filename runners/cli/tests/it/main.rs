@@ -8,6 +8,7 @@
 //! - `scheduling`: `rco serve`'s continuous batching, prompt limits and cancellation.
 //! - `soak`: 32 clients on `rco serve` for a minute (ignored; `scripts/test.sh` runs it alone).
 //! - `real_servers`: collections against llama.cpp and `rco serve` serving SmolLM2.
+//! - `judges`: a judge written in Python (`kind = "command"`) through a whole run.
 //! - `tasks`: the math and code suites with the verifier judges and actors that write
 //!   their own first answers.
 //!
@@ -16,6 +17,7 @@
 mod util;
 
 mod cli;
+mod judges;
 mod real_servers;
 mod remote;
 mod scheduling;
