@@ -94,6 +94,17 @@ enum Command {
     /// Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions,
     /// /v1/completions, /v1/models), batching concurrent requests.
     Serve(serve::ServeArgs),
+    /// Measure the config's judge on preference pairs (prompt, chosen, rejected): accuracy,
+    /// position consistency, first-slot, tie and invalid rates, per subset; resumable.
+    JudgeEval {
+        /// The experiment's TOML config (its `[judge]` is evaluated).
+        config: PathBuf,
+        /// JSONL preference pairs in RewardBench's shape.
+        pairs: PathBuf,
+        /// Output directory (default: runs/<config file stem>-judge-eval).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Validate a config and report every problem.
     Check { config: PathBuf },
     /// Print the JSON Schema of config files.
@@ -181,6 +192,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => stages(&args, &[Stage::Train]),
         Command::Eval(args) => stages(&args, &[Stage::Eval]),
         Command::Report(args) => stages(&args, &[Stage::Report]),
+        Command::JudgeEval { config, pairs, out } => {
+            let loaded = config::load_judge(&config)?;
+            let out = out.unwrap_or_else(|| {
+                let mut dir = default_out(&config).into_os_string();
+                dir.push("-judge-eval");
+                PathBuf::from(dir)
+            });
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let started = std::time::Instant::now();
+            let table = runtime.block_on(crate::judge_eval::judge_eval(
+                &loaded,
+                &pairs,
+                &out,
+                Arc::new(progress::Bars),
+            ))?;
+            print!("{table}");
+            eprintln!(
+                "done in {:.1}s; results in {}",
+                started.elapsed().as_secs_f64(),
+                out.join(crate::judge_eval::SUMMARY_FILE).display()
+            );
+            Ok(())
+        }
         Command::Check { config } => {
             let loaded = config::load(&config)?;
             println!(

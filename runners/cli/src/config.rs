@@ -240,8 +240,8 @@ fn from_override<'a>(key: &str, overrides: &'a [(String, String)]) -> Option<&'a
         .map(|(name, _)| name.as_str())
 }
 
-/// Loads and validates a config file, reporting every problem at once.
-pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+/// A config file layered with the `RCO_` environment variables, as JSON.
+fn layered(path: &Path) -> anyhow::Result<Value> {
     if !path.is_file() {
         return Err(anyhow!("config file {} does not exist", path.display()));
     }
@@ -269,23 +269,134 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     let resolved: Value = figment
         .extract()
         .map_err(|e| anyhow!("{}: {}", path.display(), figment_message(&e)))?;
+    Ok(resolved)
+}
+
+/// Every problem of a config file, each with the environment variable that set it if one did.
+fn listed(path: &Path, problems: &[ConfigProblem]) -> anyhow::Error {
+    let overrides = env_overrides();
+    let list: Vec<String> = problems
+        .iter()
+        .map(|p| match from_override(&p.key, &overrides) {
+            Some(var) => format!("  - {p} (set by the environment variable {var})"),
+            None => format!("  - {p}"),
+        })
+        .collect();
+    anyhow!(
+        "{} has {} problem(s):\n{}",
+        path.display(),
+        problems.len(),
+        list.join("\n")
+    )
+}
+
+/// What `rco judge-eval` reads of a config: the judge and what it is built with. The other
+/// sections may be there (a run's config) or not (a config with only a `[judge]`).
+#[derive(Debug, Clone)]
+pub struct JudgeOnly {
+    pub judge: Parsed<JudgeRole>,
+    pub templates: PromptTemplates,
+    pub seed: u64,
+    pub reask_invalid: usize,
+    pub durability: rco_core::store::Durability,
+    pub bootstrap_resamples: usize,
+    /// The config after layering, as JSON.
+    pub resolved: Value,
+    pub path: PathBuf,
+}
+
+impl JudgeOnly {
+    /// Directory that relative paths in the config are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+}
+
+/// Loads a config's `[judge]` and the keys it is built with, reporting every problem of
+/// those at once.
+pub fn load_judge(path: &Path) -> anyhow::Result<JudgeOnly> {
+    let resolved = layered(path)?;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut problems = Vec::new();
+    let empty = serde_json::Map::new();
+    let top = match resolved.as_object() {
+        Some(top) => top,
+        None => {
+            problems.push(ConfigProblem::new("", "the config must be a table"));
+            &empty
+        }
+    };
+    let known_keys = top_level_keys();
+    for key in top.keys() {
+        if !known_keys.contains(key) {
+            problems.push(ConfigProblem::new(
+                key.clone(),
+                format!("unknown key; expected one of: {}", known_keys.join(", ")),
+            ));
+        }
+    }
+    let seed = match top.get("seed") {
+        Some(v) => typed::<u64>(v, "seed", &mut problems),
+        None => Some(default_seed()),
+    };
+    let reask_invalid = match top.get("reask_invalid") {
+        Some(v) => typed::<usize>(v, "reask_invalid", &mut problems),
+        None => Some(default_reask()),
+    };
+    let templates = match top.get("templates") {
+        Some(v) => typed::<PromptTemplates>(v, "templates", &mut problems),
+        None => Some(PromptTemplates::default()),
+    };
+    if let Some(templates) = &templates {
+        problems.extend(templates.problems());
+    }
+    let store = match top.get("store") {
+        Some(v) => typed::<StoreConfig>(v, "store", &mut problems),
+        None => Some(StoreConfig::default()),
+    };
+    let eval = match top.get("eval") {
+        Some(v) => typed::<EvalConfig>(v, "eval", &mut problems),
+        None => Some(EvalConfig::default()),
+    };
+    let context = ValidateContext {
+        key: String::new(),
+        base_dir,
+        templates: templates.clone().unwrap_or_default(),
+        config: resolved.clone(),
+    };
+    let judge = section::<JudgeRole>("judge", top.get("judge"), &context, &mut problems);
+    match (judge, seed, reask_invalid, templates, store, eval) {
+        (
+            Some(judge),
+            Some(seed),
+            Some(reask_invalid),
+            Some(templates),
+            Some(store),
+            Some(eval),
+        ) if problems.is_empty() => Ok(JudgeOnly {
+            judge,
+            templates,
+            seed,
+            reask_invalid,
+            durability: store.durability,
+            bootstrap_resamples: eval.bootstrap_resamples,
+            resolved,
+            path: path.to_path_buf(),
+        }),
+        _ => Err(listed(path, &problems)),
+    }
+}
+
+/// Loads and validates a config file, reporting every problem at once.
+pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+    let resolved = layered(path)?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let (sections, problems) = check(&resolved, &base_dir);
     if !problems.is_empty() {
-        let overrides = env_overrides();
-        let list: Vec<String> = problems
-            .iter()
-            .map(|p| match from_override(&p.key, &overrides) {
-                Some(var) => format!("  - {p} (set by the environment variable {var})"),
-                None => format!("  - {p}"),
-            })
-            .collect();
-        return Err(anyhow!(
-            "{} has {} problem(s):\n{}",
-            path.display(),
-            problems.len(),
-            list.join("\n")
-        ));
+        return Err(listed(path, &problems));
     }
     let config: RunConfig =
         serde_json::from_value(resolved.clone()).with_context(|| format!("{}", path.display()))?;
@@ -424,6 +535,35 @@ pub struct Sections {
     pub trainer: Parsed<TrainerRole>,
 }
 
+/// Parses the section at `key` (a missing one is a problem) and validates it.
+fn section<R: PluginRole>(
+    key: &str,
+    value: Option<&Value>,
+    context: &ValidateContext,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<Parsed<R>> {
+    let Some(value) = value else {
+        problems.push(ConfigProblem::new(
+            key,
+            format!(
+                "missing; add a [{key}] section naming a {} plugin with `kind`",
+                R::ROLE.name()
+            ),
+        ));
+        return None;
+    };
+    match registry::parse::<R>(key, value) {
+        Ok(parsed) => {
+            problems.extend(parsed.validate(&context.for_key(key)));
+            Some(parsed)
+        }
+        Err(problem) => {
+            problems.push(problem);
+            None
+        }
+    }
+}
+
 /// Every problem of a layered config, each with its key path (paths resolved against the
 /// current directory).
 pub fn validate(resolved: &Value) -> Vec<ConfigProblem> {
@@ -466,33 +606,6 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
         templates: templates.unwrap_or_default(),
         config: resolved.clone(),
     };
-    fn section<R: PluginRole>(
-        key: &str,
-        value: Option<&Value>,
-        context: &ValidateContext,
-        problems: &mut Vec<ConfigProblem>,
-    ) -> Option<Parsed<R>> {
-        let Some(value) = value else {
-            problems.push(ConfigProblem::new(
-                key,
-                format!(
-                    "missing; add a [{key}] section naming a {} plugin with `kind`",
-                    R::ROLE.name()
-                ),
-            ));
-            return None;
-        };
-        match registry::parse::<R>(key, value) {
-            Ok(parsed) => {
-                problems.extend(parsed.validate(&context.for_key(key)));
-                Some(parsed)
-            }
-            Err(problem) => {
-                problems.push(problem);
-                None
-            }
-        }
-    }
     let default_reward = default_reward();
     let data = section::<DatasetRole>("data", top.get("data"), &context, &mut problems);
     let critic = section::<CriticRole>("critic", top.get("critic"), &context, &mut problems);

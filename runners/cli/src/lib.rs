@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod judge_eval;
 pub mod logging;
 pub mod progress;
 pub mod report;

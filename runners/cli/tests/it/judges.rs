@@ -1,6 +1,7 @@
-//! A judge written in Python (`examples/command-judge/judge.py`, `kind = "command"`) through
-//! a whole run: every verdict is the one its rule gives (an answer containing the reference
-//! beats one that does not), in both orders.
+//! Judges: one written in Python (`examples/command-judge/judge.py`, `kind = "command"`)
+//! through a whole run, every verdict the one its rule gives (an answer containing the
+//! reference beats one that does not) in both orders; and `rco judge-eval` on the built-in
+//! preference pairs, where the verifiers are perfect and a position-biased judge shows it.
 
 use std::collections::HashMap;
 
@@ -88,4 +89,93 @@ async fn a_python_judge_runs_a_whole_experiment() {
             "{v}"
         );
     }
+}
+
+/// `scripts/judge_pairs.py` over the suites `scripts/test.sh` built (in `RCO_DATA_DIR`).
+fn built_pairs(out: &std::path::Path) -> std::path::PathBuf {
+    let data = std::env::var("RCO_DATA_DIR").expect(
+        "RCO_DATA_DIR is not set: run the tests through scripts/test.sh, which builds the suites",
+    );
+    let done = std::process::Command::new("python3")
+        .arg(workspace().join("scripts/judge_pairs.py"))
+        .arg(&data)
+        .arg(out)
+        .output()
+        .expect("python3");
+    assert!(done.status.success(), "{}", text(&done));
+    out.to_path_buf()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn judge_eval_finds_the_verifiers_perfect_and_a_biased_judge_biased() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = built_pairs(&dir.path().join("pairs"));
+    // Both suites in one file: one subset each.
+    let mut both = std::fs::read_to_string(pairs.join("math.jsonl")).unwrap();
+    both.push_str(&std::fs::read_to_string(pairs.join("code.jsonl")).unwrap());
+    let both_path = dir.path().join("both.jsonl");
+    std::fs::write(&both_path, both).unwrap();
+    let config = workspace().join("configs/judges/verifiers.toml");
+    let out = dir.path().join("verifiers");
+    let judge_eval = |config: std::path::PathBuf,
+                      pairs: std::path::PathBuf,
+                      out: std::path::PathBuf| async move {
+        let mut command = crate::util::rco();
+        command
+            .arg("judge-eval")
+            .arg(&config)
+            .arg(&pairs)
+            .arg("--out")
+            .arg(&out);
+        tokio::task::spawn_blocking(move || command.output().expect("rco"))
+            .await
+            .unwrap()
+    };
+    let done = judge_eval(config.clone(), both_path.clone(), out.clone()).await;
+    assert!(done.status.success(), "{}", text(&done));
+    let report = crate::util::json(&out.join("judge_eval.json"));
+    let overall = &report["overall"];
+    assert_eq!(overall["pairs"], 299 + 164, "{report:#}");
+    assert_eq!(overall["accuracy"], 1.0, "{report:#}");
+    assert_eq!(overall["accuracy_lo"], 1.0);
+    assert_eq!(overall["position_consistency"], 1.0);
+    assert_eq!(overall["first_slot_win_rate"], 0.5);
+    assert_eq!(overall["tie_rate"], 0.0);
+    assert_eq!(overall["invalid_rate"], 0.0);
+    for subset in ["math-correct-vs-wrong", "code-canonical-vs-mutant"] {
+        assert_eq!(report["subsets"][subset]["accuracy"], 1.0, "{subset}");
+    }
+    assert!(
+        text(&done).contains("code-canonical-vs-mutant"),
+        "{}",
+        text(&done)
+    );
+    // Resumed: nothing is judged again.
+    let lines = records(&out.join("judge_eval.jsonl")).len();
+    let again = judge_eval(config.clone(), both_path.clone(), out.clone()).await;
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(records(&out.join("judge_eval.jsonl")).len(), lines);
+    // Another pairs file in the same directory is refused.
+    let other = judge_eval(config, pairs.join("math.jsonl"), out).await;
+    assert!(!other.status.success());
+    assert!(
+        text(&other).contains("another pairs_sha256"),
+        "{}",
+        text(&other)
+    );
+
+    // A judge that answers "A" 60% of the time whatever the answers: the numbers say so.
+    let biased = crate::util::write(
+        dir.path(),
+        "biased.toml",
+        "seed = 3\n[judge]\nkind = \"noisy\"\nposition_bias = 0.6\n",
+    );
+    let out = dir.path().join("biased");
+    let done = judge_eval(biased, pairs.join("math.jsonl"), out.clone()).await;
+    assert!(done.status.success(), "{}", text(&done));
+    let overall = crate::util::json(&out.join("judge_eval.json"))["overall"].clone();
+    let first = overall["first_slot_win_rate"].as_f64().unwrap();
+    let consistency = overall["position_consistency"].as_f64().unwrap();
+    assert!(first > 0.65, "{overall:#}");
+    assert!(consistency < 0.8, "{overall:#}");
 }
