@@ -71,7 +71,11 @@ impl Run {
             GROUPS_FILE,
             "item_id",
         )?;
-        if items.iter().all(|i| committed.contains(&i.id)) {
+        let left_out = self.left_out_of_collection()?;
+        if items
+            .iter()
+            .all(|i| committed.contains(&i.id) || left_out.contains(&i.id))
+        {
             return Ok(());
         }
         let critic = self.critic("base")?;

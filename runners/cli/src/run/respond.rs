@@ -21,6 +21,24 @@ pub const INITIAL_FILE: &str = "initial.jsonl";
 pub type Initial = HashMap<String, InitialRecord>;
 
 impl Run {
+    /// The training items `collect.skip_solved` leaves out: those whose first answer (the
+    /// collection actor's) the verifier found correct.
+    pub(super) fn left_out_of_collection(
+        &self,
+    ) -> anyhow::Result<std::collections::HashSet<String>> {
+        if !self.loaded.config.collect.skip_solved {
+            return Ok(Default::default());
+        }
+        let actor = self.loaded.collect_actor();
+        Ok(self
+            .store
+            .read::<InitialRecord>(INITIAL_FILE)?
+            .into_iter()
+            .filter(|r| r.actor == actor && r.split == "train" && r.solved == Some(true))
+            .map(|r| r.item_id)
+            .collect())
+    }
+
     /// Where the initial responses come from: the dataset's `initial_response` setting,
     /// else the data's own when every item has one, else the actors.
     pub(super) fn initial_source(&self, items: &[TaskItem]) -> anyhow::Result<InitialResponse> {

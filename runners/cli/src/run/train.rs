@@ -23,12 +23,18 @@ impl Run {
         let items = self.items("train")?;
         let groups: Vec<TrainingGroup> = self.store.read(GROUPS_FILE)?;
         let done: HashSet<&str> = groups.iter().map(|g| g.item_id.as_str()).collect();
-        if items.iter().any(|i| !done.contains(i.id.as_str())) {
+        // Items left out of collection because their first answer was already correct.
+        let left_out = self.left_out_of_collection()?;
+        let wanted = items.iter().filter(|i| !left_out.contains(&i.id)).count();
+        if items
+            .iter()
+            .any(|i| !done.contains(i.id.as_str()) && !left_out.contains(&i.id))
+        {
             bail!(
                 "the collection in {} is not finished ({} of {} items); run `rco collect` first",
                 self.store.dir().display(),
                 done.len(),
-                items.len()
+                wanted
             );
         }
         let groups: Vec<TrainingGroup> = groups

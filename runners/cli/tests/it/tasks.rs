@@ -216,24 +216,50 @@ async fn actors_answer_first_verifiers_count_what_is_solved() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn solved_items_can_be_left_out_of_collection() {
-    let server = actors().await;
+    // The collection actor answers the math items right and the code items wrong.
+    let items = Arc::new(slice_items());
+    let server = TestServer::start(ServerOptions {
+        answer: Arc::new(move |body: &Value| {
+            let prompt = body["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or_default();
+            let (right, wrong) = answers(&items, prompt);
+            if prompt.starts_with("Complete the following Python function") {
+                wrong
+            } else {
+                right
+            }
+        }),
+        ..ServerOptions::default()
+    })
+    .await
+    .expect("server");
     let dir = tempfile::tempdir().unwrap();
-    // The strong actor's first answers are all right: nothing is left to collect.
     let config = config(dir.path(), &server.base_url(), "skip_solved = true\n");
-    let text_of = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("actor = \"weak\"", "actor = \"strong\"");
-    std::fs::write(&config, text_of).unwrap();
     let out = dir.path().join("run");
-    let done = run("collect", &config, &out, vec![]).await;
+    let done = run("run", &config, &out, vec![]).await;
     assert!(done.status.success(), "{}", text(&done));
-    assert!(records(&out.join("groups.jsonl")).is_empty());
+    // Only the three code items were collected and trained on.
+    let groups = records(&out.join("groups.jsonl"));
+    assert_eq!(groups.len(), 3, "{groups:#?}");
+    assert!(groups
+        .iter()
+        .all(|g| g["item_id"].as_str().unwrap().starts_with("HumanEval/")));
     let metrics = records(&out.join("metrics.jsonl"));
     assert!(
-        metrics.iter().any(|m| m["left_out_solved"] == 6),
+        metrics.iter().any(|m| m["left_out_solved"] == 3),
         "{metrics:#?}"
     );
-    assert!(metrics
-        .iter()
-        .any(|m| m["stage"] == "respond" && m["actor"] == "strong" && m["solved"] == 6));
+    assert!(metrics.iter().any(|m| m["stage"] == "respond"
+        && m["actor"] == "weak"
+        && m["split"] == "train"
+        && m["solved"] == 3));
+    assert_eq!(json(&out.join("train_summary.json"))["groups"], 3);
+    // A finished run stays finished: the stages start nothing again.
+    let before = server.stats().requests;
+    let again = run("run", &config, &out, vec![]).await;
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(server.stats().requests, before);
 }
