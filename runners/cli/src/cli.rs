@@ -219,6 +219,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check { config } => {
+            if config::is_judge_only(&config)? {
+                let loaded = config::load_judge(&config)?;
+                println!(
+                    "{}: ok (a judge only, for rco judge-eval; judge `{}`)",
+                    config.display(),
+                    kind(&loaded.resolved["judge"])
+                );
+                return Ok(());
+            }
             let loaded = config::load(&config)?;
             println!(
                 "{}: ok ({} actors; critic `{}`; judge `{}`)",

@@ -315,6 +315,16 @@ impl JudgeOnly {
     }
 }
 
+/// Whether a config file holds a `[judge]` and none of a run's other sections (a config
+/// for `rco judge-eval` only).
+pub fn is_judge_only(path: &Path) -> anyhow::Result<bool> {
+    let resolved = layered(path)?;
+    Ok(resolved.get("judge").is_some()
+        && ["data", "critic", "actors", "trainer"]
+            .iter()
+            .all(|key| resolved.get(key).is_none()))
+}
+
 /// Loads a config's `[judge]` and the keys it is built with, reporting every problem of
 /// those at once.
 pub fn load_judge(path: &Path) -> anyhow::Result<JudgeOnly> {

@@ -331,20 +331,47 @@ fn schema_file_is_current_and_example_configs_load() {
         .as_array()
         .is_some_and(|v| v.len() >= 2));
 
-    for entry in std::fs::read_dir(workspace().join("configs")).expect("configs/") {
-        let path = entry.expect("entry").path();
+    let configs = workspace().join("configs");
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    for dir in [
+        configs.clone(),
+        configs.join("tasks"),
+        configs.join("judges"),
+    ] {
+        for entry in std::fs::read_dir(&dir).expect("configs/") {
+            files.push(entry.expect("entry").path());
+        }
+    }
+    assert!(files.iter().any(|f| f.ends_with("tasks/all.toml")));
+    for path in files {
         if path.extension().is_some_and(|e| e == "toml") {
             // What the configs need from outside: a key in the variable they name, and the
-            // model file `scripts/fetch-models.sh` fetches.
+            // model files `scripts/fetch-models.sh` fetches and the suites
+            // `scripts/fetch-data.sh` builds (`scripts/test.sh` does both).
             let mut check = rco();
             check
                 .arg("check")
                 .arg(&path)
                 .env("OPENAI_API_KEY", "placeholder");
-            if path.file_name().is_some_and(|n| n == "smollm2.toml") {
+            let name = path.file_stem().unwrap().to_string_lossy().to_string();
+            if name == "smollm2" {
                 let model = crate::util::gguf();
                 for key in ["CRITIC", "JUDGE", "ACTORS__SMOLLM2"] {
                     check.env(format!("RCO_{key}__CHECKPOINT"), &model);
+                }
+            }
+            if path.parent().is_some_and(|p| p.ends_with("tasks")) {
+                let qwen = std::env::var("QWEN_GGUF").expect(
+                    "QWEN_GGUF is not set: run the tests through scripts/test.sh, which fetches the model",
+                );
+                let mut keys = vec!["CRITIC", "ACTORS__QWEN-0_5B"];
+                match name.as_str() {
+                    "qa" | "summarization" | "dialog" => keys.push("JUDGE"),
+                    "all" => keys.push("JUDGE__DEFAULT"),
+                    _ => {}
+                }
+                for key in keys {
+                    check.env(format!("RCO_{key}__CHECKPOINT"), &qwen);
                 }
             }
             let output = check.output().expect("run rco");
