@@ -105,6 +105,21 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Judge the refinements a run collected again with another judge and compare the
+    /// critique utilities (Spearman per item, best-critique agreement): the judge ablation.
+    Rejudge {
+        /// The run's config.
+        config: PathBuf,
+        /// A config whose `[judge]` judges again (a judge-only config is enough).
+        judge: PathBuf,
+        /// Run directory (default: runs/<config file stem>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Name of this judge's results under RUN_DIR/rejudge/ (default: the judge config's
+        /// file stem).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Validate a config and report every problem.
     Check { config: PathBuf },
     /// Print the JSON Schema of config files.
@@ -216,6 +231,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64(),
                 out.join(crate::judge_eval::SUMMARY_FILE).display()
             );
+            Ok(())
+        }
+        Command::Rejudge {
+            config,
+            judge,
+            out,
+            name,
+        } => {
+            let loaded = config::load(&config)?;
+            let other = config::load_judge(&judge)?;
+            let name = name.unwrap_or_else(|| {
+                judge
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .to_string()
+            });
+            let out = out.unwrap_or_else(|| default_out(&config));
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let a = runtime.block_on(async {
+                let run = runner::Run::open(loaded, &out, Arc::new(progress::Bars))?;
+                run.rejudge(&other, &name).await
+            })?;
+            let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+            println!(
+                "{} items judged again by `{}` ({}): mean Spearman of critique CUs {} over {} items whose critiques both judges tell apart; best critique agrees on {}; mean CU {} (run's judge) vs {}; invalid rate {:.3}",
+                a.items, a.name, a.judge, f(a.mean_spearman), a.correlated_items, f(a.best_critique_agreement), f(a.mean_cu_run_judge), f(a.mean_cu_other_judge), a.invalid_rate
+            );
+            eprintln!("results in {}", out.join("rejudge").join(&name).display());
             Ok(())
         }
         Command::Check { config } => {

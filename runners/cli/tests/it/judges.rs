@@ -179,3 +179,90 @@ async fn judge_eval_finds_the_verifiers_perfect_and_a_biased_judge_biased() {
     assert!(first > 0.65, "{overall:#}");
     assert!(consistency < 0.8, "{overall:#}");
 }
+
+/// The quickstart world, small, judged by its exact verifier.
+const SMALL_RUN: &str = r#"seed = 11
+[data]
+kind = "quickstart"
+train_items = 24
+test_items = 4
+min_digits = 5
+max_digits = 5
+[critic]
+kind = "quickstart"
+model = { d_model = 16, heads = 2, layers = 1, d_ff = 32, max_len = 40 }
+warm_start = { steps = 5, batch_size = 16, min_digits = 5, max_digits = 5 }
+sampling = { temperature = 1.0, max_tokens = 8 }
+[actors.strong]
+kind = "quickstart"
+strength = "strong"
+[judge]
+kind = "verifier"
+[trainer]
+kind = "rco"
+epochs = 1
+groups_per_batch = 4
+[collect]
+critiques_per_item = 4
+refinements_per_critique = 2
+[templates.default]
+critique = "{prompt}|{response}>"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejudge_compares_two_judges_on_the_same_refinements() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::util::write(dir.path(), "small.toml", SMALL_RUN);
+    let out = dir.path().join("run");
+    let done = run("collect", &config, &out, vec![]).await;
+    assert!(done.status.success(), "{}", text(&done));
+    let rejudge = |judge: std::path::PathBuf| {
+        let mut command = crate::util::rco();
+        command
+            .arg("rejudge")
+            .arg(&config)
+            .arg(&judge)
+            .arg("--out")
+            .arg(&out);
+        async move {
+            tokio::task::spawn_blocking(move || command.output().expect("rco"))
+                .await
+                .unwrap()
+        }
+    };
+    // The same judge again: the CUs agree exactly.
+    let same = crate::util::write(dir.path(), "same.toml", "[judge]\nkind = \"verifier\"\n");
+    let done = rejudge(same.clone()).await;
+    assert!(done.status.success(), "{}", text(&done));
+    let a = crate::util::json(&out.join("rejudge/same/agreement.json"));
+    assert_eq!(a["items"], 24, "{a:#}");
+    assert!(a["correlated_items"].as_u64().unwrap() > 0, "{a:#}");
+    assert_eq!(a["mean_spearman"], 1.0, "{a:#}");
+    assert_eq!(a["best_critique_agreement"], 1.0, "{a:#}");
+    assert_eq!(a["mean_cu_run_judge"], a["mean_cu_other_judge"]);
+    assert_eq!(
+        records(&out.join("rejudge/same/verdicts.jsonl")).len(),
+        24 * 4 * 2
+    );
+    // Judged already: nothing is judged again.
+    let done = rejudge(same).await;
+    assert!(done.status.success(), "{}", text(&done));
+    assert_eq!(
+        records(&out.join("rejudge/same/verdicts.jsonl")).len(),
+        24 * 4 * 2
+    );
+    // A judge that answers at random: the agreement drops.
+    let random = crate::util::write(
+        dir.path(),
+        "random.toml",
+        "seed = 2\n[judge]\nkind = \"noisy\"\nposition_bias = 0.0\ninvalid_rate = 0.0\nnoise = 1.0\n",
+    );
+    let done = rejudge(random).await;
+    assert!(done.status.success(), "{}", text(&done));
+    let r = crate::util::json(&out.join("rejudge/random/agreement.json"));
+    assert!(r["mean_spearman"].as_f64().unwrap() < 0.5, "{r:#}");
+    assert!(
+        r["best_critique_agreement"].as_f64().unwrap() < 1.0,
+        "{r:#}"
+    );
+}

@@ -9,7 +9,7 @@
 //! - `soak`: 32 clients on `rco serve` for a minute (ignored; `scripts/test.sh` runs it alone).
 //! - `real_servers`: collections against llama.cpp and `rco serve` serving SmolLM2.
 //! - `judges`: a judge written in Python (`kind = "command"`) through a whole run;
-//!   `rco judge-eval` on the built-in preference pairs.
+//!   `rco judge-eval` on the built-in preference pairs; `rco rejudge`, the judge ablation.
 //! - `tasks`: the math and code suites with the verifier judges and actors that write
 //!   their own first answers.
 //!
