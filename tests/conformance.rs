@@ -35,6 +35,7 @@ const COVERED: &[(Role, &str)] = &[
     (Role::Judge, "noisy"),
     (Role::Judge, "openai"),
     (Role::Judge, "per_task"),
+    (Role::Judge, "reward_model"),
     (Role::Judge, "verifier"),
     (Role::RewardEstimator, "cu"),
     (Role::Trainer, "rco"),
@@ -171,12 +172,35 @@ async fn actors_conform() {
     }
 }
 
+/// A sequence-classification checkpoint with random weights (`scripts/reward_model.py`)
+/// and SmolLM2's real tokenizer (`SMOLLM2_GGUF`, which `scripts/test.sh` fetches).
+fn reward_model(dir: &Path) {
+    let gguf = std::env::var("SMOLLM2_GGUF").expect(
+        "SMOLLM2_GGUF is not set: run the tests through scripts/test.sh, which fetches the model",
+    );
+    let file = rco_lm::gguf::GgufFile::open(Path::new(&gguf)).expect("gguf");
+    let tokenizer = rco_lm::text::TextTokenizer::from_gguf(&file).expect("tokenizer");
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_json().unwrap()).unwrap();
+    let config = json!({"chat_template": tokenizer.chat_template, "add_bos_token": false});
+    std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
+    let vocab = tokenizer.inner.get_vocab_size(true).to_string();
+    let made = std::process::Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/reward_model.py"))
+        .args(["make", dir.to_str().unwrap(), &vocab])
+        .status()
+        .expect("python3");
+    assert!(made.success());
+}
+
 #[tokio::test]
 async fn judges_conform() {
     let (_dir, base) = tiny_model();
     let server = server().await;
     let ctx = context("judge");
+    let rm = tempfile::tempdir().expect("tempdir");
+    reward_model(rm.path());
     for section in [
+        json!({"kind": "reward_model", "checkpoint": rm.path(), "batch_size": 3}),
         json!({"kind": "verifier"}),
         json!({"kind": "math"}),
         json!({"kind": "code", "timeout_seconds": 5}),

@@ -221,6 +221,24 @@ pub fn load<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(LlamaConfig, Llama<B>, TextTokenizer), LmError> {
+    let (config, model, tokenizer, _) = load_with_score(dir, device)?;
+    Ok((config, model, tokenizer))
+}
+
+/// A sequence-classification head (`score.weight`, as `LlamaForSequenceClassification` and
+/// `Qwen2ForSequenceClassification` save it): `labels × d_model` values, row-major.
+pub struct ScoreHead {
+    pub weight: Vec<f32>,
+    pub labels: usize,
+}
+
+/// [`load`], and for a `*ForSequenceClassification` checkpoint its score head (such a
+/// checkpoint has no language-model head: the model is loaded with the embedding as its
+/// output head, which a reward model never uses).
+pub fn load_with_score<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(LlamaConfig, Llama<B>, TextTokenizer, Option<ScoreHead>), LmError> {
     let config_path = dir.join("config.json");
     let hf = read_json(&config_path)?;
     let arch = hf["model_type"].as_str().unwrap_or("?");
@@ -245,6 +263,11 @@ pub fn load<B: Backend>(
             )
         })
     };
+    let classifier = hf["architectures"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(Value::as_str)
+        .is_some_and(|a| a.ends_with("ForSequenceClassification"));
     let d_model = n("hidden_size")?;
     let heads = n("num_attention_heads")?;
     let config = LlamaConfig {
@@ -258,7 +281,7 @@ pub fn load<B: Backend>(
         rope_theta: hf["rope_theta"].as_f64().unwrap_or(10_000.0),
         rms_eps: hf["rms_norm_eps"].as_f64().unwrap_or(1e-6),
         max_len: n("max_position_embeddings")?,
-        tied_embeddings: hf["tie_word_embeddings"].as_bool().unwrap_or(false),
+        tied_embeddings: classifier || hf["tie_word_embeddings"].as_bool().unwrap_or(false),
         architecture: arch.to_string(),
         qkv_bias: qwen2,
         // Llama weights are permuted to interleaved pairs on the way in; Qwen2's keep their
@@ -421,6 +444,18 @@ pub fn load<B: Backend>(
             d,
         );
     }
+    let score = if classifier {
+        let labels = hf["num_labels"]
+            .as_u64()
+            .or_else(|| hf["id2label"].as_object().map(|m| m.len() as u64))
+            .unwrap_or(1) as usize;
+        Some(ScoreHead {
+            weight: tensor("score.weight", &[labels, d])?,
+            labels,
+        })
+    } else {
+        None
+    };
     let tokenizer_path = dir.join("tokenizer.json");
     let inner =
         tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| err(&tokenizer_path, e))?;
@@ -435,7 +470,7 @@ pub fn load<B: Backend>(
             .as_str()
             .map(str::to_string),
     };
-    Ok((config, model, tokenizer))
+    Ok((config, model, tokenizer, score))
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub mod llama;
 pub mod local;
 pub mod loss;
 pub mod model;
+pub mod reward;
 pub mod sampling;
 pub mod scheduler;
 pub mod text;

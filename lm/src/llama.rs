@@ -292,6 +292,19 @@ impl<B: Backend> Llama<B> {
         self.norm.forward(x)
     }
 
+    /// The final hidden state of each row's last token, `[batch, d_model]` (rows
+    /// left-padded, as [`crate::sampling::PaddedBatch`] makes them).
+    pub fn last_hidden(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 4>,
+    ) -> Tensor<B, 2> {
+        let x = self.hidden(tokens, positions, attention_mask, &mut KvCache::default());
+        let [b, t, d] = x.dims();
+        x.slice([0..b, t - 1..t, 0..d]).reshape([b, d])
+    }
+
     fn vocab(&self) -> usize {
         self.embedding.weight.dims()[0]
     }

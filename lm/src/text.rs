@@ -179,6 +179,19 @@ impl TextTokenizer {
             .map_err(|e| LmError::Tokenize(e.to_string()))
     }
 
+    /// A whole conversation in the model's chat format, every turn closed.
+    pub fn conversation(&self, messages: &[(&str, &str)]) -> Result<String, LmError> {
+        let template = self
+            .chat_template
+            .as_deref()
+            .ok_or_else(|| LmError::Tokenize("the model ships no chat template".into()))?;
+        let token = |id: Option<u32>| {
+            id.and_then(|id| self.inner.id_to_token(id))
+                .unwrap_or_default()
+        };
+        render_conversation(template, messages, &token(self.bos), &token(Some(self.eos)))
+    }
+
     /// One user turn in the model's chat format, ready for the assistant's answer.
     pub fn chat_prompt(&self, user: &str) -> Result<String, LmError> {
         self.chat_messages(&[("user", user)])
@@ -201,16 +214,35 @@ impl TextTokenizer {
     }
 }
 
-/// Renders `messages` with a chat template. A final assistant message is continued: it is
-/// rendered with a marker for its text, and the prompt is cut where the marker starts.
-pub fn render_chat(
+/// Renders a whole conversation with a chat template, every message closed (a reward model
+/// reads the conversation as it ends).
+pub fn render_conversation(
     template: &str,
     messages: &[(&str, &str)],
     bos_token: &str,
     eos_token: &str,
 ) -> Result<String, LmError> {
-    const MARK: &str = "\u{E000}rco-answer\u{E000}";
     let failed = |e: minijinja::Error| LmError::Tokenize(format!("the chat template: {e:#}"));
+    let env = environment(template).map_err(failed)?;
+    let rendered: Vec<minijinja::Value> = messages
+        .iter()
+        .map(|(role, content)| {
+            minijinja::context! { role => role.to_string(), content => content.to_string() }
+        })
+        .collect();
+    env.get_template("chat")
+        .map_err(failed)?
+        .render(minijinja::context! {
+            messages => rendered,
+            add_generation_prompt => false,
+            bos_token => bos_token,
+            eos_token => eos_token,
+        })
+        .map_err(failed)
+}
+
+/// A Jinja environment with Python's string methods and the template as `chat`.
+fn environment(template: &str) -> Result<minijinja::Environment<'_>, minijinja::Error> {
     let mut env = minijinja::Environment::new();
     minijinja_contrib::add_to_environment(&mut env);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -223,7 +255,21 @@ pub fn render_chat(
             ))
         },
     );
-    env.add_template("chat", template).map_err(failed)?;
+    env.add_template("chat", template)?;
+    Ok(env)
+}
+
+/// Renders `messages` with a chat template. A final assistant message is continued: it is
+/// rendered with a marker for its text, and the prompt is cut where the marker starts.
+pub fn render_chat(
+    template: &str,
+    messages: &[(&str, &str)],
+    bos_token: &str,
+    eos_token: &str,
+) -> Result<String, LmError> {
+    const MARK: &str = "\u{E000}rco-answer\u{E000}";
+    let failed = |e: minijinja::Error| LmError::Tokenize(format!("the chat template: {e:#}"));
+    let env = environment(template).map_err(failed)?;
     let continued = messages.last().filter(|(role, _)| *role == "assistant");
     let rendered: Vec<minijinja::Value> = messages
         .iter()

@@ -7,5 +7,6 @@
 mod common;
 mod gguf_llama;
 mod gguf_qwen;
+mod reward_model;
 mod scheduler;
 mod tiny_lm;

@@ -12,4 +12,5 @@ pub mod actor;
 pub mod config;
 pub mod critic;
 pub mod judge;
+pub mod reward_judge;
 pub mod trainer;
