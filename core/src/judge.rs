@@ -54,6 +54,29 @@ pub fn parse_rating(answer: &str) -> PointwiseScore {
     }
 }
 
+/// Judges comparisons made in pairs by [`crate::BothOrders::comparisons`] (refinement first,
+/// then second) and returns one [`BothOrders`] per pair; a judge that breaks the "one
+/// judgement per comparison" contract fails the call.
+pub async fn judge_both_orders(
+    judge: &dyn Judge,
+    comparisons: &[Comparison],
+) -> Result<Vec<crate::BothOrders>> {
+    let judged = judge.compare(comparisons).await?;
+    if judged.len() != comparisons.len() {
+        return Err(crate::Error::Other(format!(
+            "the judge returned {} judgements for {} comparisons",
+            judged.len(),
+            comparisons.len()
+        )));
+    }
+    let mut judged = judged.into_iter();
+    let mut out = Vec::with_capacity(comparisons.len() / 2);
+    while let (Some(first), Some(second)) = (judged.next(), judged.next()) {
+        out.push(crate::BothOrders::from_judgements(first, second));
+    }
+    Ok(out)
+}
+
 /// Asks an unreadable verdict again, up to `attempts` more times with a fresh seed each time,
 /// before it stands as [`crate::Verdict::Invalid`] (method.md: re-asked a bounded number of
 /// times, then recorded; never a silent default).

@@ -199,6 +199,20 @@ impl Loaded {
     }
 }
 
+/// A problem for each top-level key the config does not have.
+fn unknown_keys(top: &serde_json::Map<String, Value>) -> Vec<ConfigProblem> {
+    let known_keys = top_level_keys();
+    top.keys()
+        .filter(|key| !known_keys.contains(key))
+        .map(|key| {
+            ConfigProblem::new(
+                key.clone(),
+                format!("unknown key; expected one of: {}", known_keys.join(", ")),
+            )
+        })
+        .collect()
+}
+
 /// The top-level keys, read from the schema of [`RunConfig`] so that they cannot drift.
 fn top_level_keys() -> Vec<String> {
     let schema = serde_json::to_value(schemars::schema_for!(RunConfig)).unwrap_or(Value::Null);
@@ -339,15 +353,7 @@ pub fn load_judge(path: &Path) -> anyhow::Result<JudgeOnly> {
             &empty
         }
     };
-    let known_keys = top_level_keys();
-    for key in top.keys() {
-        if !known_keys.contains(key) {
-            problems.push(ConfigProblem::new(
-                key.clone(),
-                format!("unknown key; expected one of: {}", known_keys.join(", ")),
-            ));
-        }
-    }
+    problems.extend(unknown_keys(top));
     let seed = match top.get("seed") {
         Some(v) => typed::<u64>(v, "seed", &mut problems),
         None => Some(default_seed()),
@@ -591,15 +597,7 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
             vec![ConfigProblem::new("", "the config must be a table")],
         );
     };
-    let known_keys = top_level_keys();
-    for key in top.keys() {
-        if !known_keys.contains(key) {
-            problems.push(ConfigProblem::new(
-                key.clone(),
-                format!("unknown key; expected one of: {}", known_keys.join(", ")),
-            ));
-        }
-    }
+    problems.extend(unknown_keys(top));
     if let Some(seed) = top.get("seed") {
         typed::<u64>(seed, "seed", &mut problems);
     }

@@ -181,28 +181,17 @@ pub async fn judge_eval(
                     })
                 })
                 .collect();
-            let judged = judge.compare(&comparisons).await?;
-            if judged.len() != comparisons.len() {
-                bail!(
-                    "the judge returned {} judgements for {} comparisons",
-                    judged.len(),
-                    comparisons.len()
-                );
-            }
-            let mut judged = judged.into_iter();
+            let judged = rco_core::judge::judge_both_orders(judge.as_ref(), &comparisons).await?;
             let records: Vec<PairRecord> = batch
                 .iter()
-                .map(|p| {
-                    let first = judged.next().expect("checked length");
-                    let second = judged.next().expect("checked length");
-                    PairRecord {
-                        id: p.id.clone(),
-                        subset: p.subset.clone(),
-                        task: p.item.task.clone(),
-                        chosen_longer: p.chosen.chars().count()
-                            > p.item.initial_response.chars().count(),
-                        pair: BothOrders::from_judgements(first, second),
-                    }
+                .zip(judged)
+                .map(|(p, pair)| PairRecord {
+                    id: p.id.clone(),
+                    subset: p.subset.clone(),
+                    task: p.item.task.clone(),
+                    chosen_longer: p.chosen.chars().count()
+                        > p.item.initial_response.chars().count(),
+                    pair,
                 })
                 .collect();
             store.append(RECORDS_FILE, &records)?;

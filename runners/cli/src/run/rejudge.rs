@@ -121,25 +121,16 @@ impl Run {
                         })
                     })
                     .collect();
-                let judged = judge.compare(&comparisons).await?;
-                if judged.len() != comparisons.len() {
-                    bail!(
-                        "the judge returned {} judgements for {} comparisons",
-                        judged.len(),
-                        comparisons.len()
-                    );
-                }
-                let mut judged = judged.into_iter();
+                let judged =
+                    rco_core::judge::judge_both_orders(judge.as_ref(), &comparisons).await?;
                 let records: Vec<VerdictRecord> = refined
                     .iter()
-                    .map(|r| VerdictRecord {
+                    .zip(judged)
+                    .map(|(r, pair)| VerdictRecord {
                         item_id: r.item_id.clone(),
                         critique: r.critique,
                         refinement: r.refinement,
-                        pair: BothOrders::from_judgements(
-                            judged.next().expect("checked length"),
-                            judged.next().expect("checked length"),
-                        ),
+                        pair,
                     })
                     .collect();
                 store.append("verdicts.jsonl", &records)?;
