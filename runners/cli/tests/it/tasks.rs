@@ -48,17 +48,22 @@ fn answers(items: &[Value], prompt: &str) -> (String, String) {
     }
 }
 
+/// The text of a chat request's last message.
+fn last_message(body: &Value) -> &str {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+}
+
 /// The actors' server: first answers right for `strong`, wrong for `weak`; refinements
 /// always right.
 async fn actors() -> TestServer {
     let items = Arc::new(slice_items());
     TestServer::start(ServerOptions {
         answer: Arc::new(move |body: &Value| {
-            let prompt = body["messages"]
-                .as_array()
-                .and_then(|m| m.last())
-                .and_then(|m| m["content"].as_str())
-                .unwrap_or_default();
+            let prompt = last_message(body);
             let (right, wrong) = answers(&items, prompt);
             let first_answer = prompt.starts_with("Solve the following problem")
                 || prompt.starts_with("Complete the following Python function");
@@ -220,11 +225,7 @@ async fn solved_items_can_be_left_out_of_collection() {
     let items = Arc::new(slice_items());
     let server = TestServer::start(ServerOptions {
         answer: Arc::new(move |body: &Value| {
-            let prompt = body["messages"]
-                .as_array()
-                .and_then(|m| m.last())
-                .and_then(|m| m["content"].as_str())
-                .unwrap_or_default();
+            let prompt = last_message(body);
             let (right, wrong) = answers(&items, prompt);
             if prompt.starts_with("Complete the following Python function") {
                 wrong
