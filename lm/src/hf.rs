@@ -7,17 +7,16 @@
 //! permuted between the two layouts on the way in and out, exactly as llama.cpp's converter
 //! does.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::module::Param;
 use burn::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
-use safetensors::SafeTensors;
 use serde_json::{json, Value};
 
 use crate::llama::{Llama, LlamaConfig, RopeLayout};
 use crate::text::TextTokenizer;
+use crate::weights::Weights;
 use crate::LmError;
 
 fn err(path: &Path, message: impl std::fmt::Display) -> LmError {
@@ -292,90 +291,8 @@ pub fn load_with_score<B: Backend>(
             RopeLayout::Interleaved
         },
     };
-    // One `model.safetensors`, or shards named by `model.safetensors.index.json`.
-    let index_path = dir.join("model.safetensors.index.json");
-    let (shard_paths, weight_map): (Vec<std::path::PathBuf>, BTreeMap<String, usize>) =
-        if index_path.is_file() {
-            let index = read_json(&index_path)?;
-            let map = index["weight_map"]
-                .as_object()
-                .ok_or_else(|| err(&index_path, "`weight_map` is missing or not an object"))?;
-            let mut files: Vec<String> = Vec::new();
-            let mut weight_map = BTreeMap::new();
-            for (tensor, file) in map {
-                let file = file.as_str().ok_or_else(|| {
-                    err(
-                        &index_path,
-                        format!("`weight_map.{tensor}` is not a file name"),
-                    )
-                })?;
-                let at = match files.iter().position(|f| f == file) {
-                    Some(at) => at,
-                    None => {
-                        files.push(file.to_string());
-                        files.len() - 1
-                    }
-                };
-                weight_map.insert(tensor.clone(), at);
-            }
-            (files.iter().map(|f| dir.join(f)).collect(), weight_map)
-        } else {
-            (vec![dir.join("model.safetensors")], BTreeMap::new())
-        };
-    let shard_bytes: Vec<Vec<u8>> = shard_paths
-        .iter()
-        .map(|p| std::fs::read(p).map_err(|e| err(p, format!("cannot read: {e}"))))
-        .collect::<Result<_, _>>()?;
-    let shards: Vec<SafeTensors> = shard_bytes
-        .iter()
-        .zip(&shard_paths)
-        .map(|(bytes, p)| {
-            SafeTensors::deserialize(bytes)
-                .map_err(|e| err(p, format!("not a safetensors file: {e}")))
-        })
-        .collect::<Result<_, _>>()?;
-    let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>, LmError> {
-        let shard = weight_map.get(name).copied().unwrap_or(0);
-        let weights_path = &shard_paths[shard];
-        let view = shards[shard].tensor(name).map_err(|_| {
-            let place = if weight_map.is_empty() {
-                weights_path
-            } else {
-                &index_path
-            };
-            err(place, format!("tensor `{name}` is missing"))
-        })?;
-        if view.shape() != shape {
-            return Err(err(
-                weights_path,
-                format!(
-                    "tensor `{name}` has shape {:?}, expected {shape:?}",
-                    view.shape()
-                ),
-            ));
-        }
-        let data = view.data();
-        Ok(match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|b| crate::gguf::f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16))
-                .collect(),
-            other => {
-                return Err(err(
-                    weights_path,
-                    format!("tensor `{name}` has unsupported dtype {other:?}"),
-                ))
-            }
-        })
-    };
+    let weights = Weights::open(dir)?;
+    let tensor = |name: &str, shape: &[usize]| weights.tensor(name, shape);
     let (d, q_dim, kv_dim, ff) = (
         config.d_model,
         config.heads * config.head_dim,

@@ -13,12 +13,16 @@
 //! [`engine::Engine`] is the one loaded-model type: generation, scoring and next-token
 //! log-probs with a model's sampling settings. The `burn` plugins' roles, [`critic`], the
 //! one-shot commands of the CLI ([`commands`]) and the continuous-batching scheduler of
-//! `rco serve` ([`batcher`]) are all built on it. No plugin is registered here.
+//! `rco serve` ([`batcher`]) are all built on it. Two models score rather than generate: a
+//! decoder with a sequence-classification head ([`reward`]) and PairRM ([`pairrm`]), a
+//! DeBERTa-v3 encoder ([`deberta`]) with llm-blender's pairwise head; Hugging Face weights
+//! are read by tensor name through [`weights`]. No plugin is registered here.
 
 pub mod batcher;
 pub mod checkpoint;
 pub mod commands;
 pub mod critic;
+pub mod deberta;
 pub mod device;
 pub mod engine;
 pub mod error;
@@ -29,12 +33,14 @@ pub mod llama;
 pub mod local;
 pub mod loss;
 pub mod model;
+pub mod pairrm;
 pub mod reward;
 pub mod sampling;
 pub mod scheduler;
 pub mod text;
 pub mod tiny;
 pub mod tokenizer;
+pub mod weights;
 
 pub use error::LmError;
 

@@ -26,40 +26,45 @@ pub fn tiny_spec(layers: usize) -> ModelSpec {
     }
 }
 
-/// SmolLM2-135M-Instruct (GGUF Q4_1): `SMOLLM2_GGUF`, or where `scripts/fetch-models.sh`
-/// puts it. Fails the test when the file is missing.
-pub fn smollm2_gguf() -> PathBuf {
-    let path = std::env::var_os("SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/rco/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
+/// A file `scripts/fetch-models.sh` fetches: the path in the variable `env`, else `file` in
+/// `~/.cache/rco/models`. Fails the test when it is missing.
+fn fetched(env: &str, file: &str, fetch: &str) -> PathBuf {
+    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        home.join(".cache/rco/models").join(file)
+    });
     assert!(
         path.is_file(),
-        "{} is missing: run scripts/fetch-models.sh (scripts/test.sh does) or set SMOLLM2_GGUF",
+        "{} is missing: run scripts/fetch-models.sh {fetch} (scripts/test.sh does) or set {env}",
         path.display()
     );
     path
 }
 
+/// SmolLM2-135M-Instruct (GGUF Q4_1): `SMOLLM2_GGUF`, or where `scripts/fetch-models.sh`
+/// puts it.
+pub fn smollm2_gguf() -> PathBuf {
+    fetched("SMOLLM2_GGUF", "SmolLM2-135M-Instruct.Q4_1.gguf", "")
+}
+
 /// Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M): `QWEN_GGUF`, or where
-/// `scripts/fetch-models.sh qwen2.5-coder-0.5b` puts it. Fails the test when it is missing.
+/// `scripts/fetch-models.sh qwen2.5-coder-0.5b` puts it.
 pub fn qwen_gguf() -> PathBuf {
-    let path = std::env::var_os("QWEN_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/rco/models/Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf")
-        });
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/fetch-models.sh qwen2.5-coder-0.5b (scripts/test.sh does) or set QWEN_GGUF",
-        path.display()
-    );
-    path
+    fetched(
+        "QWEN_GGUF",
+        "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
+        "qwen2.5-coder-0.5b",
+    )
+}
+
+/// DeBERTa-v3's tokenizer.json: `DEBERTA_TOKENIZER`, or where
+/// `scripts/fetch-models.sh deberta-v3-tokenizer` puts it.
+pub fn deberta_tokenizer() -> PathBuf {
+    fetched(
+        "DEBERTA_TOKENIZER",
+        "deberta-v3-tokenizer.json",
+        "deberta-v3-tokenizer",
+    )
 }

@@ -7,6 +7,7 @@
 mod common;
 mod gguf_llama;
 mod gguf_qwen;
+mod pairrm;
 mod reward_model;
 mod scheduler;
 mod tiny_lm;

@@ -7,10 +7,13 @@
 //! critic, actor and judge each open it as an [`rco_lm::engine::Engine`] and register under
 //! `kind = "burn"`. The `rco` trainer ([`trainer`]) regresses a local critic onto the RCO
 //! objective with [`rco_lm::loss`], checkpointing model and optimizer state as it goes.
+//! Two judges are models of their own rather than chat models: a scalar reward model
+//! ([`reward_judge`], `kind = "reward_model"`) and PairRM ([`pairrm_judge`], `kind = "pairrm"`).
 
 pub mod actor;
 pub mod config;
 pub mod critic;
 pub mod judge;
+pub mod pairrm_judge;
 pub mod reward_judge;
 pub mod trainer;
