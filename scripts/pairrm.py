@@ -3,14 +3,16 @@
 it: the reference the PairRM (llm-blender/PairRM, DeBERTa-v3 backbone) loader is tested against.
 
   pairrm.py make DIR [--seed S] [--position-ids]
-      writes DIR/config.json, DIR/added_tokens.json and DIR/model.safetensors: the tensor names
+      writes DIR/config.json, DIR/added_tokens.json, DIR/tokenizer.json and DIR/model.safetensors: the tensor names
       of llm-blender's PairRM checkpoint (`pretrained_model.` + DebertaV2Model names,
       `head_layer.1.*`, `head_layer.4.*`), tiny sizes (hidden 32, 2 layers, 4 heads,
       intermediate 64, 8 position buckets, max_position_embeddings 64, vocabulary 300 whose
       last five ids are [MASK], <|source|>, <|candidate1|>, <|candidate2|>, <|candidate|>,
       as 128000..128004 are in the real one). --position-ids also stores the int64 buffer
       `pretrained_model.embeddings.position_ids` that checkpoints saved by transformers < 4.31
-      carry (a loader must skip it). Tokenizer files are the caller's: rows are token ids.
+      carry (a loader must skip it). tokenizer.json is a small SentencePiece-style (Unigram,
+      Metaspace) tokenizer over ids 0..295 ([MASK] = 295; the loader adds the prefix tokens,
+      as llm-blender does), so that text can be judged; the reference reads token ids.
   pairrm.py reference DIR INPUTS.json [--all-layers]
       INPUTS.json is a list of rows, each a list of token ids or {"ids": [...]}, already laid
       out as PairRM lays them out:
@@ -163,10 +165,35 @@ def make(directory, seed, position_ids):
     }
     with open(f"{directory}/config.json", "w") as f:
         json.dump(config, f, indent=2)
+    write_tokenizer(f"{directory}/tokenizer.json")
     added = {"<|candidate1|>": CAND1_ID, "<|candidate2|>": CAND2_ID, "<|candidate|>": CAND_ID,
              "<|source|>": SOURCE_ID, "[MASK]": MASK_ID}
     with open(f"{directory}/added_tokens.json", "w") as f:
         json.dump(added, f, indent=2)
+
+
+def write_tokenizer(path):
+    """A Unigram tokenizer over ids 0..295: [PAD] [CLS] [SEP] [UNK], "▁", single characters and
+    "▁"-prefixed ones, a few words, fillers, and [MASK] = 295."""
+    pieces = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "\u2581"]
+    for c in "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-":
+        pieces += [c, "\u2581" + c]
+    pieces += ["\u2581" + w for w in ("the", "is", "two", "four", "five", "plus", "it", "what")]
+    pieces += ["\u2581w%d" % i for i in range(MASK_ID - len(pieces))]
+    pieces.append("[MASK]")
+    vocab = [[p, 0.0 if i < 4 or i == MASK_ID else -1.0 - 1.0 / len(p)] for i, p in enumerate(pieces)]
+    special = lambda i, c: {"id": i, "content": c, "single_word": False, "lstrip": False,
+                            "rstrip": False, "normalized": False, "special": True}
+    metaspace = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}
+    tokenizer = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [special(0, "[PAD]"), special(1, "[CLS]"), special(2, "[SEP]"),
+                         special(3, "[UNK]"), special(MASK_ID, "[MASK]")],
+        "normalizer": None, "pre_tokenizer": metaspace, "post_processor": None, "decoder": metaspace,
+        "model": {"type": "Unigram", "unk_id": 3, "vocab": vocab, "byte_fallback": False},
+    }
+    with open(path, "w") as f:
+        json.dump(tokenizer, f)
 
 
 # ---------------------------------------------------------------- DeBERTa-v2/v3 forward

@@ -34,6 +34,7 @@ const COVERED: &[(Role, &str)] = &[
     (Role::Judge, "math"),
     (Role::Judge, "noisy"),
     (Role::Judge, "openai"),
+    (Role::Judge, "pairrm"),
     (Role::Judge, "per_task"),
     (Role::Judge, "reward_model"),
     (Role::Judge, "verifier"),
@@ -192,6 +193,16 @@ fn reward_model(dir: &Path) {
     assert!(made.success());
 }
 
+/// A PairRM checkpoint with random weights and its small tokenizer (`scripts/pairrm.py`).
+fn pairrm(dir: &Path) {
+    let made = std::process::Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pairrm.py"))
+        .args(["make", dir.to_str().unwrap()])
+        .status()
+        .expect("python3");
+    assert!(made.success());
+}
+
 #[tokio::test]
 async fn judges_conform() {
     let (_dir, base) = tiny_model();
@@ -199,7 +210,11 @@ async fn judges_conform() {
     let ctx = context("judge");
     let rm = tempfile::tempdir().expect("tempdir");
     reward_model(rm.path());
+    let prm = tempfile::tempdir().expect("tempdir");
+    pairrm(prm.path());
     for section in [
+        json!({"kind": "pairrm", "checkpoint": prm.path(), "batch_size": 3}),
+        json!({"kind": "pairrm", "checkpoint": prm.path(), "both_orders": false}),
         json!({"kind": "reward_model", "checkpoint": rm.path(), "batch_size": 3}),
         json!({"kind": "verifier"}),
         json!({"kind": "math"}),

@@ -31,68 +31,11 @@ fn python(script: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// A small SentencePiece-style (Unigram, Metaspace) tokenizer over the tiny checkpoint's
-/// 296 ids: [PAD] [CLS] [SEP] [UNK], pieces, [MASK] = 295 (the prefix tokens 296–299 are
-/// added by the loader, as llm-blender adds them).
-fn write_tiny_tokenizer(dir: &Path) {
-    let mut pieces: Vec<String> = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "▁"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    for c in ('a'..='z').chain('0'..='9').chain(".,!?'-".chars()) {
-        pieces.push(c.to_string());
-        pieces.push(format!("▁{c}"));
-    }
-    for word in ["the", "is", "two", "four", "five", "plus", "it", "what"] {
-        pieces.push(format!("▁{word}"));
-    }
-    let mut i = 0;
-    while pieces.len() < 295 {
-        pieces.push(format!("▁w{i}"));
-        i += 1;
-    }
-    pieces.push("[MASK]".into());
-    let vocab: Vec<Value> = pieces
-        .iter()
-        .enumerate()
-        .map(|(id, p)| {
-            json!([
-                p,
-                if id < 4 || id == 295 {
-                    0.0
-                } else {
-                    -(p.chars().count() as f64).recip() - 1.0
-                }
-            ])
-        })
-        .collect();
-    let special = |id: usize, content: &str| {
-        json!({"id": id, "content": content, "single_word": false, "lstrip": false,
-               "rstrip": false, "normalized": false, "special": true})
-    };
-    let metaspace =
-        json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": true});
-    let tokenizer = json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": [special(0, "[PAD]"), special(1, "[CLS]"), special(2, "[SEP]"),
-                         special(3, "[UNK]"), special(295, "[MASK]")],
-        "normalizer": null,
-        "pre_tokenizer": metaspace,
-        "post_processor": null,
-        "decoder": metaspace,
-        "model": {"type": "Unigram", "unk_id": 3, "vocab": vocab, "byte_fallback": false},
-    });
-    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
-}
-
 fn tiny_checkpoint(extra: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec!["make", dir.path().to_str().unwrap(), "--seed", "5"];
     args.extend_from_slice(extra);
     python("pairrm.py", &args);
-    write_tiny_tokenizer(dir.path());
     dir
 }
 

@@ -1,7 +1,9 @@
 //! Judges: one written in Python (`examples/command-judge/judge.py`, `kind = "command"`)
 //! through a whole run, every verdict the one its rule gives (an answer containing the
 //! reference beats one that does not) in both orders; and `rco judge-eval` on the built-in
-//! preference pairs, where the verifiers are perfect and a position-biased judge shows it.
+//! preference pairs, where the verifiers are perfect and a position-biased judge shows it;
+//! PairRM (`kind = "pairrm"`, a synthesized checkpoint) through `rco judge-eval`, where
+//! reading each pair in both orders makes its verdicts position-consistent by construction.
 
 use std::collections::HashMap;
 
@@ -178,6 +180,65 @@ async fn judge_eval_finds_the_verifiers_perfect_and_a_biased_judge_biased() {
     let consistency = overall["position_consistency"].as_f64().unwrap();
     assert!(first > 0.65, "{overall:#}");
     assert!(consistency < 0.8, "{overall:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairrm_judges_pairs_in_both_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = built_pairs(&dir.path().join("pairs"));
+    let first: String = std::fs::read_to_string(pairs.join("math.jsonl"))
+        .unwrap()
+        .lines()
+        .take(20)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let pairs = crate::util::write(dir.path(), "pairs.jsonl", &first);
+    // A PairRM checkpoint with random weights and the real names (scripts/pairrm.py), next to
+    // the config that names it by a relative path. Its config.json cuts answers to 20 tokens,
+    // where a right and a wrong answer to a word problem are still the same text: the
+    // judge's lengths are raised so that the answers differ.
+    let made = std::process::Command::new("python3")
+        .arg(workspace().join("scripts/pairrm.py"))
+        .args(["make"])
+        .arg(dir.path().join("PairRM"))
+        .output()
+        .expect("python3");
+    assert!(made.status.success(), "{}", text(&made));
+    let mut rates = Vec::new();
+    for both_orders in [true, false] {
+        let config = crate::util::write(
+            dir.path(),
+            &format!("pairrm-{both_orders}.toml"),
+            &format!(
+                "[judge]\nkind = \"pairrm\"\ncheckpoint = \"PairRM\"\nboth_orders = {both_orders}\n\
+                 source_max_tokens = 256\ncandidate_max_tokens = 256\n"
+            ),
+        );
+        let out = dir.path().join(format!("out-{both_orders}"));
+        let done = crate::util::rco()
+            .arg("judge-eval")
+            .arg(&config)
+            .arg(&pairs)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .expect("rco");
+        assert!(done.status.success(), "{}", text(&done));
+        let overall = crate::util::json(&out.join("judge_eval.json"))["overall"].clone();
+        assert_eq!(overall["scored"], 20, "{overall:#}");
+        assert_eq!(overall["invalid_rate"], 0.0, "{overall:#}");
+        assert_eq!(overall["tie_rate"], 0.0, "{overall:#}");
+        rates.push(overall);
+    }
+    // logit([a, b]) − logit([b, a]) changes sign with the order: never a position preference.
+    assert_eq!(rates[0]["position_consistency"], 1.0, "{:#}", rates[0]);
+    assert_eq!(rates[0]["first_slot_win_rate"], 0.5, "{:#}", rates[0]);
+    // One order alone is what the untrained head makes of positions: a different number.
+    assert_ne!(
+        rates[1]["first_slot_win_rate"], rates[0]["first_slot_win_rate"],
+        "{:#}",
+        rates[1]
+    );
 }
 
 /// The quickstart world, small, judged by its exact verifier.
