@@ -2,10 +2,13 @@
 """A small Hugging Face sequence-classification checkpoint with random weights, and an
 independent numpy forward of it: the reference the reward-model loader is tested against.
 
-  reward_model.py make DIR VOCAB [--arch llama|qwen2] [--seed S]
+  reward_model.py make DIR VOCAB [--arch llama|qwen2] [--seed S] [--rope-scaling llama3|linear]
       writes DIR/config.json and DIR/model.safetensors (the real tensor names and config
       keys of LlamaForSequenceClassification / Qwen2ForSequenceClassification, tiny sizes)
-      for a vocabulary of VOCAB tokens (the tokenizer files are the caller's).
+      for a vocabulary of VOCAB tokens (the tokenizer files are the caller's); with
+      --rope-scaling, a `rope_scaling` as Llama 3.1 has it (llama3: factor 8, low/high
+      frequency factors 1 and 4, original_max_position_embeddings 64, so that the tiny
+      head's four frequencies fall in all three of its regimes) or a linear factor of 4.
   reward_model.py reference DIR IDS.json
       prints, as JSON, the reward (score head's first output at the last token) of each
       row of token ids in IDS.json, computed here with numpy in float64.
@@ -14,6 +17,7 @@ Only numpy; the safetensors file is written by hand (an 8-byte header length, a 
 header, the raw little-endian data).
 """
 import json
+import math
 import struct
 import sys
 
@@ -52,7 +56,14 @@ def read_safetensors(path):
     return out
 
 
-def make(directory, vocab, arch, seed):
+ROPE_SCALING = {
+    "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 64},
+    "linear": {"rope_type": "linear", "factor": 4.0},
+}
+
+
+def make(directory, vocab, arch, seed, rope_scaling=None):
     rng = np.random.default_rng(seed)
     dh = D // HEADS
     w = lambda *shape: rng.normal(0, 0.2, shape)
@@ -93,6 +104,8 @@ def make(directory, vocab, arch, seed):
         "eos_token_id": 2,
         "torch_dtype": "float32",
     }
+    if rope_scaling:
+        config["rope_scaling"] = ROPE_SCALING[rope_scaling]
     with open(f"{directory}/config.json", "w") as f:
         json.dump(config, f, indent=2)
 
@@ -106,6 +119,27 @@ def rotate_half(x):
     return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
 
 
+def inverse_frequencies(theta, dh, scaling):
+    """transformers' default rotary frequencies, and _compute_linear_scaling /
+    _compute_llama3_parameters applied to them."""
+    inv = 1.0 / theta ** (np.arange(0, dh, 2) / dh)
+    if not scaling:
+        return inv
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind == "linear":
+        return inv / scaling["factor"]
+    assert kind == "llama3", kind
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old = scaling["original_max_position_embeddings"]
+    low_wavelen, high_wavelen = old / low, old / high
+    wavelen = 2 * math.pi / inv
+    llama = np.where(wavelen > low_wavelen, inv / factor, inv)
+    smooth = (old / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * llama / factor + smooth * llama
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return np.where(medium, smoothed, llama)
+
+
 def reward(directory, ids):
     config = json.load(open(f"{directory}/config.json"))
     t = read_safetensors(f"{directory}/model.safetensors")
@@ -113,7 +147,7 @@ def reward(directory, ids):
     dh, eps, theta = d // heads, config["rms_norm_eps"], config["rope_theta"]
     n = len(ids)
     x = t["model.embed_tokens.weight"][ids]
-    inv = theta ** (-np.arange(0, dh, 2) / dh)
+    inv = inverse_frequencies(theta, dh, config.get("rope_scaling"))
     freqs = np.outer(np.arange(n), inv)
     emb = np.concatenate([freqs, freqs], axis=-1)
     cos, sin = np.cos(emb)[:, None, :], np.sin(emb)[:, None, :]
@@ -146,7 +180,8 @@ def main():
     if sys.argv[1] == "make":
         arch = sys.argv[sys.argv.index("--arch") + 1] if "--arch" in sys.argv else "llama"
         seed = int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv else 0
-        make(sys.argv[2], int(sys.argv[3]), arch, seed)
+        scaling = sys.argv[sys.argv.index("--rope-scaling") + 1] if "--rope-scaling" in sys.argv else None
+        make(sys.argv[2], int(sys.argv[3]), arch, seed, scaling)
     elif sys.argv[1] == "reference":
         rows = json.load(open(sys.argv[3]))
         print(json.dumps([reward(sys.argv[2], row) for row in rows]))

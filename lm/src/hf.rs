@@ -14,7 +14,7 @@ use burn::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
 
-use crate::llama::{Llama, LlamaConfig, RopeLayout};
+use crate::llama::{Llama, LlamaConfig, RopeLayout, RopeScaling};
 use crate::text::TextTokenizer;
 use crate::weights::Weights;
 use crate::LmError;
@@ -83,6 +83,16 @@ pub fn save<B: Backend>(
     tokenizer: &TextTokenizer,
     dir: &Path,
 ) -> Result<(), LmError> {
+    let rope_scaling = match config.rope_scaling.as_ref().map(|s| (s, s.to_hf())) {
+        Some((_, Some(scaling))) => Some(scaling),
+        Some((scaling, None)) => {
+            return Err(err(
+                dir,
+                format!("the rotary scaling {scaling:?} has no Hugging Face `rope_scaling` form"),
+            ))
+        }
+        None => None,
+    };
     std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
     let mut tensors: Vec<(String, Vec<f32>, Vec<usize>)> = Vec::new();
     let (embed, embed_dims) = rows_of(&Param::from_tensor(
@@ -176,7 +186,7 @@ pub fn save<B: Backend>(
     } else {
         ("LlamaForCausalLM", "llama")
     };
-    let hf_config = json!({
+    let mut hf_config = json!({
         "architectures": [class],
         "model_type": model_type,
         "hidden_size": config.d_model,
@@ -199,6 +209,9 @@ pub fn save<B: Backend>(
         let text = serde_json::to_vec_pretty(value).map_err(|e| err(dir, e))?;
         rco_core::store::write_atomic(&dir.join(name), &text).map_err(|e| err(dir, e))
     };
+    if let Some(scaling) = rope_scaling {
+        hf_config["rope_scaling"] = scaling;
+    }
     write_json("config.json", &hf_config)?;
     let mut tokenizer_config =
         json!({"add_bos_token": tokenizer.add_bos, "model_max_length": config.max_len});
@@ -248,12 +261,8 @@ pub fn load_with_score<B: Backend>(
         ));
     }
     let qwen2 = arch == "qwen2";
-    if let Some(scaling) = hf.get("rope_scaling").filter(|v| !v.is_null()) {
-        return Err(err(
-            &config_path,
-            format!("`rope_scaling` {scaling} is not supported"),
-        ));
-    }
+    let rope_scaling = RopeScaling::from_hf(hf.get("rope_scaling").unwrap_or(&Value::Null))
+        .map_err(|e| err(&config_path, e))?;
     let n = |key: &str| {
         hf[key].as_u64().map(|v| v as usize).ok_or_else(|| {
             err(
@@ -290,6 +299,7 @@ pub fn load_with_score<B: Backend>(
         } else {
             RopeLayout::Interleaved
         },
+        rope_scaling,
     };
     let weights = Weights::open(dir)?;
     let tensor = |name: &str, shape: &[usize]| weights.tensor(name, shape);

@@ -37,6 +37,126 @@ pub struct LlamaConfig {
     /// How the rotary embedding pairs a head's dimensions.
     #[serde(default)]
     pub rope_layout: RopeLayout,
+    /// How rotary frequencies are scaled for long contexts (Llama 3.1's `llama3`, `linear`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScaling>,
+}
+
+/// How a checkpoint scales its rotary frequencies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RopeScaling {
+    /// Every frequency divided by `factor` (Hugging Face's and GGUF's `linear`).
+    Linear { factor: f64 },
+    /// Llama 3.1's: frequencies whose wavelength is longer than
+    /// `original_max_position_embeddings / low_freq_factor` are divided by `factor`, those
+    /// shorter than `… / high_freq_factor` are kept, and those between are blended.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: usize,
+    },
+    /// A divisor per frequency, as llama.cpp's converter stores Llama 3.1's scaling in GGUF
+    /// (`rope_freqs.weight`).
+    Divisors { divisors: Vec<f32> },
+}
+
+/// The rotary inverse frequencies `theta^(−2i/head_dim)`, `i < head_dim/2`, scaled as
+/// `scaling` says (Hugging Face's `_compute_llama3_parameters` for `llama3`).
+pub fn rope_inverse_frequencies(
+    theta: f64,
+    head_dim: usize,
+    scaling: Option<&RopeScaling>,
+) -> Vec<f64> {
+    (0..head_dim / 2)
+        .map(|i| {
+            let inv = theta.powf(-2.0 * i as f64 / head_dim as f64);
+            match scaling {
+                None => inv,
+                Some(RopeScaling::Linear { factor }) => inv / factor,
+                Some(RopeScaling::Divisors { divisors }) => {
+                    inv / f64::from(divisors.get(i).copied().unwrap_or(1.0))
+                }
+                Some(RopeScaling::Llama3 {
+                    factor,
+                    low_freq_factor,
+                    high_freq_factor,
+                    original_max_position_embeddings,
+                }) => {
+                    let old = *original_max_position_embeddings as f64;
+                    let wavelength = 2.0 * std::f64::consts::PI / inv;
+                    if wavelength < old / high_freq_factor {
+                        inv
+                    } else if wavelength > old / low_freq_factor {
+                        inv / factor
+                    } else {
+                        let smooth = (old / wavelength - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * inv / factor + smooth * inv
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+impl RopeScaling {
+    /// Reads a Hugging Face `rope_scaling` object (`None` for null or `rope_type = "default"`).
+    /// An unsupported type is an error that names it.
+    pub fn from_hf(value: &serde_json::Value) -> Result<Option<Self>, String> {
+        if value.is_null() {
+            return Ok(None);
+        }
+        let kind = value["rope_type"]
+            .as_str()
+            .or_else(|| value["type"].as_str())
+            .unwrap_or("?");
+        let number = |key: &str| {
+            value[key]
+                .as_f64()
+                .ok_or_else(|| format!("`rope_scaling.{key}` is missing or not a number"))
+        };
+        match kind {
+            "default" => Ok(None),
+            "linear" => Ok(Some(Self::Linear {
+                factor: number("factor")?,
+            })),
+            "llama3" => Ok(Some(Self::Llama3 {
+                factor: number("factor")?,
+                low_freq_factor: number("low_freq_factor")?,
+                high_freq_factor: number("high_freq_factor")?,
+                original_max_position_embeddings: number("original_max_position_embeddings")?
+                    as usize,
+            })),
+            other => Err(format!(
+                "`rope_scaling` of type `{other}` is not supported (supported: linear, llama3)"
+            )),
+        }
+    }
+
+    /// As a Hugging Face `rope_scaling` object (`None` for per-frequency divisors, which
+    /// Hugging Face configs cannot express).
+    pub fn to_hf(&self) -> Option<serde_json::Value> {
+        match self {
+            Self::Linear { factor } => {
+                Some(serde_json::json!({"rope_type": "linear", "factor": factor}))
+            }
+            Self::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => Some(serde_json::json!({
+                "rope_type": "llama3",
+                "factor": factor,
+                "low_freq_factor": low_freq_factor,
+                "high_freq_factor": high_freq_factor,
+                "original_max_position_embeddings": original_max_position_embeddings,
+            })),
+            Self::Divisors { .. } => None,
+        }
+    }
 }
 
 fn llama_name() -> String {
@@ -75,16 +195,28 @@ impl LlamaConfig {
             });
         }
         let qwen2 = arch == "qwen2";
-        if let Some(scaling) = file
+        let rope_scaling = match file
             .get(&format!("{arch}.rope.scaling.type"))
             .and_then(|v| v.as_str())
             .filter(|t| *t != "none")
         {
-            return Err(LmError::Checkpoint {
-                path: file.path.clone(),
-                message: format!("`{arch}.rope.scaling.type` = `{scaling}` is not supported"),
-            });
-        }
+            Some("linear") => Some(RopeScaling::Linear {
+                factor: file.require_f64(&format!("{arch}.rope.scaling.factor"))?,
+            }),
+            Some(scaling) => {
+                return Err(LmError::Checkpoint {
+                    path: file.path.clone(),
+                    message: format!(
+                        "`{arch}.rope.scaling.type` = `{scaling}` is not supported (supported: none, linear)"
+                    ),
+                })
+            }
+            // Llama 3.1's scaling, as llama.cpp's converter writes it: a divisor per frequency.
+            None if file.tensors.contains_key("rope_freqs.weight") => Some(RopeScaling::Divisors {
+                divisors: file.tensor_f32("rope_freqs.weight")?.0,
+            }),
+            None => None,
+        };
         let n = |key: &str| {
             file.require_u64(&format!("{arch}.{key}"))
                 .map(|v| v as usize)
@@ -116,6 +248,7 @@ impl LlamaConfig {
             } else {
                 RopeLayout::Interleaved
             },
+            rope_scaling,
         })
     }
 
@@ -158,6 +291,7 @@ impl LlamaConfig {
             rope_theta: self.rope_theta,
             max_len: self.max_len,
             half_split_rope: self.rope_layout == RopeLayout::HalfSplit,
+            rope_scaling: self.rope_scaling.clone(),
         }
     }
 }
@@ -188,6 +322,8 @@ pub struct Llama<B: Backend> {
     rope_theta: f64,
     max_len: usize,
     half_split_rope: bool,
+    #[module(skip)]
+    rope_scaling: Option<RopeScaling>,
 }
 
 /// Rotates the halves `(x[i], x[i + d/2])` of `x [b, h, t, d]` by the angles whose cosines
@@ -328,9 +464,11 @@ impl<B: Backend> Llama<B> {
         let [b, t] = positions.dims();
         let half = self.head_dim / 2;
         let device = positions.device();
-        let inverse: Vec<f32> = (0..half)
-            .map(|i| (self.rope_theta.powf(-2.0 * i as f64 / self.head_dim as f64)) as f32)
-            .collect();
+        let inverse: Vec<f32> =
+            rope_inverse_frequencies(self.rope_theta, self.head_dim, self.rope_scaling.as_ref())
+                .into_iter()
+                .map(|v| v as f32)
+                .collect();
         let inverse = Tensor::<B, 1>::from_data(TensorData::new(inverse, [half]), &device)
             .reshape([1, 1, half]);
         let angles = positions.float().reshape([b, t, 1]) * inverse;
@@ -474,4 +612,55 @@ pub fn load_gguf<B: Backend>(
         head.weight = linear("output.weight", d, config.vocab_size)?;
     }
     Ok((config, model))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{rope_inverse_frequencies, RopeScaling};
+
+    /// llama.cpp's converter stores Llama 3.1's scaling as a divisor per frequency
+    /// (`rope_freqs.weight`: 1 for short wavelengths, `factor` for long ones, and
+    /// `1 / ((1 − smooth) / factor + smooth)` between); read back, they give the frequencies
+    /// Hugging Face's `llama3` formula gives.
+    #[test]
+    fn gguf_rope_divisors_give_llama3_frequencies() {
+        let (theta, head_dim) = (500_000.0, 128);
+        let (factor, low, high, old) = (8.0, 1.0, 4.0, 8192.0);
+        let divisors: Vec<f32> = rope_inverse_frequencies(theta, head_dim, None)
+            .into_iter()
+            .map(|inv| {
+                let wavelength = 2.0 * std::f64::consts::PI / inv;
+                if wavelength < old / high {
+                    1.0
+                } else if wavelength > old / low {
+                    factor as f32
+                } else {
+                    let smooth = (old / wavelength - low) / (high - low);
+                    (1.0 / ((1.0 - smooth) / factor + smooth)) as f32
+                }
+            })
+            .collect();
+        let llama3 = RopeScaling::Llama3 {
+            factor,
+            low_freq_factor: low,
+            high_freq_factor: high,
+            original_max_position_embeddings: old as usize,
+        };
+        let expected = rope_inverse_frequencies(theta, head_dim, Some(&llama3));
+        let got =
+            rope_inverse_frequencies(theta, head_dim, Some(&RopeScaling::Divisors { divisors }));
+        // All three regimes occur at these settings.
+        let plain = rope_inverse_frequencies(theta, head_dim, None);
+        assert!(expected.iter().zip(&plain).any(|(e, p)| e == p));
+        assert!(expected
+            .iter()
+            .zip(&plain)
+            .any(|(e, p)| (e * factor - p).abs() < 1e-12 * p));
+        for ((g, e), p) in got.iter().zip(&expected).zip(&plain) {
+            assert!((g - e).abs() <= 1e-6 * p, "{g} vs {e}");
+        }
+        // A Hugging Face config round-trips.
+        let back = RopeScaling::from_hf(&llama3.to_hf().unwrap()).unwrap();
+        assert_eq!(back, Some(llama3));
+    }
 }

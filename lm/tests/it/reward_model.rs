@@ -45,18 +45,30 @@ fn python(args: &[&str]) -> String {
 
 #[test]
 fn rewards_match_the_numpy_reference() {
-    for arch in ["llama", "qwen2"] {
+    // Llama 3.1's rotary scaling and the linear one, against transformers' formulas in numpy.
+    let mut unscaled_llama = Vec::new();
+    for (arch, scaling) in [
+        ("llama", None),
+        ("qwen2", None),
+        ("llama", Some("llama3")),
+        ("llama", Some("linear")),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let vocab = write_tokenizer(dir.path());
-        python(&[
+        let vocab = vocab.to_string();
+        let mut args = vec![
             "make",
             dir.path().to_str().unwrap(),
-            &vocab.to_string(),
+            &vocab,
             "--arch",
             arch,
             "--seed",
             "7",
-        ]);
+        ];
+        if let Some(scaling) = scaling {
+            args.extend(["--rope-scaling", scaling]);
+        }
+        python(&args);
         let device = Default::default();
         let model = RewardModel::<Cpu>::open(dir.path(), &device).unwrap();
         let pairs = [
@@ -91,9 +103,40 @@ fn rewards_match_the_numpy_reference() {
                 );
             }
         }
-        // Different answers get different rewards (the head reads the answer).
-        assert!((reference[0] - reference[1]).abs() > 1e-3, "{reference:?}");
+        // Different conversations get different rewards (the head reads them).
+        let spread = reference.iter().copied().fold(f64::MIN, f64::max)
+            - reference.iter().copied().fold(f64::MAX, f64::min);
+        assert!(spread > 1e-3, "{reference:?}");
+        // The scaling changes the rewards: the comparison would catch it ignored.
+        match scaling {
+            None if arch == "llama" => unscaled_llama = reference,
+            Some(scaling) => assert!(
+                (reference[2] - unscaled_llama[2]).abs() > 1e-3,
+                "{scaling}: {reference:?} vs {unscaled_llama:?}"
+            ),
+            None => {}
+        }
     }
+}
+
+#[test]
+fn an_unsupported_rope_scaling_is_an_error_that_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let vocab = write_tokenizer(dir.path());
+    python(&["make", dir.path().to_str().unwrap(), &vocab.to_string()]);
+    let config = dir.path().join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0});
+    std::fs::write(&config, json.to_string()).unwrap();
+    let err = RewardModel::<Cpu>::open(dir.path(), &Default::default())
+        .err()
+        .expect("an error");
+    assert!(
+        err.to_string()
+            .contains("`rope_scaling` of type `yarn` is not supported"),
+        "{err}"
+    );
 }
 
 #[test]
