@@ -48,6 +48,7 @@ fn bench<B: Backend>(path: &std::path::Path, device_name: &str, device: B::Devic
     let prompt = lm.tokenizer.text_ids(PROMPT).expect("encode");
     let no_eos = StopTokens {
         eos: u32::MAX,
+        ends: Vec::new(),
         banned: Vec::new(),
     };
     let backend = if device_name == "cpu" {

@@ -97,6 +97,7 @@ fn main() {
                 &config,
                 &StopTokens {
                     eos: u32::MAX,
+                    ends: Vec::new(),
                     banned: vec![],
                 },
                 &device,

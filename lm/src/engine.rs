@@ -267,8 +267,8 @@ impl<B: Backend> Engine<B> {
     ) -> Result<Vec<String>, LmError> {
         let model = self.model()?;
         let stop = StopTokens {
-            eos: self.tokenizer.eos(),
             banned: Vec::new(),
+            ..self.tokenizer.stop()
         };
         self.sample_rows(&model, prompts, seeds, &stop)
             .into_iter()

@@ -83,6 +83,12 @@ pub fn save<B: Backend>(
     tokenizer: &TextTokenizer,
     dir: &Path,
 ) -> Result<(), LmError> {
+    if config.gemma.is_some() {
+        return Err(err(
+            dir,
+            "writing a Gemma 3 model as a Hugging Face directory is not supported",
+        ));
+    }
     let rope_scaling = match config.rope_scaling.as_ref().map(|s| (s, s.to_hf())) {
         Some((_, Some(scaling))) => Some(scaling),
         Some((scaling, None)) => {
@@ -300,6 +306,7 @@ pub fn load_with_score<B: Backend>(
             RopeLayout::Interleaved
         },
         rope_scaling,
+        gemma: None,
     };
     let weights = Weights::open(dir)?;
     let tensor = |name: &str, shape: &[usize]| weights.tensor(name, shape);
@@ -389,6 +396,7 @@ pub fn load_with_score<B: Backend>(
     let tokenizer_config = read_json(&dir.join("tokenizer_config.json")).unwrap_or(Value::Null);
     let id = |key: &str| hf[key].as_u64().map(|v| v as u32);
     let tokenizer = TextTokenizer {
+        end_of_turn: inner.token_to_id("<end_of_turn>"),
         inner,
         bos: id("bos_token_id"),
         eos: id("eos_token_id").ok_or_else(|| err(&config_path, "`eos_token_id` is missing"))?,

@@ -1,16 +1,20 @@
 //! A Llama-family decoder (RMSNorm, rotary position embeddings, grouped-query attention,
-//! SwiGLU MLP, tied or untied output head), configured from a checkpoint's own metadata and
-//! loaded from GGUF: Llama (rotary pairs interleaved, as llama.cpp's converter stores them)
-//! and Qwen2/Qwen2.5 (biases on the query, key and value projections, rotary halves split).
+//! gated MLP, tied or untied output head), configured from a checkpoint's own metadata and
+//! loaded from GGUF: Llama (rotary pairs interleaved, as llama.cpp's converter stores them),
+//! Qwen2/Qwen2.5 (biases on the query, key and value projections, rotary halves split) and
+//! Gemma 3 (embeddings scaled by √d, RMS norms on queries and keys, norms after attention and
+//! after the MLP too, GELU-gated MLP, local sliding-window layers with their own rotary base
+//! between global ones).
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::{gelu_approximate, silu, softmax};
 use serde::{Deserialize, Serialize};
 
 use crate::gguf::GgufFile;
 use crate::model::{project, CausalLm, KvCache};
+use crate::sampling::MASKED;
 use crate::LmError;
 
 /// The size and conventions of a Llama checkpoint.
@@ -40,6 +44,22 @@ pub struct LlamaConfig {
     /// How rotary frequencies are scaled for long contexts (Llama 3.1's `llama3`, `linear`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_scaling: Option<RopeScaling>,
+    /// What Gemma 3 adds to the Llama block (absent for Llama and Qwen2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gemma: Option<GemmaStyle>,
+}
+
+/// Gemma 3's departures from the Llama block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GemmaStyle {
+    /// Layers attend to the last `sliding_window` positions only, except every
+    /// `global_every`-th layer (layer `i` is global when `(i + 1) % global_every == 0`).
+    pub sliding_window: usize,
+    pub global_every: usize,
+    /// The rotary base of the sliding-window layers (the global ones use `rope_theta`).
+    pub local_rope_theta: f64,
+    /// Queries are scaled by this instead of `1/√head_dim`.
+    pub attention_scale: f64,
 }
 
 /// How a checkpoint scales its rotary frequencies.
@@ -176,7 +196,7 @@ pub enum RopeLayout {
 }
 
 /// The architectures [`LlamaConfig::from_gguf`] reads.
-pub const ARCHITECTURES: [&str; 2] = ["llama", "qwen2"];
+pub const ARCHITECTURES: [&str; 3] = ["llama", "qwen2", "gemma3"];
 
 impl LlamaConfig {
     /// Reads the config from GGUF metadata (`general.architecture = "llama"`).
@@ -223,6 +243,29 @@ impl LlamaConfig {
         };
         let d_model = n("embedding_length")?;
         let heads = n("attention.head_count")?;
+        // Gemma's heads are wider than d_model / heads.
+        let head_dim = n("attention.key_length").unwrap_or(d_model / heads.max(1));
+        let gemma = if arch == "gemma3" {
+            if let Some(cap) = file
+                .get("gemma3.final_logit_softcapping")
+                .and_then(|v| v.as_f64())
+                .filter(|c| *c > 0.0)
+            {
+                return Err(LmError::Checkpoint {
+                    path: file.path.clone(),
+                    message: format!("`gemma3.final_logit_softcapping` = {cap} is not supported"),
+                });
+            }
+            Some(GemmaStyle {
+                sliding_window: n("attention.sliding_window")?,
+                // llama.cpp's pattern for Gemma 3: five local layers, then a global one.
+                global_every: 6,
+                local_rope_theta: 10_000.0,
+                attention_scale: 1.0 / (head_dim as f64).sqrt(),
+            })
+        } else {
+            None
+        };
         let vocab_size = match file.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()) {
             Some(tokens) => tokens.len(),
             None => n("vocab_size")?,
@@ -234,7 +277,7 @@ impl LlamaConfig {
             layers: n("block_count")?,
             heads,
             kv_heads: n("attention.head_count_kv").unwrap_or(heads),
-            head_dim: d_model / heads.max(1),
+            head_dim,
             rope_theta: file
                 .require_f64(&format!("{arch}.rope.freq_base"))
                 .unwrap_or(10_000.0),
@@ -243,12 +286,14 @@ impl LlamaConfig {
             tied_embeddings: !file.tensors.contains_key("output.weight"),
             architecture: arch.to_string(),
             qkv_bias: qwen2,
-            rope_layout: if qwen2 {
+            // llama.cpp ropes Qwen2 and Gemma 3 on split halves (NEOX).
+            rope_layout: if qwen2 || gemma.is_some() {
                 RopeLayout::HalfSplit
             } else {
                 RopeLayout::Interleaved
             },
             rope_scaling,
+            gemma,
         })
     }
 
@@ -262,6 +307,12 @@ impl LlamaConfig {
         };
         let q_dim = self.heads * self.head_dim;
         let kv_dim = self.kv_heads * self.head_dim;
+        let norm = |d: usize| {
+            RmsNormConfig::new(d)
+                .with_epsilon(self.rms_eps)
+                .init(device)
+        };
+        let gemma = self.gemma.is_some();
         Llama {
             embedding: EmbeddingConfig::new(self.vocab_size, self.d_model).init(device),
             blocks: (0..self.layers)
@@ -279,6 +330,10 @@ impl LlamaConfig {
                     gate: linear(self.d_model, self.d_ff),
                     up: linear(self.d_model, self.d_ff),
                     down: linear(self.d_ff, self.d_model),
+                    query_norm: gemma.then(|| norm(self.head_dim)),
+                    key_norm: gemma.then(|| norm(self.head_dim)),
+                    post_attention_norm: gemma.then(|| norm(self.d_model)),
+                    post_mlp_norm: gemma.then(|| norm(self.d_model)),
                 })
                 .collect(),
             norm: RmsNormConfig::new(self.d_model)
@@ -292,6 +347,7 @@ impl LlamaConfig {
             max_len: self.max_len,
             half_split_rope: self.rope_layout == RopeLayout::HalfSplit,
             rope_scaling: self.rope_scaling.clone(),
+            gemma: self.gemma.clone(),
         }
     }
 }
@@ -307,6 +363,11 @@ pub struct LlamaBlock<B: Backend> {
     pub gate: Linear<B>,
     pub up: Linear<B>,
     pub down: Linear<B>,
+    /// Gemma 3: RMS norms over each query and key head, and after attention and the MLP.
+    pub query_norm: Option<RmsNorm<B>>,
+    pub key_norm: Option<RmsNorm<B>>,
+    pub post_attention_norm: Option<RmsNorm<B>>,
+    pub post_mlp_norm: Option<RmsNorm<B>>,
 }
 
 /// A Llama decoder.
@@ -324,6 +385,8 @@ pub struct Llama<B: Backend> {
     half_split_rope: bool,
     #[module(skip)]
     rope_scaling: Option<RopeScaling>,
+    #[module(skip)]
+    gemma: Option<GemmaStyle>,
 }
 
 /// Rotates the halves `(x[i], x[i + d/2])` of `x [b, h, t, d]` by the angles whose cosines
@@ -362,6 +425,30 @@ fn rotate<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -
     Tensor::stack::<5>(vec![rotated_even, rotated_odd], 4).reshape([b, h, t, d])
 }
 
+/// The additive mask of a sliding window, `[1, 1, t, total]`: the `t` new queries are the
+/// last `t` of `total` key columns, and a query sees the keys fewer than `window` positions
+/// back (llama.cpp's rule). Column distances are position distances: every row's positions
+/// count up from its first real column.
+fn window_mask<B: Backend>(
+    t: usize,
+    total: usize,
+    window: usize,
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let mut values = Vec::with_capacity(t * total);
+    for i in 0..t {
+        let query = total - t + i;
+        values.extend((0..total).map(|key| {
+            if query >= key && query - key >= window {
+                MASKED
+            } else {
+                0.0
+            }
+        }));
+    }
+    Tensor::from_data(TensorData::new(values, [1, 1, t, total]), device)
+}
+
 impl<B: Backend> Llama<B> {
     #[allow(clippy::too_many_arguments)]
     fn block(
@@ -386,6 +473,10 @@ impl<B: Backend> Llama<B> {
         let v = project(&block.value, normed)
             .reshape([b, t, kv, dh])
             .swap_dims(1, 2);
+        let (q, k) = match (&block.query_norm, &block.key_norm) {
+            (Some(qn), Some(kn)) => (qn.forward(q), kn.forward(k)),
+            _ => (q, k),
+        };
         let (q, k) = if self.half_split_rope {
             (rotate_halves(q, cos, sin), rotate_halves(k, cos, sin))
         } else {
@@ -393,11 +484,21 @@ impl<B: Backend> Llama<B> {
         };
         let (k, v) = cache.extend(layer, k, v);
         let total = k.dims()[2];
+        let scale = match &self.gemma {
+            Some(style) => style.attention_scale as f32,
+            None => 1.0 / (dh as f32).sqrt(),
+        };
+        let mask = match self.window(layer) {
+            Some(window) if total > window => {
+                mask + window_mask::<B>(t, total, window, &x.device())
+            }
+            _ => mask,
+        };
         // Grouped-query attention: query head i reads key/value head i / (h / kv). The
         // queries of a group are stacked along time, so keys and values are never copied.
         let group = h / kv;
         let q = q.reshape([b, kv, group * t, dh]);
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f32).sqrt());
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
         let scores = scores.reshape([b, kv, group, t, total]) + mask.reshape([b, 1, 1, t, total]);
         let weights = softmax(scores, 4).reshape([b, kv, group * t, total]);
         let context = weights
@@ -405,11 +506,34 @@ impl<B: Backend> Llama<B> {
             .reshape([b, h, t, dh])
             .swap_dims(1, 2)
             .reshape([b, t, h * dh]);
-        let x = x + project(&block.output, context);
+        let attended = project(&block.output, context);
+        let attended = match &block.post_attention_norm {
+            Some(norm) => norm.forward(attended),
+            None => attended,
+        };
+        let x = x + attended;
         let normed = block.mlp_norm.forward(x.clone());
-        let hidden = silu(project(&block.gate, normed.clone())) * project(&block.up, normed);
+        let gate = project(&block.gate, normed.clone());
+        let gate = if self.gemma.is_some() {
+            gelu_approximate(gate)
+        } else {
+            silu(gate)
+        };
+        let out = project(&block.down, gate * project(&block.up, normed));
+        let out = match &block.post_mlp_norm {
+            Some(norm) => norm.forward(out),
+            None => out,
+        };
         let _ = d_model;
-        x + project(&block.down, hidden)
+        x + out
+    }
+
+    /// The sliding window of a layer, if it has one (Gemma 3's local layers).
+    fn window(&self, layer: usize) -> Option<usize> {
+        self.gemma
+            .as_ref()
+            .filter(|g| (layer + 1) % g.global_every.max(1) != 0)
+            .map(|g| g.sliding_window)
     }
 
     /// The final hidden states (after the last norm) of new tokens.
@@ -420,10 +544,21 @@ impl<B: Backend> Llama<B> {
         attention_mask: Tensor<B, 4>,
         cache: &mut KvCache<B>,
     ) -> Tensor<B, 3> {
-        let (cos, sin) = self.rotary(positions);
+        let (cos, sin) = self.rotary(positions.clone(), self.rope_theta);
+        let local = self
+            .gemma
+            .as_ref()
+            .map(|g| self.rotary(positions, g.local_rope_theta));
         let mut x = self.embedding.forward(tokens);
+        if self.gemma.is_some() {
+            x = x.mul_scalar((self.embedding.weight.dims()[1] as f32).sqrt());
+        }
         for (layer, block) in self.blocks.iter().enumerate() {
-            x = self.block(block, x, &cos, &sin, attention_mask.clone(), cache, layer);
+            let (cos, sin) = match (&local, self.window(layer)) {
+                (Some((cos, sin)), Some(_)) => (cos, sin),
+                _ => (&cos, &sin),
+            };
+            x = self.block(block, x, cos, sin, attention_mask.clone(), cache, layer);
         }
         self.norm.forward(x)
     }
@@ -459,13 +594,14 @@ impl<B: Backend> Llama<B> {
         }
     }
 
-    /// Cosines and sines of the rotary angles for `positions [b, t]`: `[b, 1, t, head_dim/2]`.
-    fn rotary(&self, positions: Tensor<B, 2, Int>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    /// Cosines and sines of the rotary angles for `positions [b, t]` at base `theta`:
+    /// `[b, 1, t, head_dim/2]`.
+    fn rotary(&self, positions: Tensor<B, 2, Int>, theta: f64) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let [b, t] = positions.dims();
         let half = self.head_dim / 2;
         let device = positions.device();
         let inverse: Vec<f32> =
-            rope_inverse_frequencies(self.rope_theta, self.head_dim, self.rope_scaling.as_ref())
+            rope_inverse_frequencies(theta, self.head_dim, self.rope_scaling.as_ref())
                 .into_iter()
                 .map(|v| v as f32)
                 .collect();
@@ -508,9 +644,11 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
 }
 
 impl<B: Backend> Llama<B> {
-    /// `qwen2` (biased query, key and value projections) or `llama`.
+    /// `gemma3`, `qwen2` (biased query, key and value projections) or `llama`.
     pub fn architecture(&self) -> &'static str {
-        if self.blocks.first().is_some_and(|b| b.query.bias.is_some()) {
+        if self.gemma.is_some() {
+            "gemma3"
+        } else if self.blocks.first().is_some_and(|b| b.query.bias.is_some()) {
             "qwen2"
         } else {
             "llama"
@@ -603,6 +741,18 @@ pub fn load_gguf<B: Backend>(
             block.value.bias = bias("attn_v", kv_dim)?;
         }
         block.mlp_norm.gamma = Param::from_tensor(vector(&name("ffn_norm"), d)?);
+        // Gemma 3 (llama.cpp's converter has added Gemma's `1 +` to these norm weights).
+        let dh = config.head_dim;
+        for (norm, part, len) in [
+            (&mut block.query_norm, "attn_q_norm", dh),
+            (&mut block.key_norm, "attn_k_norm", dh),
+            (&mut block.post_attention_norm, "post_attention_norm", d),
+            (&mut block.post_mlp_norm, "post_ffw_norm", d),
+        ] {
+            if let Some(norm) = norm.as_mut() {
+                norm.gamma = Param::from_tensor(vector(&name(part), len)?);
+            }
+        }
         block.gate.weight = linear(&name("ffn_gate"), d, config.d_ff)?;
         block.up.weight = linear(&name("ffn_up"), d, config.d_ff)?;
         block.down.weight = linear(&name("ffn_down"), config.d_ff, d)?;

@@ -134,6 +134,7 @@ impl LmTokenizer {
             LmTokenizer::Chars(t) => StopTokens::of(t),
             LmTokenizer::Text(t) => StopTokens {
                 eos: t.eos,
+                ends: t.end_of_turn.into_iter().collect(),
                 banned: t.bos.into_iter().collect(),
             },
         }

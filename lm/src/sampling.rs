@@ -9,7 +9,7 @@ use crate::model::{CausalLm, KvCache};
 use crate::tokenizer::PAD;
 
 /// Large negative number added to masked attention scores.
-const MASKED: f32 = -1e9;
+pub const MASKED: f32 = -1e9;
 
 /// A left-padded batch of token rows, ready for [`CausalLm::logits`].
 pub struct PaddedBatch<B: Backend> {
@@ -98,6 +98,8 @@ pub fn completion_log_probs<B: Backend, M: CausalLm<B>>(
 #[derive(Debug, Clone)]
 pub struct StopTokens {
     pub eos: u32,
+    /// Other tokens that end a row as `eos` does (Gemma's `<end_of_turn>`).
+    pub ends: Vec<u32>,
     pub banned: Vec<u32>,
 }
 
@@ -105,8 +107,14 @@ impl StopTokens {
     pub fn of(tokenizer: &crate::tokenizer::Tokenizer) -> Self {
         Self {
             eos: tokenizer.eos(),
+            ends: Vec::new(),
             banned: vec![tokenizer.pad(), tokenizer.bos()],
         }
+    }
+
+    /// Whether `token` ends a row.
+    pub fn ends_at(&self, token: u32) -> bool {
+        token == self.eos || self.ends.contains(&token)
     }
 }
 
@@ -380,7 +388,7 @@ pub fn sample_streaming<B: Backend, M: CausalLm<B>>(
                 continue;
             };
             let token = draw(row_logits, &stop.banned, config, &mut rngs[i]);
-            if token == stop.eos {
+            if stop.ends_at(token) {
                 continue;
             }
             out[i].push(token);

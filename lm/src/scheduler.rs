@@ -554,7 +554,7 @@ impl<B: Backend> Worker<'_, B> {
     /// end-of-sequence token, a stop string, its `max_tokens` or the model's context.
     fn step(&self, row: &mut Row, logits: &[f32]) {
         let token = draw(logits, &self.stop.banned, &row.job.sampling, &mut row.rng);
-        if token == self.stop.eos {
+        if self.stop.ends_at(token) {
             row.finish = Some("stop");
             return;
         }

@@ -1,6 +1,7 @@
 //! Subword tokenizers for real language models, through the `tokenizers` crate: built from a
-//! GGUF file's vocabulary and merges (gpt2-style byte-level BPE) or read from a Hugging Face
-//! `tokenizer.json`; plus the chat template a model expects.
+//! GGUF file's vocabulary — gpt2-style byte-level BPE from its merges, or a SentencePiece
+//! vocabulary (`tokenizer.ggml.model = "llama"`, Gemma's) from its scores — or read from a
+//! Hugging Face `tokenizer.json`; plus the chat template a model expects.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -17,6 +18,9 @@ pub struct TextTokenizer {
     pub eos: u32,
     /// Whether BOS is put in front of every prompt.
     pub add_bos: bool,
+    /// The token that ends a chat turn when it is not EOS (`tokenizer.ggml.eot_token_id`, or
+    /// Gemma's `<end_of_turn>`): generation stops there too.
+    pub end_of_turn: Option<u32>,
     /// The model's chat template (Jinja source), if it ships one.
     pub chat_template: Option<String>,
 }
@@ -62,77 +66,25 @@ fn pre_tokenizer(pre: &str) -> Option<Json> {
 }
 
 impl TextTokenizer {
-    /// Builds the tokenizer stored in a GGUF file (`tokenizer.ggml.model = "gpt2"`).
+    /// Builds the tokenizer stored in a GGUF file (`tokenizer.ggml.model` `gpt2` or `llama`).
     pub fn from_gguf(file: &GgufFile) -> Result<Self, LmError> {
         let path = &file.path;
         let model = file
             .get("tokenizer.ggml.model")
             .and_then(Value::as_str)
             .unwrap_or("?");
-        if model != "gpt2" {
-            return Err(err(path, format!("tokenizer model `{model}` is not supported (expected gpt2-style byte-level BPE)")));
-        }
-        let strings = |key: &str| -> Result<Vec<String>, LmError> {
-            file.get(key)
-                .and_then(Value::as_array)
-                .ok_or_else(|| err(path, format!("metadata `{key}` is missing")))?
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| err(path, format!("metadata `{key}` holds a non-string")))
-                })
-                .collect()
+        let inner = match model {
+            "gpt2" => byte_level_bpe(file)?,
+            "llama" => sentencepiece(file)?,
+            other => {
+                return Err(err(
+                    path,
+                    format!("tokenizer model `{other}` is not supported (supported: gpt2, llama)"),
+                ))
+            }
         };
-        let tokens = strings("tokenizer.ggml.tokens")?;
-        let merges = strings("tokenizer.ggml.merges")?;
-        let types: Vec<u64> = file
-            .get("tokenizer.ggml.token_type")
-            .and_then(Value::as_array)
-            .map(|v| v.iter().filter_map(Value::as_u64).collect())
-            .unwrap_or_default();
-        let vocab: serde_json::Map<String, Json> = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), json!(i)))
-            .collect();
-        // Token type 3 marks control tokens (`<|im_start|>` and the like): matched whole.
-        let added: Vec<Json> = tokens
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| types.get(*i) == Some(&3))
-            .map(|(i, t)| json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
-            .collect();
-        let pre = file
-            .get("tokenizer.ggml.pre")
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        let pre_tokenizer = pre_tokenizer(pre).ok_or_else(|| {
-            err(
-                path,
-                format!(
-                    "pre-tokenizer `{pre}` (`tokenizer.ggml.pre`) is not supported (supported: {})",
-                    PRE_TOKENIZERS.join(", ")
-                ),
-            )
-        })?;
-        let spec = json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": added,
-            "normalizer": null,
-            "pre_tokenizer": pre_tokenizer,
-            "post_processor": null,
-            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null,
-                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges}
-        });
-        let inner = tokenizers::Tokenizer::from_str(&spec.to_string())
-            .map_err(|e| err(path, format!("cannot build the tokenizer: {e}")))?;
         let id = |key: &str| file.get(key).and_then(Value::as_u64).map(|v| v as u32);
         Ok(Self {
-            inner,
             bos: id("tokenizer.ggml.bos_token_id"),
             eos: id("tokenizer.ggml.eos_token_id")
                 .ok_or_else(|| err(path, "metadata `tokenizer.ggml.eos_token_id` is missing"))?,
@@ -140,6 +92,9 @@ impl TextTokenizer {
                 file.get("tokenizer.ggml.add_bos_token"),
                 Some(Value::Bool(true))
             ),
+            end_of_turn: id("tokenizer.ggml.eot_token_id")
+                .or_else(|| inner.token_to_id("<end_of_turn>")),
+            inner,
             chat_template: file
                 .get("tokenizer.chat_template")
                 .and_then(Value::as_str)
@@ -212,6 +167,174 @@ impl TextTokenizer {
         };
         render_chat(template, messages, &token(self.bos), &token(Some(self.eos)))
     }
+}
+
+/// A GGUF metadata array of strings.
+fn strings(file: &GgufFile, key: &str) -> Result<Vec<String>, LmError> {
+    let path = &file.path;
+    file.get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| err(path, format!("metadata `{key}` is missing")))?
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| err(path, format!("metadata `{key}` holds a non-string")))
+        })
+        .collect()
+}
+
+/// `tokenizer.ggml.token_type`: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused,
+/// 6 byte.
+fn token_types(file: &GgufFile) -> Vec<u64> {
+    file.get("tokenizer.ggml.token_type")
+        .and_then(Value::as_array)
+        .map(|v| v.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+/// gpt2-style byte-level BPE from a GGUF file's vocabulary and merges, split first as
+/// llama.cpp splits for the file's `tokenizer.ggml.pre`.
+fn byte_level_bpe(file: &GgufFile) -> Result<tokenizers::Tokenizer, LmError> {
+    let path = &file.path;
+    let tokens = strings(file, "tokenizer.ggml.tokens")?;
+    let merges = strings(file, "tokenizer.ggml.merges")?;
+    let types = token_types(file);
+    let vocab: serde_json::Map<String, Json> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
+    // Token type 3 marks control tokens (`<|im_start|>` and the like): matched whole.
+    let added: Vec<Json> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| types.get(*i) == Some(&3))
+            .map(|(i, t)| json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
+            .collect();
+    let pre = file
+        .get("tokenizer.ggml.pre")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let pre_tokenizer = pre_tokenizer(pre).ok_or_else(|| {
+        err(
+            path,
+            format!(
+                "pre-tokenizer `{pre}` (`tokenizer.ggml.pre`) is not supported (supported: {})",
+                PRE_TOKENIZERS.join(", ")
+            ),
+        )
+    })?;
+    let spec = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges}
+    });
+    tokenizers::Tokenizer::from_str(&spec.to_string())
+        .map_err(|e| err(path, format!("cannot build the tokenizer: {e}")))
+}
+
+/// A SentencePiece vocabulary with scores (`tokenizer.ggml.model = "llama"`), as llama.cpp's
+/// SPM tokenizer reads it: spaces become `▁` (one put in front when
+/// `tokenizer.ggml.add_space_prefix` is set), then neighbouring pieces merge, the pair whose
+/// merged piece scores highest first, and what is left outside the vocabulary falls back to
+/// its bytes (`<0xNN>`). Built as a `tokenizers` BPE whose merges are ranked by the merged
+/// piece's score, as Hugging Face converts SentencePiece BPE models. Control and user-defined
+/// tokens are matched whole.
+fn sentencepiece(file: &GgufFile) -> Result<tokenizers::Tokenizer, LmError> {
+    let path = &file.path;
+    let tokens = strings(file, "tokenizer.ggml.tokens")?;
+    let scores: Vec<f64> = file
+        .get("tokenizer.ggml.scores")
+        .and_then(Value::as_array)
+        .ok_or_else(|| err(path, "metadata `tokenizer.ggml.scores` is missing"))?
+        .iter()
+        .map(|v| v.as_f64().unwrap_or(0.0))
+        .collect();
+    let types = token_types(file);
+    let vocab: std::collections::HashMap<&str, usize> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
+    // Every way a normal piece splits into two pieces of the vocabulary is a merge, ranked by
+    // the piece's score (higher first), then by the ids of its halves.
+    let mut ranked: Vec<(f64, usize, usize, usize)> = Vec::new();
+    for (id, piece) in tokens.iter().enumerate() {
+        if types.get(id).is_some_and(|&t| t != 1) {
+            continue;
+        }
+        for (at, _) in piece.char_indices().skip(1) {
+            if let (Some(&l), Some(&r)) = (vocab.get(&piece[..at]), vocab.get(&piece[at..])) {
+                ranked.push((scores.get(id).copied().unwrap_or(0.0), id, l, r));
+            }
+        }
+    }
+    ranked.sort_by(|a, b| {
+        b.0.partial_cmp(&a.0)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.1.cmp(&b.1))
+            .then(a.2.cmp(&b.2))
+            .then(a.3.cmp(&b.3))
+    });
+    let merges: Vec<Json> = ranked
+        .iter()
+        .map(|&(_, _, l, r)| json!([tokens[l], tokens[r]]))
+        .collect();
+    let vocab_json: serde_json::Map<String, Json> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
+    let added: Vec<Json> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| matches!(types.get(*i), Some(3) | Some(4)))
+        .map(|(i, t)| json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": types.get(i) == Some(&3)}))
+        .collect();
+    let add_space_prefix = !matches!(
+        file.get("tokenizer.ggml.add_space_prefix"),
+        Some(Value::Bool(false))
+    );
+    let replace = json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
+    let normalizer = if add_space_prefix {
+        json!({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u{2581}"}, replace]})
+    } else {
+        replace
+    };
+    let mut decoders = vec![
+        json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
+        json!({"type": "ByteFallback"}),
+        json!({"type": "Fuse"}),
+    ];
+    if add_space_prefix {
+        decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+    }
+    let unk = file
+        .get("tokenizer.ggml.unknown_token_id")
+        .and_then(Value::as_u64)
+        .and_then(|id| tokens.get(id as usize).cloned());
+    let spec = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": normalizer,
+        "pre_tokenizer": null,
+        "post_processor": null,
+        "decoder": {"type": "Sequence", "decoders": decoders},
+        "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": true, "byte_fallback": true, "ignore_merges": false, "vocab": vocab_json, "merges": merges}
+    });
+    tokenizers::Tokenizer::from_str(&spec.to_string())
+        .map_err(|e| err(path, format!("cannot build the tokenizer: {e}")))
 }
 
 /// Renders a whole conversation with a chat template, every message closed (a reward model

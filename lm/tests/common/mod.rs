@@ -59,6 +59,12 @@ pub fn qwen_gguf() -> PathBuf {
     )
 }
 
+/// Gemma-3-270M (GGUF Q4_K_M): `GEMMA_GGUF`, or where
+/// `scripts/fetch-models.sh gemma-3-270m` puts it.
+pub fn gemma_gguf() -> PathBuf {
+    fetched("GEMMA_GGUF", "gemma-3-270m-Q4_K_M.gguf", "gemma-3-270m")
+}
+
 /// DeBERTa-v3's tokenizer.json: `DEBERTA_TOKENIZER`, or where
 /// `scripts/fetch-models.sh deberta-v3-tokenizer` puts it.
 pub fn deberta_tokenizer() -> PathBuf {

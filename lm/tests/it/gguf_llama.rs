@@ -243,6 +243,7 @@ fn greedy_decoding_matches_f32_reference_and_llama_cpp() {
     };
     let stop = rco_lm::sampling::StopTokens {
         eos: lm.tokenizer.eos(),
+        ends: Vec::new(),
         banned: Vec::new(),
     };
     let ours = rco_lm::sampling::sample(

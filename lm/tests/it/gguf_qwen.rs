@@ -80,6 +80,7 @@ fn qwen2_blocks_tokens_predictions_and_chat_match_the_references() {
     };
     let stop = rco_lm::sampling::StopTokens {
         eos: lm.tokenizer.eos(),
+        ends: Vec::new(),
         banned: Vec::new(),
     };
     let ours = rco_lm::sampling::sample(

@@ -197,6 +197,7 @@ fn cached_decoding_matches_full_recompute() {
         },
         &StopTokens {
             eos: u32::MAX,
+            ends: Vec::new(),
             banned: vec![0, 1],
         },
         &device,
@@ -207,10 +208,12 @@ fn cached_decoding_matches_full_recompute() {
     for stop in [
         StopTokens {
             eos: u32::MAX,
+            ends: Vec::new(),
             banned: vec![0, 1],
         },
         StopTokens {
             eos: first[0],
+            ends: Vec::new(),
             banned: vec![0, 1],
         },
     ] {
