@@ -193,6 +193,26 @@ fn token_types(file: &GgufFile) -> Vec<u64> {
         .unwrap_or_default()
 }
 
+/// A vocabulary as `tokenizers` JSON: token → id.
+fn vocab_json(tokens: &[String]) -> serde_json::Map<String, Json> {
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect()
+}
+
+/// The tokens of the given types as `tokenizers` added tokens, matched whole before the
+/// model runs; control tokens (type 3) are special (left out when decoding).
+fn added_tokens(tokens: &[String], types: &[u64], of: &[u64]) -> Vec<Json> {
+    tokens
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| types.get(*i).is_some_and(|t| of.contains(t)))
+        .map(|(i, t)| json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": types.get(i) == Some(&3)}))
+        .collect()
+}
+
 /// gpt2-style byte-level BPE from a GGUF file's vocabulary and merges, split first as
 /// llama.cpp splits for the file's `tokenizer.ggml.pre`.
 fn byte_level_bpe(file: &GgufFile) -> Result<tokenizers::Tokenizer, LmError> {
@@ -200,18 +220,9 @@ fn byte_level_bpe(file: &GgufFile) -> Result<tokenizers::Tokenizer, LmError> {
     let tokens = strings(file, "tokenizer.ggml.tokens")?;
     let merges = strings(file, "tokenizer.ggml.merges")?;
     let types = token_types(file);
-    let vocab: serde_json::Map<String, Json> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), json!(i)))
-        .collect();
-    // Token type 3 marks control tokens (`<|im_start|>` and the like): matched whole.
-    let added: Vec<Json> = tokens
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| types.get(*i) == Some(&3))
-            .map(|(i, t)| json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
-            .collect();
+    let vocab = vocab_json(&tokens);
+    // Control tokens (`<|im_start|>` and the like) are matched whole.
+    let added = added_tokens(&tokens, &types, &[3]);
     let pre = file
         .get("tokenizer.ggml.pre")
         .and_then(Value::as_str)
@@ -288,17 +299,8 @@ fn sentencepiece(file: &GgufFile) -> Result<tokenizers::Tokenizer, LmError> {
         .iter()
         .map(|&(_, _, l, r)| json!([tokens[l], tokens[r]]))
         .collect();
-    let vocab_json: serde_json::Map<String, Json> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), json!(i)))
-        .collect();
-    let added: Vec<Json> = tokens
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| matches!(types.get(*i), Some(3) | Some(4)))
-        .map(|(i, t)| json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": types.get(i) == Some(&3)}))
-        .collect();
+    let vocab_json = vocab_json(&tokens);
+    let added = added_tokens(&tokens, &types, &[3, 4]);
     let add_space_prefix = !matches!(
         file.get("tokenizer.ggml.add_space_prefix"),
         Some(Value::Bool(false))

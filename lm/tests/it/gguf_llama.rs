@@ -216,6 +216,46 @@ pub(crate) fn ids_of(value: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
+/// Greedy continuations and first-step log-probs against the f32 numpy forward of the same
+/// GGUF (`scripts/f32_reference.py`): the same tokens `ours`, and the reference's six most
+/// likely first tokens within 2e-3 nats of `first`, after up to `n_predict` greedy tokens.
+/// `labels` name the prompts in messages.
+pub(crate) fn assert_matches_f32_reference(
+    path: &std::path::Path,
+    n_predict: usize,
+    labels: &[&str],
+    ids: &[Vec<u32>],
+    ours: &[Vec<u32>],
+    first: &[Vec<f32>],
+) {
+    let n = n_predict.to_string();
+    let f32_ref = reference(
+        "f32_reference.py",
+        &[path.as_os_str(), n.as_ref()],
+        &serde_json::json!(ids),
+    );
+    for (i, r) in f32_ref.iter().enumerate() {
+        assert_eq!(
+            ids_of(&r["tokens"]),
+            ours[i],
+            "{:?}: greedy continuation differs from the f32 reference",
+            labels[i]
+        );
+        for pair in r["top6"].as_array().expect("top6") {
+            let (id, lp) = (
+                pair[0].as_u64().expect("id") as usize,
+                pair[1].as_f64().expect("lp") as f32,
+            );
+            assert!(
+                (first[i][id] - lp).abs() < 2e-3,
+                "{:?}: token {id}: {} vs f32 reference {lp}",
+                labels[i],
+                first[i][id]
+            );
+        }
+    }
+}
+
 /// Greedy decoding and first-step log-probs against two references on the same GGUF:
 /// an independent f32 forward in numpy (`scripts/f32_reference.py`, weights dequantized by
 /// llama.cpp's `gguf` package), which must agree exactly; and the real llama.cpp server
@@ -260,31 +300,7 @@ fn greedy_decoding_matches_f32_reference_and_llama_cpp() {
         .collect();
 
     // The f32 reference: same tokens, same log-probs (to 2e-3 nats).
-    let f32_ref = reference(
-        "f32_reference.py",
-        &[path.as_os_str(), "16".as_ref()],
-        &serde_json::json!(ids),
-    );
-    for (i, r) in f32_ref.iter().enumerate() {
-        assert_eq!(
-            ids_of(&r["tokens"]),
-            ours[i],
-            "{:?}: greedy continuation differs from the f32 reference",
-            prompts[i]
-        );
-        for pair in r["top6"].as_array().expect("top6") {
-            let (id, lp) = (
-                pair[0].as_u64().expect("id") as usize,
-                pair[1].as_f64().expect("lp") as f32,
-            );
-            assert!(
-                (first[i][id] - lp).abs() < 2e-3,
-                "{:?}: token {id}: {} vs f32 reference {lp}",
-                prompts[i],
-                first[i][id]
-            );
-        }
-    }
+    assert_matches_f32_reference(&path, 16, &prompts, &ids, &ours, &first);
 
     // llama.cpp: the same prompt tokens, the same first token, at least 4 of the same top-5
     // tokens, first-step log-probs within 0.35 nats (its 8-bit activations move them by up

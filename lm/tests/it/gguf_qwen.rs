@@ -11,7 +11,7 @@ use rco_lm::gguf::GgufFile;
 use rco_lm::sampling::SamplingConfig;
 
 use crate::common::qwen_gguf;
-use crate::gguf_llama::{ids_of, reference};
+use crate::gguf_llama::{assert_matches_f32_reference, ids_of, reference};
 
 #[test]
 fn qwen2_blocks_tokens_predictions_and_chat_match_the_references() {
@@ -131,31 +131,7 @@ fn qwen2_blocks_tokens_predictions_and_chat_match_the_references() {
     }
 
     // The f32 reference: the same 16 greedy tokens, first-step log-probs within 2e-3.
-    let f32_ref = reference(
-        "f32_reference.py",
-        &[path.as_os_str(), "16".as_ref()],
-        &serde_json::json!(ids),
-    );
-    for (i, r) in f32_ref.iter().enumerate() {
-        assert_eq!(
-            ids_of(&r["tokens"]),
-            ours[i],
-            "{:?}: greedy continuation differs from the f32 reference",
-            prompts[i]
-        );
-        for pair in r["top6"].as_array().expect("top6") {
-            let (id, lp) = (
-                pair[0].as_u64().expect("id") as usize,
-                pair[1].as_f64().expect("lp") as f32,
-            );
-            assert!(
-                (first[i][id] - lp).abs() < 2e-3,
-                "{:?}: token {id}: {} vs {lp}",
-                prompts[i],
-                first[i][id]
-            );
-        }
-    }
+    assert_matches_f32_reference(&path, 16, &prompts, &ids, &ours, &first);
 
     // A chat question through the model's own template (with its default system prompt).
     let chat = lm

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use burn::prelude::*;
 use rco_core::registry::{Validate, ValidateContext};
-use rco_core::{BuildContext, Comparison, ConfigProblem, Judge, Judgement, Result, Verdict};
+use rco_core::{BuildContext, Comparison, ConfigProblem, Judge, Judgement, Result};
 use rco_lm::device::DeviceSpec;
 use rco_lm::pairrm::PairRm;
 use schemars::JsonSchema;
@@ -110,19 +110,9 @@ pub struct PairRmJudge<B: Backend> {
     batch_size: usize,
 }
 
-/// The verdict of a PairRM logit (positive: `a` is better).
+/// The verdict of a PairRM logit (positive: `a` is better): a reward difference.
 pub fn verdict(logit: f64, tie_margin: f64) -> Judgement {
-    let verdict = if logit.abs() <= tie_margin {
-        Verdict::Tie
-    } else if logit > 0.0 {
-        Verdict::A
-    } else {
-        Verdict::B
-    };
-    Judgement {
-        verdict,
-        prob_a: Some(1.0 / (1.0 + (-logit).exp())),
-    }
+    crate::reward_judge::verdict(logit, 0.0, tie_margin)
 }
 
 #[async_trait]
@@ -207,6 +197,7 @@ rco_core::register_plugin! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rco_core::Verdict;
 
     #[test]
     fn logits_make_verdicts_and_probabilities() {
