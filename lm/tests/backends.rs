@@ -389,6 +389,7 @@ fn smollm2_matches_flex<B: Backend>(backend: &str, device: B::Device, tolerance:
     };
     let stop = StopTokens {
         eos: lm.tokenizer.eos(),
+        ends: Vec::new(),
         banned: Vec::new(),
     };
     let start = Instant::now();
@@ -466,6 +467,7 @@ fn qwen2_matches_flex<B: Backend>(backend: &str, device: B::Device, tolerance: T
     };
     let stop = StopTokens {
         eos: lm.tokenizer.eos(),
+        ends: Vec::new(),
         banned: Vec::new(),
     };
     let ours = sample(
