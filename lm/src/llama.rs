@@ -488,12 +488,6 @@ impl<B: Backend> Llama<B> {
             Some(style) => style.attention_scale as f32,
             None => 1.0 / (dh as f32).sqrt(),
         };
-        let mask = match self.window(layer) {
-            Some(window) if total > window => {
-                mask + window_mask::<B>(t, total, window, &x.device())
-            }
-            _ => mask,
-        };
         // Grouped-query attention: query head i reads key/value head i / (h / kv). The
         // queries of a group are stacked along time, so keys and values are never copied.
         let group = h / kv;
@@ -528,12 +522,11 @@ impl<B: Backend> Llama<B> {
         x + out
     }
 
-    /// The sliding window of a layer, if it has one (Gemma 3's local layers).
-    fn window(&self, layer: usize) -> Option<usize> {
+    /// Whether a layer is a sliding-window one (Gemma 3's local layers).
+    fn is_local(&self, layer: usize) -> bool {
         self.gemma
             .as_ref()
-            .filter(|g| (layer + 1) % g.global_every.max(1) != 0)
-            .map(|g| g.sliding_window)
+            .is_some_and(|g| (layer + 1) % g.global_every.max(1) != 0)
     }
 
     /// The final hidden states (after the last norm) of new tokens.
@@ -549,16 +542,32 @@ impl<B: Backend> Llama<B> {
             .gemma
             .as_ref()
             .map(|g| self.rotary(positions, g.local_rope_theta));
+        // The sliding-window layers' mask, made once for all of them (only a sequence longer
+        // than the window needs one).
+        let [_, _, t, total] = attention_mask.dims();
+        let window_mask = self
+            .gemma
+            .as_ref()
+            .filter(|g| total > g.sliding_window)
+            .map(|g| {
+                attention_mask.clone()
+                    + window_mask::<B>(t, total, g.sliding_window, &attention_mask.device())
+            });
         let mut x = self.embedding.forward(tokens);
         if self.gemma.is_some() {
             x = x.mul_scalar((self.embedding.weight.dims()[1] as f32).sqrt());
         }
         for (layer, block) in self.blocks.iter().enumerate() {
-            let (cos, sin) = match (&local, self.window(layer)) {
-                (Some((cos, sin)), Some(_)) => (cos, sin),
+            let local_layer = self.is_local(layer);
+            let (cos, sin) = match &local {
+                Some((cos, sin)) if local_layer => (cos, sin),
                 _ => (&cos, &sin),
             };
-            x = self.block(block, x, cos, sin, attention_mask.clone(), cache, layer);
+            let mask = match &window_mask {
+                Some(mask) if local_layer => mask.clone(),
+                _ => attention_mask.clone(),
+            };
+            x = self.block(block, x, cos, sin, mask, cache, layer);
         }
         self.norm.forward(x)
     }
