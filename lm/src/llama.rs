@@ -526,7 +526,7 @@ impl<B: Backend> Llama<B> {
     fn is_local(&self, layer: usize) -> bool {
         self.gemma
             .as_ref()
-            .is_some_and(|g| (layer + 1) % g.global_every.max(1) != 0)
+            .is_some_and(|g| !(layer + 1).is_multiple_of(g.global_every.max(1)))
     }
 
     /// The final hidden states (after the last norm) of new tokens.
