@@ -15,7 +15,7 @@ use burn::optim::AdamWConfig;
 use burn::prelude::Backend;
 use rco_core::objective::residual_offsets;
 use rco_lm::device::DeviceSpec;
-use rco_lm::engine::Engine;
+use rco_lm::engine::{Engine, Quantize, Settings};
 use rco_lm::gguf::GgufFile;
 use rco_lm::loss::{rco_step, RcoGroup};
 use rco_lm::sampling::{sample, SamplingConfig, StopTokens};
@@ -43,33 +43,135 @@ fn bench<B: Backend>(path: &std::path::Path, device_name: &str, device: B::Devic
         .map(|n| n.get())
         .unwrap_or(1);
     let new_tokens = 32;
-    let lm = Engine::<B>::load(path, device.clone()).expect("load");
-    let model = lm.model().expect("model");
-    let prompt = lm.tokenizer.text_ids(PROMPT).expect("encode");
-    let no_eos = StopTokens {
-        eos: u32::MAX,
-        ends: Vec::new(),
-        banned: Vec::new(),
-    };
+    let file = path
+        .file_name()
+        .map_or_else(String::new, |f| f.to_string_lossy().to_string());
     let backend = if device_name == "cpu" {
         "flex CPU backend".to_string()
     } else {
         format!("device {device_name} ({device:?})")
     };
-    let file = path
-        .file_name()
-        .map_or_else(String::new, |f| f.to_string_lossy().to_string());
-    println!("{file} (f32 compute), {backend}, {threads} CPU threads, prompt {} tokens, {new_tokens} new tokens", prompt.len());
+    // On the CPU: the Q8_0 path users get by default, and f32 exactly as loaded.
+    let modes: &[Quantize] = if device_name == "cpu" {
+        &[Quantize::Q8_0, Quantize::None]
+    } else {
+        &[Quantize::None]
+    };
+    let mut prompt = Vec::new();
+    let mut ours: Vec<Vec<(usize, f64, f64)>> = Vec::new();
+    for &quantize in modes {
+        let settings = Settings {
+            quantize,
+            ..Settings::default()
+        };
+        let lm = Engine::<B>::open(path, device.clone(), settings).expect("load");
+        prompt = lm.tokenizer.text_ids(PROMPT).expect("encode");
+        ours.push(measure(&lm, &prompt, new_tokens, device_name));
+    }
     println!(
-        "{:<34} {:>14} {:>14}",
-        "case", "rco tok/s", "llama.cpp tok/s"
+        "{file}, {backend}, {threads} CPU threads, prompt {} tokens, {new_tokens} new tokens",
+        prompt.len()
     );
+    let names: Vec<String> = modes
+        .iter()
+        .map(|m| match m {
+            Quantize::Q8_0 => "rco q8_0 tok/s".to_string(),
+            Quantize::None => "rco f32 tok/s".to_string(),
+        })
+        .collect();
+    print!("{:<24}", "case");
+    for name in &names {
+        print!(" {name:>15}");
+    }
+    println!(" {:>16}", "llama.cpp tok/s");
 
-    let mut ours = Vec::new();
+    let reference =
+        std::process::Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../scripts/llama_bench.py"
+            ))
+            .arg(path)
+            .arg(threads.to_string())
+            .arg(new_tokens.to_string())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
+    let theirs = |key: String| {
+        reference
+            .as_ref()
+            .and_then(|r| r[&key].as_f64())
+            .map_or("-".to_string(), |v| format!("{v:.1}"))
+    };
+    for (row, &batch) in [1usize, 8].iter().enumerate() {
+        for (case, key, pick) in [("prefill", "prefill", 1usize), ("decode", "decode", 2usize)] {
+            print!("{:<24}", format!("{case}, batch {batch}"));
+            for mode in &ours {
+                let (_, prefill, decode) = mode[row];
+                print!(" {:>15.1}", if pick == 1 { prefill } else { decode });
+            }
+            println!(" {:>16}", theirs(format!("{key}_tok_s_batch{batch}")));
+        }
+    }
+    if let Some(r) = reference.as_ref() {
+        for (name, mode) in names.iter().zip(&ours) {
+            for (row, batch) in [1usize, 8].iter().enumerate() {
+                if let Some(theirs) = r[format!("decode_tok_s_batch{batch}")].as_f64() {
+                    println!(
+                        "batch-{batch} decode, {} / llama.cpp: {:.2}",
+                        name.trim_end_matches(" tok/s"),
+                        mode[row].2 / theirs
+                    );
+                }
+            }
+        }
+    }
+
+    // One RCO optimizer step on one group: N = 4 critiques of 128 tokens after a 32-token prompt.
+    let gguf = GgufFile::open(path).expect("gguf");
+    let (_, model) = rco_lm::llama::load_gguf::<Autodiff<B>>(&gguf, &device).expect("load");
+    drop(gguf);
+    let rows: Vec<(Vec<u32>, Vec<u32>)> = (0..4)
+        .map(|i| {
+            (
+                prompt[..32].to_vec(),
+                prompt.iter().cycle().skip(i).take(128).copied().collect(),
+            )
+        })
+        .collect();
+    let group = RcoGroup {
+        offsets: residual_offsets(&[-300.0; 4], &[1.0, 0.5, 0.0, 0.5], 0.1),
+        rows,
+    };
+    let mut optimizer = AdamWConfig::new().init::<Autodiff<B>, _>();
+    let micro = vec![vec![&group]];
+    let start = Instant::now();
+    let (model, loss) = rco_step(model, &mut optimizer, &micro, 1e-6, &device);
+    let first = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let (_, _) = rco_step(model, &mut optimizer, &micro, 1e-6, &device);
+    println!("RCO step, one group of N=4 x 128-token critiques: {:.1} s (first step {first:.1} s, loss {loss:.1})", start.elapsed().as_secs_f64());
+}
+
+/// Prefill and decode tokens/s at batch 1 and 8.
+fn measure<B: Backend>(
+    lm: &Engine<B>,
+    prompt: &[u32],
+    new_tokens: usize,
+    device_name: &str,
+) -> Vec<(usize, f64, f64)> {
+    let model = lm.model().expect("model");
+    let no_eos = StopTokens {
+        eos: u32::MAX,
+        ends: Vec::new(),
+        banned: Vec::new(),
+    };
+    let mut out = Vec::new();
     for batch in [1usize, 8] {
         let prompts: Vec<Vec<u32>> = (0..batch)
             .map(|i| {
-                let mut p = prompt.clone();
+                let mut p = prompt.to_vec();
                 p.push(lm.tokenizer.text_ids(&format!(" {i}")).expect("encode")[0]);
                 p
             })
@@ -105,79 +207,11 @@ fn bench<B: Backend>(path: &std::path::Path, device_name: &str, device: B::Devic
         let _ = sample(&*model, &prompts, &seeds, &many, &no_eos, &lm.device);
         let total = start.elapsed().as_secs_f64();
         let prompt_tokens = prompts.iter().map(Vec::len).sum::<usize>() as f64;
-        ours.push((
+        out.push((
             batch,
             prompt_tokens / prefill,
             (batch * new_tokens) as f64 / (total - prefill),
         ));
     }
-
-    let reference =
-        std::process::Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../scripts/llama_bench.py"
-            ))
-            .arg(path)
-            .arg(threads.to_string())
-            .arg(new_tokens.to_string())
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
-    let theirs = |key: String| {
-        reference
-            .as_ref()
-            .and_then(|r| r[&key].as_f64())
-            .map_or("-".to_string(), |v| format!("{v:.1}"))
-    };
-    for (batch, prefill, decode) in &ours {
-        println!(
-            "{:<34} {:>14.1} {:>14}",
-            format!("prefill, batch {batch}"),
-            prefill,
-            theirs(format!("prefill_tok_s_batch{batch}"))
-        );
-        println!(
-            "{:<34} {:>14.1} {:>14}",
-            format!("decode, batch {batch}"),
-            decode,
-            theirs(format!("decode_tok_s_batch{batch}"))
-        );
-    }
-    if let (Some((_, _, ours8)), Some(r)) = (ours.last(), reference.as_ref()) {
-        if let Some(theirs8) = r["decode_tok_s_batch8"].as_f64() {
-            println!(
-                "batch-8 decode throughput, rco / llama.cpp: {:.2}",
-                ours8 / theirs8
-            );
-        }
-    }
-    drop(model);
-    drop(lm);
-
-    // One RCO optimizer step on one group: N = 4 critiques of 128 tokens after a 32-token prompt.
-    let file = GgufFile::open(path).expect("gguf");
-    let (_, model) = rco_lm::llama::load_gguf::<Autodiff<B>>(&file, &device).expect("load");
-    drop(file);
-    let rows: Vec<(Vec<u32>, Vec<u32>)> = (0..4)
-        .map(|i| {
-            (
-                prompt[..32].to_vec(),
-                prompt.iter().cycle().skip(i).take(128).copied().collect(),
-            )
-        })
-        .collect();
-    let group = RcoGroup {
-        offsets: residual_offsets(&[-300.0; 4], &[1.0, 0.5, 0.0, 0.5], 0.1),
-        rows,
-    };
-    let mut optimizer = AdamWConfig::new().init::<Autodiff<B>, _>();
-    let micro = vec![vec![&group]];
-    let start = Instant::now();
-    let (model, loss) = rco_step(model, &mut optimizer, &micro, 1e-6, &device);
-    let first = start.elapsed().as_secs_f64();
-    let start = Instant::now();
-    let (_, _) = rco_step(model, &mut optimizer, &micro, 1e-6, &device);
-    println!("RCO step, one group of N=4 x 128-token critiques: {:.1} s (first step {first:.1} s, loss {loss:.1})", start.elapsed().as_secs_f64());
+    out
 }

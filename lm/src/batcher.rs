@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{mpsc, Arc};
 
 use crate::device::DeviceSpec;
-use crate::engine::{Engine, Settings};
+use crate::engine::{Engine, Quantize, Settings};
 pub use crate::job::{BatchStats, Generated, Job, Prompt, TokenLogProb};
 use crate::model::CausalLm;
 use crate::scheduler::Limits;
@@ -29,8 +29,13 @@ pub struct Batcher {
 
 impl Batcher {
     /// Loads the model at `path` on `device` in a new worker thread that schedules within
-    /// `limits`.
-    pub fn start(path: &Path, device: &str, limits: Limits) -> Result<Batcher, LmError> {
+    /// `limits`, its weights held as `quantize` says.
+    pub fn start(
+        path: &Path,
+        device: &str,
+        limits: Limits,
+        quantize: Quantize,
+    ) -> Result<Batcher, LmError> {
         let spec = DeviceSpec::parse(device)?.compiled()?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready, loaded) = mpsc::channel::<Result<ModelInfo, LmError>>();
@@ -47,6 +52,7 @@ impl Batcher {
                 let outcome: Result<(), LmError> = crate::with_backend!(spec, |B, device| {
                     let settings = Settings {
                         batch_size: limits.batch_size,
+                        quantize,
                         ..Settings::default()
                     };
                     match Engine::<B>::open(&path, device, settings) {

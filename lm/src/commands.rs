@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::device::{Cpu, DeviceSpec};
-use crate::engine::{Engine, Settings};
+use crate::engine::{Engine, Quantize, Settings};
 use crate::local::{load_local_with_spec, save_local, LocalLm, LocalSpec};
 use crate::sampling::SamplingConfig;
 use crate::LmError;
@@ -32,6 +32,7 @@ pub fn generate_text(
     sampling: &SamplingConfig,
     seed: u64,
     stop_strings: &[String],
+    quantize: Quantize,
 ) -> Result<String, LmError> {
     let spec = DeviceSpec::parse(device)?.compiled()?;
     crate::with_backend!(spec, |B, device| {
@@ -40,6 +41,7 @@ pub fn generate_text(
             batch_size: 1,
             chat: !raw,
             stop: stop_strings.to_vec(),
+            quantize,
         };
         let engine = Engine::<B>::open(path, device, settings)?;
         let ids = engine.prompt_ids(prompt)?;
@@ -64,11 +66,13 @@ pub fn log_prob_text(
     completion: &str,
     raw: bool,
     top: usize,
+    quantize: Quantize,
 ) -> Result<LogProbReport, LmError> {
     let spec = DeviceSpec::parse(device)?.compiled()?;
     crate::with_backend!(spec, |B, device| {
         let settings = Settings {
             chat: !raw,
+            quantize,
             ..Settings::default()
         };
         let lm = Engine::<B>::open(path, device, settings)?;

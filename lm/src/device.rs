@@ -24,6 +24,11 @@ pub fn set_threads(threads: usize) -> Result<(), LmError> {
 /// The CPU backend.
 pub type Cpu = burn::backend::Flex;
 
+/// Whether `B` is the CPU backend (the one whose products [`crate::quant`] replaces).
+pub fn is_cpu<B: burn::prelude::Backend>() -> bool {
+    std::any::TypeId::of::<B>() == std::any::TypeId::of::<Cpu>()
+}
+
 /// A device named in config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceSpec {

@@ -28,6 +28,8 @@ pub struct Settings {
     pub chat: bool,
     /// Completions are cut before the first of these strings.
     pub stop: Vec<String>,
+    /// How the weights are held for inference on the CPU.
+    pub quantize: Quantize,
 }
 
 impl Default for Settings {
@@ -37,6 +39,44 @@ impl Default for Settings {
             batch_size: 64,
             chat: true,
             stop: Vec::new(),
+            quantize: Quantize::default(),
+        }
+    }
+}
+
+/// How an engine on the CPU holds a Llama-family model's projection weights for generation
+/// and scoring. Training always uses the f32 weights; GPU devices always run in f32.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+pub enum Quantize {
+    /// Q8_0 blocks multiplied by Q8_0-quantized activations ([`crate::quant`]), as llama.cpp
+    /// multiplies its quantized weights: about 4× fewer bytes read per token than f32.
+    #[default]
+    #[serde(rename = "q8_0")]
+    Q8_0,
+    /// f32 weights, exactly as loaded.
+    #[serde(rename = "none")]
+    None,
+}
+
+impl std::str::FromStr for Quantize {
+    type Err = LmError;
+    fn from_str(text: &str) -> Result<Self, LmError> {
+        match text {
+            "q8_0" => Ok(Quantize::Q8_0),
+            "none" => Ok(Quantize::None),
+            other => Err(LmError::Device(format!(
+                "unknown quantization `{other}` (expected q8_0 or none)"
+            ))),
         }
     }
 }
@@ -72,11 +112,18 @@ impl<B: Backend> Engine<B> {
 
     /// An engine over a model already in memory.
     pub fn new(
-        model: LocalLm<B>,
+        mut model: LocalLm<B>,
         tokenizer: LmTokenizer,
         device: B::Device,
         settings: Settings,
     ) -> Self {
+        if settings.quantize == Quantize::Q8_0 && crate::device::is_cpu::<B>() {
+            if let LocalLm::Llama(llama) = &mut model {
+                if !llama.quantize_q8() {
+                    tracing::info!("a matrix's input size is not a multiple of 32: running in f32");
+                }
+            }
+        }
         Self {
             model: Mutex::new(model),
             tokenizer,

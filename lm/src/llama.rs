@@ -12,7 +12,10 @@ use burn::prelude::*;
 use burn::tensor::activation::{gelu_approximate, silu, softmax};
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use crate::gguf::GgufFile;
+use crate::llama_q8::Q8Llama;
 use crate::model::{project, CausalLm, KvCache};
 use crate::sampling::MASKED;
 use crate::LmError;
@@ -348,6 +351,7 @@ impl LlamaConfig {
             half_split_rope: self.rope_layout == RopeLayout::HalfSplit,
             rope_scaling: self.rope_scaling.clone(),
             gemma: self.gemma.clone(),
+            q8: None,
         }
     }
 }
@@ -370,6 +374,10 @@ pub struct LlamaBlock<B: Backend> {
     pub post_mlp_norm: Option<RmsNorm<B>>,
 }
 
+/// The most rows (batch × new tokens) a product may have to take the Q8_0 path; past it,
+/// f32 GEMM is faster on the CPU.
+pub const Q8_MAX_ROWS: usize = 32;
+
 /// A Llama decoder.
 #[derive(Module, Debug)]
 pub struct Llama<B: Backend> {
@@ -387,6 +395,10 @@ pub struct Llama<B: Backend> {
     rope_scaling: Option<RopeScaling>,
     #[module(skip)]
     gemma: Option<GemmaStyle>,
+    /// Q8_0 copies of the projections for CPU inference ([`Llama::quantize_q8`]); `None`
+    /// runs every projection in burn.
+    #[module(skip)]
+    q8: Option<Arc<Q8Llama>>,
 }
 
 /// Rotates the halves `(x[i], x[i + d/2])` of `x [b, h, t, d]` by the angles whose cosines
@@ -463,16 +475,19 @@ impl<B: Backend> Llama<B> {
     ) -> Tensor<B, 3> {
         let [b, t, d_model] = x.dims();
         let (h, kv, dh) = (self.heads, self.kv_heads, self.head_dim);
+        let q8 = self.q8_for(b * t).map(|q8| &q8.blocks[layer]);
         let normed = block.attention_norm.forward(x.clone());
-        let q = project(&block.query, normed.clone())
-            .reshape([b, t, h, dh])
-            .swap_dims(1, 2);
-        let k = project(&block.key, normed.clone())
-            .reshape([b, t, kv, dh])
-            .swap_dims(1, 2);
-        let v = project(&block.value, normed)
-            .reshape([b, t, kv, dh])
-            .swap_dims(1, 2);
+        let [q, k, v] = match q8 {
+            Some(q8) => q8.qkv(normed),
+            None => [
+                project(&block.query, normed.clone()),
+                project(&block.key, normed.clone()),
+                project(&block.value, normed),
+            ],
+        };
+        let q = q.reshape([b, t, h, dh]).swap_dims(1, 2);
+        let k = k.reshape([b, t, kv, dh]).swap_dims(1, 2);
+        let v = v.reshape([b, t, kv, dh]).swap_dims(1, 2);
         let (q, k) = match (&block.query_norm, &block.key_norm) {
             (Some(qn), Some(kn)) => (qn.forward(q), kn.forward(k)),
             _ => (q, k),
@@ -500,20 +515,28 @@ impl<B: Backend> Llama<B> {
             .reshape([b, h, t, dh])
             .swap_dims(1, 2)
             .reshape([b, t, h * dh]);
-        let attended = project(&block.output, context);
+        let attended = match q8 {
+            Some(q8) => q8.output(context),
+            None => project(&block.output, context),
+        };
         let attended = match &block.post_attention_norm {
             Some(norm) => norm.forward(attended),
             None => attended,
         };
         let x = x + attended;
         let normed = block.mlp_norm.forward(x.clone());
-        let gate = project(&block.gate, normed.clone());
-        let gate = if self.gemma.is_some() {
-            gelu_approximate(gate)
-        } else {
-            silu(gate)
+        let out = match q8 {
+            Some(q8) => q8.mlp(normed, self.gemma.is_some()),
+            None => {
+                let gate = project(&block.gate, normed.clone());
+                let gate = if self.gemma.is_some() {
+                    gelu_approximate(gate)
+                } else {
+                    silu(gate)
+                };
+                project(&block.down, gate * project(&block.up, normed))
+            }
         };
-        let out = project(&block.down, gate * project(&block.up, normed));
         let out = match &block.post_mlp_norm {
             Some(norm) => norm.forward(out),
             None => out,
@@ -591,6 +614,10 @@ impl<B: Backend> Llama<B> {
 
     /// Logits of hidden states `[b, t, d]`: the output head, or the token embedding.
     fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, _] = x.dims();
+        if let Some(q8) = self.q8_for(b * t) {
+            return q8.head(x);
+        }
         match &self.output {
             Some(head) => project(head, x),
             None => {
@@ -663,16 +690,50 @@ impl<B: Backend> Llama<B> {
             "llama"
         }
     }
+    /// Takes Q8_0 copies of the projections and the head for inference on the CPU
+    /// ([`crate::llama_q8`]); later forward passes use them. Returns whether it could (every
+    /// matrix's input size must be a multiple of 32). The copies are a snapshot: a model
+    /// whose weights change afterwards (training, loading a record) must call
+    /// [`Llama::drop_q8`] or this again. Autodiff models should not: the products leave
+    /// burn's graph.
+    pub fn quantize_q8(&mut self) -> bool {
+        self.q8 = Q8Llama::new(
+            &self.blocks,
+            self.output.as_ref(),
+            self.embedding.weight.val(),
+        )
+        .map(Arc::new);
+        self.q8.is_some()
+    }
+    /// The Q8_0 snapshot, when there is one and a product has at most
+    /// [`Q8_MAX_ROWS`] rows: decoding steps and short prompts. Longer prompts and scored
+    /// sequences keep the f32 weights, whose blocked GEMM reads each weight once for many
+    /// rows and runs faster than byte products there (measured in benches/README.md).
+    fn q8_for(&self, rows: usize) -> Option<&Q8Llama> {
+        self.q8.as_deref().filter(|_| rows <= Q8_MAX_ROWS)
+    }
+    /// Goes back to f32 projections.
+    pub fn drop_q8(&mut self) {
+        self.q8 = None;
+    }
+    /// Whether forward passes use Q8_0 projections.
+    pub fn is_q8(&self) -> bool {
+        self.q8.is_some()
+    }
     pub fn embedding(&self) -> &Embedding<B> {
         &self.embedding
     }
+    /// (Mutable access drops the Q8_0 snapshot, which would go stale.)
     pub fn embedding_mut(&mut self) -> &mut Embedding<B> {
+        self.q8 = None;
         &mut self.embedding
     }
     pub fn blocks(&self) -> &[LlamaBlock<B>] {
         &self.blocks
     }
+    /// (Mutable access drops the Q8_0 snapshot, which would go stale.)
     pub fn blocks_mut(&mut self) -> &mut [LlamaBlock<B>] {
+        self.q8 = None;
         &mut self.blocks
     }
     pub fn final_norm(&self) -> &RmsNorm<B> {
@@ -685,7 +746,9 @@ impl<B: Backend> Llama<B> {
     pub fn output_head(&self) -> Option<&Linear<B>> {
         self.output.as_ref()
     }
+    /// (Mutable access drops the Q8_0 snapshot, which would go stale.)
     pub fn output_head_mut(&mut self) -> Option<&mut Linear<B>> {
+        self.q8 = None;
         self.output.as_mut()
     }
 }

@@ -5,12 +5,11 @@
 //! prompts, and on one longer than the 512-token sliding window of its local layers. The
 //! file comes from `scripts/fetch-models.sh gemma-3-270m` (run by `scripts/test.sh`).
 
-use rco_lm::device::Cpu;
-use rco_lm::engine::Engine;
 use rco_lm::sampling::SamplingConfig;
 
 use crate::common::gemma_gguf;
 use crate::gguf_llama::{assert_matches_f32_reference, ids_of, reference};
+use crate::q8::{assert_q8_agrees, f32_engine};
 
 #[test]
 fn gemma3_tokens_predictions_and_window_match_the_references() {
@@ -24,7 +23,7 @@ fn gemma3_tokens_predictions_and_window_match_the_references() {
         "a  b   c\n\n\nd\t\te    </s> <b>bold</b>",
         "<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n",
     ];
-    let lm = Engine::<Cpu>::load(&path, Default::default()).expect("load");
+    let lm = f32_engine(&path);
     assert_eq!(lm.model().expect("model").architecture(), "gemma3");
     let ids: Vec<Vec<u32>> = prompts
         .iter()
@@ -103,6 +102,19 @@ fn gemma3_tokens_predictions_and_window_match_the_references() {
         &lm.device,
     );
     assert_matches_f32_reference(&path, 16, &prompts[..3], short, &ours, &first[..3]);
+
+    // The Q8_0 path users get by default, against f32 and llama.cpp.
+    assert_q8_agrees(
+        &path,
+        &prompts[..3],
+        short,
+        &lm,
+        &ours,
+        &first[..3],
+        &llama[..3],
+        &[],
+        &stop,
+    );
 
     // Past the sliding window: 600 tokens, where the local layers see only the last 512.
     let text = "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(45);

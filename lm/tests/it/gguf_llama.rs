@@ -9,6 +9,7 @@ use rco_lm::gguf::GgufFile;
 use rco_lm::sampling::SamplingConfig;
 
 use crate::common::smollm2_gguf as gguf;
+use crate::q8::{assert_q8_agrees, f32_engine};
 
 #[test]
 fn smollm2_loads_tokenizes_and_predicts_like_the_reference() {
@@ -32,7 +33,7 @@ fn smollm2_loads_tokenizes_and_predicts_like_the_reference() {
     assert!(config.tied_embeddings);
     drop(file);
 
-    let lm = Engine::<Cpu>::load(&path, Default::default()).expect("load");
+    let lm = f32_engine(&path);
     // The tokenizer reproduces llama.cpp's ids.
     let ids = lm
         .tokenizer
@@ -271,7 +272,7 @@ fn greedy_decoding_matches_f32_reference_and_llama_cpp() {
         "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n",
         "Once upon a time, there was a little",
     ];
-    let lm = Engine::<Cpu>::load(&path, Default::default()).expect("load");
+    let lm = f32_engine(&path);
     let ids: Vec<Vec<u32>> = prompts
         .iter()
         .map(|p| lm.tokenizer.prompt_ids(p, false).expect("prompt"))
@@ -395,6 +396,19 @@ fn greedy_decoding_matches_f32_reference_and_llama_cpp() {
     assert!(
         agreeing >= 2,
         "only {agreeing} of 5 greedy continuations agree with llama.cpp"
+    );
+
+    // The Q8_0 path users get by default, against f32 and llama.cpp.
+    assert_q8_agrees(
+        &path,
+        &prompts,
+        &ids,
+        &lm,
+        &ours,
+        &first,
+        &llama,
+        &[],
+        &stop,
     );
 }
 

@@ -5,13 +5,12 @@
 //! the same weights, and a chat answer through its own chat template. The file comes from
 //! `scripts/fetch-models.sh qwen2.5-coder-0.5b` (run by `scripts/test.sh`).
 
-use rco_lm::device::Cpu;
-use rco_lm::engine::Engine;
 use rco_lm::gguf::GgufFile;
 use rco_lm::sampling::SamplingConfig;
 
 use crate::common::qwen_gguf;
 use crate::gguf_llama::{assert_matches_f32_reference, ids_of, reference};
+use crate::q8::{assert_q8_agrees, f32_engine};
 
 #[test]
 fn qwen2_blocks_tokens_predictions_and_chat_match_the_references() {
@@ -67,7 +66,7 @@ fn qwen2_blocks_tokens_predictions_and_chat_match_the_references() {
         "Café naïve — 東京 へようこそ! Ünïcödé ✓",
         "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
     ];
-    let lm = Engine::<Cpu>::load(&path, Default::default()).expect("load");
+    let lm = f32_engine(&path);
     assert_eq!(lm.model().expect("model").architecture(), "qwen2");
     let ids: Vec<Vec<u32>> = prompts
         .iter()
@@ -132,6 +131,19 @@ fn qwen2_blocks_tokens_predictions_and_chat_match_the_references() {
 
     // The f32 reference: the same 16 greedy tokens, first-step log-probs within 2e-3.
     assert_matches_f32_reference(&path, 16, &prompts, &ids, &ours, &first);
+
+    // The Q8_0 path users get by default, against f32 and llama.cpp.
+    assert_q8_agrees(
+        &path,
+        &prompts,
+        &ids,
+        &lm,
+        &ours,
+        &first,
+        &llama,
+        &[],
+        &stop,
+    );
 
     // A chat question through the model's own template (with its default system prompt).
     let chat = lm

@@ -8,6 +8,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use rco_lm::batcher::{Batcher, Generated, Job, Prompt};
+use rco_lm::engine::Quantize;
 use rco_lm::sampling::SamplingConfig;
 use rco_lm::scheduler::Limits;
 use rco_lm::LmError;
@@ -64,6 +65,7 @@ fn rows_joining_at_any_step_write_what_they_write_alone() {
             prefill_chunk: 24,
             kv_tokens: 65_536,
         },
+        Quantize::default(),
     )
     .unwrap();
     let long = format!(

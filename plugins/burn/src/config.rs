@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use rco_core::registry::{Validate, ValidateContext};
 use rco_core::{BuildContext, ConfigProblem};
 use rco_lm::device::DeviceSpec;
-use rco_lm::engine::Settings;
+use rco_lm::engine::{Quantize, Settings};
 use rco_lm::sampling::SamplingConfig;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,12 @@ pub struct BurnModelConfig {
     /// tells the answers apart by how much.
     #[serde(default)]
     pub verdict_probabilities: bool,
+    /// How a model on the CPU holds its weights for generation and scoring: `"q8_0"` (Q8_0
+    /// blocks times Q8_0 activations, as llama.cpp multiplies quantized weights; about 4×
+    /// fewer bytes per token) or `"none"` (f32, exactly as loaded). Training always updates
+    /// f32 weights; GPU devices run in f32.
+    #[serde(default)]
+    pub quantize: Quantize,
 }
 
 fn default_chat() -> bool {
@@ -125,6 +131,7 @@ impl BurnModelConfig {
             batch_size: self.batch_size,
             chat: self.chat,
             stop: self.stop.clone(),
+            quantize: self.quantize,
         }
     }
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::{config, progress, run as runner, serve};
+use rco_lm::engine::Quantize;
 
 #[derive(Parser)]
 #[command(
@@ -67,6 +68,10 @@ enum Command {
         /// Cut the completion before this string (repeatable).
         #[arg(long)]
         stop: Vec<String>,
+        /// How the CPU holds the weights: `q8_0` (the fast path) or `none` (f32, exactly
+        /// as loaded). GPU devices run in f32.
+        #[arg(long, default_value = "q8_0")]
+        quantize: Quantize,
     },
     /// Log-probability of a completion after a prompt, and the most likely next tokens.
     Logprob {
@@ -82,6 +87,9 @@ enum Command {
         device: String,
         #[arg(long)]
         raw: bool,
+        /// `q8_0` (the fast path) or `none` (f32, exactly as loaded), as for `generate`.
+        #[arg(long, default_value = "q8_0")]
+        quantize: Quantize,
     },
     /// Write a model (GGUF file or Hugging Face directory) as a Hugging Face Llama directory
     /// (safetensors, config.json, tokenizer.json) for vLLM, transformers or llama.cpp.
@@ -296,6 +304,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             device,
             raw,
             stop,
+            quantize,
         } => {
             let sampling = rco_lm::sampling::SamplingConfig {
                 temperature,
@@ -308,7 +317,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("--{}: {}", p.key.replace('_', "-"), p.message);
             }
             let text = rco_lm::commands::generate_text(
-                &model, &device, &prompt, raw, &sampling, seed, &stop,
+                &model, &device, &prompt, raw, &sampling, seed, &stop, quantize,
             )?;
             println!("{text}");
             Ok(())
@@ -320,9 +329,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             top,
             device,
             raw,
+            quantize,
         } => {
-            let report =
-                rco_lm::commands::log_prob_text(&model, &device, &prompt, &completion, raw, top)?;
+            let report = rco_lm::commands::log_prob_text(
+                &model,
+                &device,
+                &prompt,
+                &completion,
+                raw,
+                top,
+                quantize,
+            )?;
             if !completion.is_empty() {
                 println!(
                     "log p(completion | prompt) = {:.4} over {} tokens {:?}",

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rco_lm::batcher::{Batcher, Generated, Job, Prompt, TokenLogProb};
+use rco_lm::engine::Quantize;
 use rco_lm::sampling::SamplingConfig;
 use rco_lm::scheduler::Limits;
 use rco_lm::LmError;
@@ -38,6 +39,10 @@ pub struct ServeArgs {
     /// cpu | wgpu | cuda:N
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// How the CPU holds the weights: `q8_0` (Q8_0 blocks, the fast path) or `none` (f32,
+    /// exactly as loaded). GPU devices run in f32.
+    #[arg(long, default_value = "q8_0")]
+    pub quantize: Quantize,
     /// The model name reported by /v1/models (default: the file or directory name).
     #[arg(long)]
     pub name: Option<String>,
@@ -179,7 +184,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         prefill_chunk: args.prefill_chunk_tokens,
         kv_tokens: args.kv_cache_tokens,
     };
-    let batcher = Batcher::start(&args.model, &args.device, limits)?;
+    let batcher = Batcher::start(&args.model, &args.device, limits, args.quantize)?;
     let server = Arc::new(Server {
         batcher,
         name,
