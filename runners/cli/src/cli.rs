@@ -128,6 +128,22 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Write the groups a run collected as training data for other trainers: with
+    /// `--format trl`, `rco.jsonl` (prompt, completion, reward = CU) and `preferences.jsonl`
+    /// (prompt, chosen, rejected: pairs of critiques of one answer, higher CU chosen).
+    ExportGroups {
+        /// The run directory (it must hold groups.jsonl).
+        run_dir: PathBuf,
+        /// The output shape: `trl`.
+        #[arg(long, default_value = "trl")]
+        format: String,
+        /// Output directory (default: RUN_DIR/export/FORMAT).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// A pair needs chosen CU − rejected CU larger than this.
+        #[arg(long, default_value_t = 0.0)]
+        min_gap: f64,
+    },
     /// Validate a config and report every problem.
     Check { config: PathBuf },
     /// Print the JSON Schema of config files.
@@ -271,6 +287,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 a.items, a.name, a.judge, f(a.mean_spearman), a.correlated_items, f(a.best_critique_agreement), f(a.mean_cu_run_judge), f(a.mean_cu_other_judge), a.invalid_rate
             );
             eprintln!("results in {}", out.join("rejudge").join(&name).display());
+            Ok(())
+        }
+        Command::ExportGroups {
+            run_dir,
+            format,
+            out,
+            min_gap,
+        } => {
+            let e =
+                crate::export_groups::export_groups(&run_dir, &format, out.as_deref(), min_gap)?;
+            println!(
+                "{} groups ({} flat): {} critiques in {}, {} preference pairs in {}",
+                e.groups,
+                e.flat_groups,
+                e.critiques,
+                e.dir.join(crate::export_groups::REWARD_FILE).display(),
+                e.pairs,
+                e.dir.join(crate::export_groups::PREFERENCE_FILE).display()
+            );
             Ok(())
         }
         Command::Check { config } => {

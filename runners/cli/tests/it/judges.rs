@@ -327,3 +327,106 @@ async fn rejudge_compares_two_judges_on_the_same_refinements() {
         "{r:#}"
     );
 }
+
+/// `rco export-groups --format trl`: every collected critique with its CU as reward, and
+/// every pair of one answer's critiques whose CUs differ, the higher chosen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_groups_writes_trl_rewards_and_preferences() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::util::write(dir.path(), "small.toml", SMALL_RUN);
+    let out = dir.path().join("run");
+    let export = |args: &[&str]| {
+        let mut command = crate::util::rco();
+        command.arg("export-groups").arg(&out).args(args);
+        command.output().expect("rco")
+    };
+    // Nothing collected yet: the error names the run directory and what is missing.
+    std::fs::create_dir_all(&out).unwrap();
+    let early = export(&[]);
+    assert!(!early.status.success());
+    assert!(
+        text(&early).contains("groups.jsonl") && text(&early).contains(&*out.to_string_lossy()),
+        "{}",
+        text(&early)
+    );
+    let done = run("collect", &config, &out, vec![]).await;
+    assert!(done.status.success(), "{}", text(&done));
+    let wrong = export(&["--format", "openai"]);
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong).contains("unknown format `openai`"),
+        "{}",
+        text(&wrong)
+    );
+
+    let done = export(&[]);
+    assert!(done.status.success(), "{}", text(&done));
+    let groups = records(&out.join("groups.jsonl"));
+    assert_eq!(groups.len(), 24);
+    let rewards = records(&out.join("export/trl/rco.jsonl"));
+    let preferences = records(&out.join("export/trl/preferences.jsonl"));
+    // The same critiques and CUs as groups.jsonl, in its order.
+    let expected: Vec<(String, String, f64)> = groups
+        .iter()
+        .flat_map(|g| {
+            g["critiques"].as_array().unwrap().iter().map(move |c| {
+                (
+                    g["prompt"].as_str().unwrap().to_string(),
+                    c["text"].as_str().unwrap().to_string(),
+                    c["cu"].as_f64().unwrap(),
+                )
+            })
+        })
+        .collect();
+    let got: Vec<(String, String, f64)> = rewards
+        .iter()
+        .map(|r| {
+            (
+                r["prompt"].as_str().unwrap().to_string(),
+                r["completion"].as_str().unwrap().to_string(),
+                r["reward"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(rewards.len(), 24 * 4);
+    // Pairs: one per two critiques of an item whose CUs differ; the chosen one's is higher.
+    let mut pairs = 0;
+    let mut flat = 0;
+    for g in &groups {
+        let cus: Vec<f64> = g["critiques"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["cu"].as_f64().unwrap())
+            .collect();
+        flat += usize::from(cus.iter().all(|&c| c == cus[0]));
+        for i in 0..cus.len() {
+            pairs += cus[i + 1..].iter().filter(|&&c| c != cus[i]).count();
+        }
+    }
+    assert!(pairs > 0 && flat < 24, "the collection carries no signal");
+    assert_eq!(preferences.len(), pairs);
+    for p in &preferences {
+        assert!(
+            p["chosen_reward"].as_f64() > p["rejected_reward"].as_f64(),
+            "{p}"
+        );
+        assert!(p["prompt"].is_string() && p["chosen"].is_string() && p["rejected"].is_string());
+    }
+    assert!(
+        text(&done).contains(&format!("24 groups ({flat} flat): 96 critiques")),
+        "{}",
+        text(&done)
+    );
+    // A gap as large as any CU difference leaves no pair.
+    let none = export(&[
+        "--min-gap",
+        "1",
+        "--out",
+        &dir.path().join("gap").to_string_lossy(),
+    ]);
+    assert!(none.status.success(), "{}", text(&none));
+    assert_eq!(records(&dir.path().join("gap/preferences.jsonl")).len(), 0);
+    assert_eq!(records(&dir.path().join("gap/rco.jsonl")).len(), 96);
+}
