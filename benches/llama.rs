@@ -1,4 +1,5 @@
-//! SmolLM2-135M-Instruct (GGUF Q4_1, run in f32) on the flex CPU backend against llama.cpp
+//! SmolLM2-135M-Instruct (GGUF Q4_1) and, when `QWEN_GGUF` is set, Qwen2.5-Coder-0.5B-Instruct
+//! (Q4_K_M), on the flex CPU backend in Q8_0 and in f32, against llama.cpp
 //! (PyPI `xllamacpp`, same file, same thread count) in the same run: prefill and decode
 //! tokens/s at batch 1 and 8, and one RCO training step for one group of N = 4 critiques of
 //! ~128 tokens. Needs `SMOLLM2_GGUF` (scripts/fetch-models.sh) and xllamacpp (scripts/test.sh
@@ -31,14 +32,32 @@ fn main() {
     let spec = DeviceSpec::parse(&name)
         .and_then(DeviceSpec::compiled)
         .unwrap_or_else(|e| panic!("BENCH_DEVICE: {e}"));
+    // Qwen2.5-Coder-0.5B-Instruct (Q4_K_M) too when `QWEN_GGUF` names it.
+    let qwen = std::env::var("QWEN_GGUF").ok().map(PathBuf::from);
     let ran: Result<(), rco_lm::LmError> = rco_lm::with_backend!(spec, |B, device| {
-        bench::<B>(&path, &name, device);
+        models::<B>(&path, qwen.as_deref(), &name, device);
         Ok(())
     });
     ran.expect("backend");
 }
 
-fn bench<B: Backend>(path: &std::path::Path, device_name: &str, device: B::Device) {
+/// SmolLM2 with the training step, then Qwen when there is one.
+fn models<B: Backend>(
+    smollm2: &std::path::Path,
+    qwen: Option<&std::path::Path>,
+    device_name: &str,
+    device: B::Device,
+) {
+    bench::<B>(smollm2, device_name, device.clone(), true);
+    if let Some(qwen) = qwen {
+        println!();
+        bench::<B>(qwen, device_name, device, false);
+    }
+}
+
+/// Generation speed of one model on each path against llama.cpp; with `step`, one RCO
+/// training step too.
+fn bench<B: Backend>(path: &std::path::Path, device_name: &str, device: B::Device, step: bool) {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -128,6 +147,9 @@ fn bench<B: Backend>(path: &std::path::Path, device_name: &str, device: B::Devic
         }
     }
 
+    if !step {
+        return;
+    }
     // One RCO optimizer step on one group: N = 4 critiques of 128 tokens after a 32-token prompt.
     let gguf = GgufFile::open(path).expect("gguf");
     let (_, model) = rco_lm::llama::load_gguf::<Autodiff<B>>(&gguf, &device).expect("load");

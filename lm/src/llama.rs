@@ -472,10 +472,11 @@ impl<B: Backend> Llama<B> {
         mask: Tensor<B, 4>,
         cache: &mut KvCache<B>,
         layer: usize,
+        q8: Option<&Q8Llama>,
     ) -> Tensor<B, 3> {
         let [b, t, d_model] = x.dims();
         let (h, kv, dh) = (self.heads, self.kv_heads, self.head_dim);
-        let q8 = self.q8_for(b * t).map(|q8| &q8.blocks[layer]);
+        let q8 = q8.map(|q8| &q8.blocks[layer]);
         let normed = block.attention_norm.forward(x.clone());
         let [q, k, v] = match q8 {
             Some(q8) => q8.qkv(normed),
@@ -552,13 +553,16 @@ impl<B: Backend> Llama<B> {
             .is_some_and(|g| !(layer + 1).is_multiple_of(g.global_every.max(1)))
     }
 
-    /// The final hidden states (after the last norm) of new tokens.
+    /// The final hidden states (after the last norm) of new tokens. The Q8_0 path is taken
+    /// for the whole pass or not at all ([`Llama::q8_for`] of its rows), and the head of the
+    /// same pass follows it: one forward pass is one kind of arithmetic.
     fn hidden(
         &self,
         tokens: Tensor<B, 2, Int>,
         positions: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 4>,
         cache: &mut KvCache<B>,
+        q8: Option<&Q8Llama>,
     ) -> Tensor<B, 3> {
         let (cos, sin) = self.rotary(positions.clone(), self.rope_theta);
         let local = self
@@ -590,7 +594,7 @@ impl<B: Backend> Llama<B> {
                 Some(mask) if local_layer => mask.clone(),
                 _ => attention_mask.clone(),
             };
-            x = self.block(block, x, cos, sin, mask, cache, layer);
+            x = self.block(block, x, cos, sin, mask, cache, layer, q8);
         }
         self.norm.forward(x)
     }
@@ -603,7 +607,15 @@ impl<B: Backend> Llama<B> {
         positions: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 4>,
     ) -> Tensor<B, 2> {
-        let x = self.hidden(tokens, positions, attention_mask, &mut KvCache::default());
+        let [b, t] = tokens.dims();
+        let q8 = self.q8_for(b * t);
+        let x = self.hidden(
+            tokens,
+            positions,
+            attention_mask,
+            &mut KvCache::default(),
+            q8,
+        );
         let [b, t, d] = x.dims();
         x.slice([0..b, t - 1..t, 0..d]).reshape([b, d])
     }
@@ -613,9 +625,8 @@ impl<B: Backend> Llama<B> {
     }
 
     /// Logits of hidden states `[b, t, d]`: the output head, or the token embedding.
-    fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [b, t, _] = x.dims();
-        if let Some(q8) = self.q8_for(b * t) {
+    fn head(&self, x: Tensor<B, 3>, q8: Option<&Q8Llama>) -> Tensor<B, 3> {
+        if let Some(q8) = q8 {
             return q8.head(x);
         }
         match &self.output {
@@ -657,8 +668,10 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
         attention_mask: Tensor<B, 4>,
         cache: &mut KvCache<B>,
     ) -> Tensor<B, 3> {
-        let x = self.hidden(tokens, positions, attention_mask, cache);
-        self.head(x)
+        let [b, t] = tokens.dims();
+        let q8 = self.q8_for(b * t);
+        let x = self.hidden(tokens, positions, attention_mask, cache, q8);
+        self.head(x, q8)
     }
 
     fn last_logits_cached(
@@ -668,10 +681,12 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
         attention_mask: Tensor<B, 4>,
         cache: &mut KvCache<B>,
     ) -> Tensor<B, 2> {
-        let x = self.hidden(tokens, positions, attention_mask, cache);
+        let [b, t] = tokens.dims();
+        let q8 = self.q8_for(b * t);
+        let x = self.hidden(tokens, positions, attention_mask, cache, q8);
         let [b, t, d] = x.dims();
         let last = x.slice([0..b, t - 1..t, 0..d]);
-        self.head(last).reshape([b, self.vocab()])
+        self.head(last, q8).reshape([b, self.vocab()])
     }
 
     fn max_len(&self) -> usize {
