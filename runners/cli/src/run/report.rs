@@ -1,5 +1,6 @@
-//! The report stage: reads the evaluation table and writes `report.json` and `report.md`
-//! (the tables themselves are built by [`crate::report`]); returns what the terminal shows.
+//! The report stage: reads the evaluation table and writes `report.json`, `report.md` and
+//! `report.html` (the tables are built by [`crate::report`], the page by
+//! [`crate::report_html`]); returns what the terminal shows.
 
 use anyhow::bail;
 
@@ -63,6 +64,22 @@ impl Run {
         self.store.write_file(
             "report.md",
             crate::report::markdown(&report, items).as_bytes(),
+        )?;
+        // metrics.jsonl is appended as work happens: a line a crash tore is skipped.
+        let metrics: Vec<serde_json::Value> =
+            std::fs::read_to_string(self.store.path(super::METRICS_FILE))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .collect();
+        let title = self
+            .store
+            .dir()
+            .file_name()
+            .map_or_else(|| "run".to_string(), |n| n.to_string_lossy().to_string());
+        self.store.write_file(
+            "report.html",
+            crate::report_html::html(&report, &records, &metrics, &title).as_bytes(),
         )?;
         let mut out = format!("CU x100 on {items} held-out items, 95% bootstrap intervals (base = before training, rco = after)\n\n");
         out.push_str(&crate::report::table(&report));

@@ -80,6 +80,7 @@ fn reduced_quickstart_improves_the_critic_and_resumes_after_kill() {
     ] {
         assert!(straight.join(table).is_file(), "{table} missing");
     }
+    crate::report_page::assert_report_renders(&straight);
     assert_eq!(line_count(&straight.join("critiques.jsonl")), 128 * 8);
     assert_eq!(line_count(&straight.join("verdicts.jsonl")), 128 * 8 * 5);
     let health = &straight_report["judge_health"];

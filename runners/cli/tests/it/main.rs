@@ -10,6 +10,7 @@
 //! - `real_servers`: collections against llama.cpp and `rco serve` serving SmolLM2.
 //! - `judges`: a judge written in Python (`kind = "command"`) through a whole run;
 //!   `rco judge-eval` on the built-in preference pairs; `rco rejudge`, the judge ablation.
+//! - `report_page`: `report.html` rendered by headless Chromium.
 //! - `tasks`: the math and code suites with the verifier judges and actors that write
 //!   their own first answers.
 //!
@@ -21,6 +22,7 @@ mod cli;
 mod judges;
 mod real_servers;
 mod remote;
+mod report_page;
 mod scheduling;
 mod serve;
 mod soak;
