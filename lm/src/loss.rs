@@ -1,5 +1,6 @@
-//! The training objectives over any [`CausalLm`]: the supervised warm start and the RCO loss
-//! (the KL-regularised squared error of method.md) with its accumulated optimizer step.
+//! The training objectives over any [`CausalLm`]: the supervised warm start, the RCO loss
+//! (the KL-regularised squared error of method.md) with its accumulated optimizer step, and
+//! the accumulated NLL step of rejection-sampling fine-tuning.
 
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
@@ -111,6 +112,42 @@ where
     let mut total = 0.0;
     for micro in micro_batches {
         let loss = rco_loss(&model, micro, groups_in_step, device);
+        total += loss.clone().into_scalar().elem::<f64>();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        accumulator.accumulate(&model, grads);
+    }
+    let model = optimizer.step(learning_rate, model, accumulator.grads());
+    (model, total)
+}
+
+/// One optimizer step of supervised fine-tuning over micro-batches of examples, with
+/// gradient accumulation: the step's loss is the mean negative log-likelihood per
+/// completion token over all its examples. Returns the model and that loss.
+pub fn nll_step<B, M, O>(
+    model: M,
+    optimizer: &mut O,
+    micro_batches: &[Vec<&Example>],
+    learning_rate: f64,
+    device: &B::Device,
+) -> (M, f64)
+where
+    B: AutodiffBackend,
+    M: CausalLm<B> + AutodiffModule<B>,
+    O: Optimizer<M, B>,
+{
+    let tokens: usize = micro_batches
+        .iter()
+        .flatten()
+        .map(|(_, completion)| completion.len())
+        .sum();
+    let mut accumulator = GradientsAccumulator::<M>::new();
+    let mut total = 0.0;
+    for micro in micro_batches {
+        let rows: Vec<Example> = micro.iter().map(|&e| e.clone()).collect();
+        let loss = completion_log_probs(&model, &rows, device)
+            .sum()
+            .neg()
+            .div_scalar(tokens.max(1) as f32);
         total += loss.clone().into_scalar().elem::<f64>();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         accumulator.accumulate(&model, grads);

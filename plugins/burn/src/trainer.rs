@@ -1,6 +1,10 @@
-//! The RCO trainer (`kind = "rco"`): regresses a burn critic onto the closed-form optimum of
-//! the KL-regularised objective (method.md), with AdamW, gradient accumulation and
-//! checkpoint/resume of model and optimizer state.
+//! The trainers of burn critics, sharing AdamW, gradient accumulation and checkpoint/resume
+//! of model and optimizer state:
+//! - `kind = "rco"`: regresses the critic onto the closed-form optimum of the
+//!   KL-regularised objective (method.md);
+//! - `kind = "sft"`: rejection-sampling fine-tuning, the baseline: the NLL of the
+//!   highest-CU critique of each group (groups whose critiques all have the same CU have no
+//!   best one and are left out).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +26,7 @@ use rco_lm::device::DeviceSpec;
 use rco_lm::local::{
     load_local_with_spec, model_exists, model_problem, save_local, LmTokenizer, LocalLm,
 };
-use rco_lm::loss::{rco_step, RcoGroup};
+use rco_lm::loss::{nll_step, rco_step, RcoGroup};
 use rco_lm::sampling::completion_log_probs;
 use rco_lm::LmError;
 use schemars::JsonSchema;
@@ -120,6 +124,78 @@ impl Validate for RcoTrainerConfig {
     }
 }
 
+/// Rejection-sampling fine-tuning of a burn critic: the RCO trainer's settings without the
+/// KL weight.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SftTrainerConfig {
+    /// AdamW learning rate.
+    #[serde(default = "default_lr")]
+    pub learning_rate: f64,
+    /// AdamW decoupled weight decay.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Passes over the groups that have a best critique.
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Groups (one critique each) per micro-batch.
+    #[serde(default = "default_groups")]
+    pub groups_per_batch: usize,
+    /// Micro-batches whose gradients are summed before each optimizer step.
+    #[serde(default = "default_accumulation")]
+    pub accumulation: usize,
+    /// Save model and optimizer state every this many steps (and at the end).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+    /// `cpu`, `wgpu` or `cuda:N`.
+    #[serde(default)]
+    pub device: DeviceSpec,
+    /// The model to start from when the critic is not a local model (as for `rco`).
+    #[serde(default)]
+    pub base_model: Option<PathBuf>,
+}
+
+impl SftTrainerConfig {
+    /// The same settings in the shared trainer's terms.
+    fn shared(&self) -> RcoTrainerConfig {
+        RcoTrainerConfig {
+            beta: default_beta(),
+            learning_rate: self.learning_rate,
+            weight_decay: self.weight_decay,
+            epochs: self.epochs,
+            groups_per_batch: self.groups_per_batch,
+            accumulation: self.accumulation,
+            checkpoint_every: self.checkpoint_every,
+            device: self.device,
+            base_model: self.base_model.clone(),
+        }
+    }
+}
+
+impl Validate for SftTrainerConfig {
+    fn problems(&self, ctx: &ValidateContext) -> Vec<ConfigProblem> {
+        self.shared().problems(ctx)
+    }
+}
+
+/// What a trainer minimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Objective {
+    /// The RCO loss over every critique of a group.
+    Rco,
+    /// The NLL of each group's best critique.
+    Sft,
+}
+
+impl Objective {
+    fn kind(self) -> &'static str {
+        match self {
+            Objective::Rco => "rco",
+            Objective::Sft => "sft",
+        }
+    }
+}
+
 /// Progress saved beside the training checkpoints. Its atomic rewrite is the commit of a
 /// checkpoint: it names the `step-N` directory whose model and optimizer state are complete.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -134,6 +210,7 @@ struct TrainState {
 
 pub struct RcoTrainer {
     name: String,
+    objective: Objective,
     /// Where each step's loss, learning rate and throughput go.
     metrics: Arc<dyn rco_core::Metrics>,
     config: RcoTrainerConfig,
@@ -148,7 +225,10 @@ pub struct RcoTrainer {
 
 impl RcoTrainer {
     fn err(&self, e: impl std::fmt::Display) -> rco_core::Error {
-        rco_core::Error::plugin(format!("trainer `{}` (rco)", self.name), e)
+        rco_core::Error::plugin(
+            format!("trainer `{}` ({})", self.name, self.objective.kind()),
+            e,
+        )
     }
 
     /// The optimizer steps: per epoch a seeded shuffle of the groups, cut into micro-batches.
@@ -182,13 +262,21 @@ impl RcoTrainer {
         let state_path = state_dir.join("state.json");
         let (base_model, tokenizer, spec) = load_local_with_spec::<B>(&self.base, &device)?;
         let rescored;
-        let groups = if self.rescore_reference {
+        let groups = if self.rescore_reference && self.objective == Objective::Rco {
             rescored = rescore(&base_model, &tokenizer, self.chat, groups, &device)?;
             &rescored[..]
         } else {
             groups
         };
-        let encoded = encode_groups(&tokenizer, self.chat, groups, self.config.beta)?;
+        let encoded = match self.objective {
+            Objective::Rco => encode_groups(&tokenizer, self.chat, groups, self.config.beta)?,
+            Objective::Sft => best_critiques(&tokenizer, self.chat, groups)?,
+        };
+        if encoded.is_empty() {
+            return Err(LmError::Tokenize(
+                "no group has a best critique: every group's critiques have the same CU".into(),
+            ));
+        }
         let flat_groups = groups
             .iter()
             .filter(|g| objective::is_flat(&g.critiques.iter().map(|c| c.cu).collect::<Vec<_>>()))
@@ -242,13 +330,28 @@ impl RcoTrainer {
                     .iter()
                     .map(|ids| ids.iter().map(|&i| &encoded[i]).collect())
                     .collect();
-                let (next, loss) = rco_step(
-                    model,
-                    &mut optimizer,
-                    &micro,
-                    self.config.learning_rate,
-                    &device,
-                );
+                let (next, loss) = match self.objective {
+                    Objective::Rco => rco_step(
+                        model,
+                        &mut optimizer,
+                        &micro,
+                        self.config.learning_rate,
+                        &device,
+                    ),
+                    Objective::Sft => {
+                        let rows: Vec<Vec<&(Vec<u32>, Vec<u32>)>> = micro
+                            .iter()
+                            .map(|groups| groups.iter().flat_map(|g| g.rows.iter()).collect())
+                            .collect();
+                        nll_step(
+                            model,
+                            &mut optimizer,
+                            &rows,
+                            self.config.learning_rate,
+                            &device,
+                        )
+                    }
+                };
                 model = next;
                 if !loss.is_finite() {
                     return Err(LmError::Checkpoint {
@@ -373,6 +476,31 @@ fn rescore<B: burn::tensor::backend::Backend>(
     Ok(out)
 }
 
+/// Each group's highest-CU critique (the first of equals) as the one row of a group, for
+/// rejection-sampling fine-tuning; groups whose critiques all have the same CU are left out.
+pub fn best_critiques(
+    tokenizer: &LmTokenizer,
+    chat: bool,
+    groups: &[TrainingGroup],
+) -> Result<Vec<RcoGroup>, LmError> {
+    groups
+        .iter()
+        .filter(|g| !objective::is_flat(&g.critiques.iter().map(|c| c.cu).collect::<Vec<_>>()))
+        .map(|g| {
+            let best = g
+                .critiques
+                .iter()
+                .reduce(|best, c| if c.cu > best.cu { c } else { best })
+                .expect("a group that is not flat has critiques");
+            let prompt = tokenizer.prompt_ids(&g.prompt, chat)?;
+            Ok(RcoGroup {
+                rows: vec![(prompt, tokenizer.completion_ids(&best.text)?)],
+                offsets: vec![0.0],
+            })
+        })
+        .collect()
+}
+
 pub fn encode_groups(
     tokenizer: &LmTokenizer,
     chat: bool,
@@ -429,6 +557,18 @@ impl Trainer for RcoTrainer {
 }
 
 fn build(config: &RcoTrainerConfig, ctx: &TrainerContext) -> Result<Box<dyn Trainer>> {
+    build_with(config, ctx, Objective::Rco)
+}
+
+fn build_sft(config: &SftTrainerConfig, ctx: &TrainerContext) -> Result<Box<dyn Trainer>> {
+    build_with(&config.shared(), ctx, Objective::Sft)
+}
+
+fn build_with(
+    config: &RcoTrainerConfig,
+    ctx: &TrainerContext,
+    objective: Objective,
+) -> Result<Box<dyn Trainer>> {
     // A remote critic has no local base model: the trainer starts from `base_model`.
     let (base, rescore_reference) = match &config.base_model {
         Some(path) => (ctx.resolve(path), true),
@@ -441,12 +581,13 @@ fn build(config: &RcoTrainerConfig, ctx: &TrainerContext) -> Result<Box<dyn Trai
             format!("the base critic (a critic that is not a local model needs `{}.base_model`: a local copy of the model its server serves)", ctx.name)
         };
         return Err(rco_core::Error::plugin(
-            format!("trainer `{}` (rco)", ctx.name),
+            format!("trainer `{}` ({})", ctx.name, objective.kind()),
             format!("no model at {} ({hint})", base.display()),
         ));
     }
     Ok(Box::new(RcoTrainer {
         name: ctx.name.clone(),
+        objective,
         metrics: ctx.metrics.clone(),
         config: config.clone(),
         seed: ctx.seed,
@@ -468,4 +609,13 @@ rco_core::register_plugin! {
     example: "kind = \"rco\"\nbeta = 0.1\nlearning_rate = 1e-3\nepochs = 2\ngroups_per_batch = 8\n",
     config: RcoTrainerConfig,
     build: build,
+}
+
+rco_core::register_plugin! {
+    role: Trainer,
+    kind: "sft",
+    summary: "Rejection-sampling fine-tuning (baseline): NLL of each group's highest-CU critique, flat groups left out (AdamW)",
+    example: "kind = \"sft\"\nlearning_rate = 1e-3\nepochs = 2\ngroups_per_batch = 8\n",
+    config: SftTrainerConfig,
+    build: build_sft,
 }

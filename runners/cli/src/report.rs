@@ -11,7 +11,7 @@ use rco_core::stats::{
 use rco_core::Verdict;
 use serde::{Deserialize, Serialize};
 
-use crate::run::{EvalRecord, CRITICS};
+use crate::run::EvalRecord;
 
 /// One cell: a critic with an actor on one task (or `overall`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,11 +73,14 @@ pub struct JudgeHealth {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    /// The trained critic's name in `cells`: the trainer's kind (`rco`, `sft`, ...).
+    #[serde(default = "default_trained")]
+    pub trained_critic: String,
     /// CU values are ×100.
     pub cu_scale: String,
     pub cells: Vec<Cell>,
     pub judge_health: JudgeHealth,
-    /// RCO minus base CU ×100, overall, per actor.
+    /// The trained critic minus base, CU ×100, overall, per actor.
     pub improvement: BTreeMap<String, f64>,
     /// 95% paired bootstrap interval of `improvement`, per actor: items resampled within each
     /// task, the same draws for both critics.
@@ -285,17 +288,23 @@ fn judge_health(records: &[EvalRecord], scores: Option<&[Option<f64>]>) -> Judge
     }
 }
 
-/// Builds the report from the evaluation records.
+fn default_trained() -> String {
+    "rco".into()
+}
+
+/// Builds the report from the evaluation records of the base critic and the critic named
+/// `trained` (the trainer's kind).
 pub fn build(
     records: &[EvalRecord],
     actors: &[String],
+    trained: &str,
     resamples: usize,
     seed: u64,
     train: Option<rco_core::TrainSummary>,
     pair_scores: Option<&[Option<f64>]>,
 ) -> Report {
     let mut cells = Vec::new();
-    for critic in CRITICS {
+    for critic in ["base", trained] {
         for actor in actors {
             let rs: Vec<&EvalRecord> = records
                 .iter()
@@ -314,12 +323,12 @@ pub fn build(
     };
     let improvement: BTreeMap<String, f64> = actors
         .iter()
-        .filter_map(|a| Some((a.clone(), overall("rco", a)? - overall("base", a)?)))
+        .filter_map(|a| Some((a.clone(), overall(trained, a)? - overall("base", a)?)))
         .collect();
     let (mut improvement_lo, mut improvement_hi) = (BTreeMap::new(), BTreeMap::new());
     for actor in improvement.keys() {
         let (lo, hi) = paired_stratified_bootstrap_diff_ci(
-            &paired_items(records, actor),
+            &paired_items(records, actor, trained),
             resamples,
             rco_core::seed::derive_seed(seed, &["rco-base", actor]),
         );
@@ -327,6 +336,7 @@ pub fn build(
         improvement_hi.insert(actor.clone(), hi);
     }
     Report {
+        trained_critic: trained.to_string(),
         cu_scale: "x100".into(),
         judge_health: judge_health(records, pair_scores),
         cells,
@@ -341,8 +351,13 @@ pub fn build(
     }
 }
 
-/// Per task (in name order), each item's CU ×100 with the rco and the base critic and `actor`.
-fn paired_items(records: &[EvalRecord], actor: &str) -> Vec<Vec<(Option<f64>, Option<f64>)>> {
+/// Per task (in name order), each item's CU ×100 with the trained and the base critic and
+/// `actor`.
+fn paired_items(
+    records: &[EvalRecord],
+    actor: &str,
+    trained: &str,
+) -> Vec<Vec<(Option<f64>, Option<f64>)>> {
     type Pair = (Option<f64>, Option<f64>);
     let mut by_task: BTreeMap<&str, BTreeMap<&str, Pair>> = BTreeMap::new();
     for r in records.iter().filter(|r| r.actor == actor) {
@@ -352,10 +367,10 @@ fn paired_items(records: &[EvalRecord], actor: &str) -> Vec<Vec<(Option<f64>, Op
             .entry(r.item_id.as_str())
             .or_default();
         let cu = r.cu.map(|c| c * 100.0);
-        match r.critic.as_str() {
-            "rco" => pair.0 = cu,
-            "base" => pair.1 = cu,
-            _ => {}
+        if r.critic == trained {
+            pair.0 = cu;
+        } else if r.critic == "base" {
+            pair.1 = cu;
         }
     }
     by_task
@@ -376,7 +391,8 @@ pub fn improvement_line(report: &Report, actor: &str) -> Option<String> {
         _ => String::new(),
     };
     Some(format!(
-        "rco - base with actor `{actor}`: {delta:+.1} CU points{interval}"
+        "{} - base with actor `{actor}`: {delta:+.1} CU points{interval}",
+        report.trained_critic
     ))
 }
 
@@ -458,10 +474,11 @@ pub fn markdown(report: &Report, items: usize) -> String {
     let h = &report.judge_health;
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     let mut md = String::from("# RCO run report\n\n");
-    md.push_str(&format!("Critique utility ×100 on {items} held-out items, with 95% bootstrap intervals. `base` is the critic before training, `rco` after.\n\n```\n{}```\n\n", table(report)));
-    md.push_str(
-        "| actor | RCO − base (overall CU ×100) | 95% paired bootstrap interval |\n|---|---|---|\n",
-    );
+    md.push_str(&format!("Critique utility ×100 on {items} held-out items, with 95% bootstrap intervals. `base` is the critic before training, `{}` after.\n\n```\n{}```\n\n", report.trained_critic, table(report)));
+    md.push_str(&format!(
+        "| actor | {} − base (overall CU ×100) | 95% paired bootstrap interval |\n|---|---|---|\n",
+        report.trained_critic
+    ));
     for (actor, delta) in &report.improvement {
         let interval = match (
             report.improvement_lo.get(actor),
@@ -581,7 +598,7 @@ mod tests {
     fn improvement_has_a_deterministic_paired_interval_around_it() {
         let recs = records(60);
         let actors = vec!["weak".to_string()];
-        let report = build(&recs, &actors, 1000, 9, None, None);
+        let report = build(&recs, &actors, "rco", 1000, 9, None, None);
         let delta = report.improvement["weak"];
         let (lo, hi) = (report.improvement_lo["weak"], report.improvement_hi["weak"]);
         assert!(lo < delta && delta < hi, "{lo} {delta} {hi}");
@@ -596,7 +613,7 @@ mod tests {
         // The same records, seed and resamples give the same interval, whatever the order.
         let mut shuffled = recs.clone();
         shuffled.reverse();
-        let again = build(&shuffled, &actors, 1000, 9, None, None);
+        let again = build(&shuffled, &actors, "rco", 1000, 9, None, None);
         assert_eq!(again.improvement_lo, report.improvement_lo);
         assert_eq!(again.improvement_hi, report.improvement_hi);
         // Existing fields keep their names and shapes; the interval is added beside them.

@@ -124,8 +124,9 @@ fn matrix_section(report: &Report) -> String {
         let hi = report.improvement_hi.get(actor);
         let _ = writeln!(
             out,
-            "<p>{}: RCO − base = {delta:+.1}{}</p>",
+            "<p>{}: {} − base = {delta:+.1}{}</p>",
             escape(actor),
+            escape(&report.trained_critic),
             match (lo, hi) {
                 (Some(lo), Some(hi)) => format!(" [{lo:+.1}, {hi:+.1}] (paired bootstrap)"),
                 _ => String::new(),
@@ -366,7 +367,7 @@ fn examples_section(records: &[EvalRecord]) -> String {
     let mut out = String::from("<h2>Examples</h2>\n");
     // The trained critic's items when there is one, else the last critic's.
     let critics = ordered(records.iter().map(|r| r.critic.as_str()));
-    let Some(critic) = critics.iter().find(|c| *c == "rco").or(critics.last()) else {
+    let Some(critic) = critics.iter().find(|c| *c != "base").or(critics.last()) else {
         out.push_str("<p class=\"note\">no evaluation records</p>\n");
         return out;
     };

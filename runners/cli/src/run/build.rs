@@ -77,7 +77,7 @@ impl Run {
         let ctx = TrainerContext {
             common: self.context("trainer"),
             base_checkpoint: self.critic_dir("base"),
-            output: self.critic_dir("rco"),
+            output: self.critic_dir(&self.trained_name()),
             critic_section: self.loaded.config.critic.clone(),
         };
         Ok(self.loaded.sections.trainer.build(&ctx)?)

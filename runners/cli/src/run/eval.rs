@@ -10,7 +10,7 @@ use rco_core::{Judge, PointwiseRequest, PointwiseScore, RewardEstimator};
 use super::batches::pending_batches;
 use super::pass::{Judged, Pass};
 use super::records::EvalRecord;
-use super::{Run, CRITICS};
+use super::Run;
 
 /// The evaluation's table.
 pub const EVAL_FILE: &str = "eval.jsonl";
@@ -37,9 +37,10 @@ impl Run {
         let reward = self.reward()?;
         let bar = self
             .progress
-            .start("eval", (CRITICS.len() * actors.len() * items.len()) as u64);
+            .start("eval", (2 * actors.len() * items.len()) as u64);
         bar.inc(done.len() as u64);
-        for variant in CRITICS {
+        for variant in &self.critic_names() {
+            let variant = variant.as_str();
             let mut critic = None;
             for actor_name in &actors {
                 let pending = pending_batches(&items, cfg.items_per_batch, |i| {

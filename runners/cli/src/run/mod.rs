@@ -44,7 +44,9 @@ pub use respond::INITIAL_FILE;
 pub use train::TRAIN_SUMMARY_FILE;
 pub use warnings::{RunWarning, WARNINGS_FILE};
 
-/// The critic variants a run evaluates: the base critic and the RCO-trained one.
+/// The critic variants a run with the `rco` trainer evaluates: the base critic and the
+/// trained one. A run names its trained critic after its trainer's kind
+/// ([`Run::critic_names`]); this constant is the `rco` trainer's case.
 pub const CRITICS: [&str; 2] = ["base", "rco"];
 
 /// The ledger's file in the run directory.
@@ -68,6 +70,22 @@ pub struct Run {
 }
 
 impl Run {
+    /// The trained critic's name: the trainer's kind (`rco`, `sft`, ...). Its checkpoint is
+    /// `critic/NAME/` and its rows in `eval.jsonl` and `report.json` carry the name.
+    pub fn trained_name(&self) -> String {
+        self.loaded
+            .resolved
+            .pointer("/trainer/kind")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("rco")
+            .to_string()
+    }
+
+    /// The critics a run evaluates: `base`, then the trained one.
+    pub fn critic_names(&self) -> [String; 2] {
+        ["base".to_string(), self.trained_name()]
+    }
+
     /// Opens (or creates) a run directory for a config; a directory made with another
     /// config is refused.
     pub fn open(

@@ -45,6 +45,7 @@ impl Run {
         let mut report = crate::report::build(
             &records,
             &self.loaded.eval_actors(),
+            &self.trained_name(),
             cfg.eval.bootstrap_resamples,
             cfg.seed,
             train,
@@ -81,7 +82,7 @@ impl Run {
             "report.html",
             crate::report_html::html(&report, &records, &metrics, &title).as_bytes(),
         )?;
-        let mut out = format!("CU x100 on {items} held-out items, 95% bootstrap intervals (base = before training, rco = after)\n\n");
+        let mut out = format!("CU x100 on {items} held-out items, 95% bootstrap intervals (base = before training, {} = after)\n\n", report.trained_critic);
         out.push_str(&crate::report::table(&report));
         for actor in report.improvement.keys() {
             if let Some(line) = crate::report::improvement_line(&report, actor) {
