@@ -19,7 +19,7 @@ use burn::prelude::*;
 use rco_core::LogProbRequest;
 use rco_lm::checkpoint::{self, ModelSpec};
 use rco_lm::device::Cpu;
-use rco_lm::engine::{Engine, Settings};
+use rco_lm::engine::{Engine, Quantize, Settings};
 use rco_lm::loss::{rco_step, RcoGroup};
 use rco_lm::model::CausalLm;
 use rco_lm::sampling::{completion_log_probs, sample, PaddedBatch, SamplingConfig, StopTokens};
@@ -329,6 +329,16 @@ fn critic_on_configured_device_matches_cpu(device_name: &str, tolerance: Toleran
     }
 }
 
+/// The flex engine in f32 (`quantize = "none"`): the parity tests compare f32 arithmetic on
+/// every backend, and GPU devices always run in f32.
+fn f32_on_flex(path: &std::path::Path) -> Engine<Cpu> {
+    let settings = Settings {
+        quantize: Quantize::None,
+        ..Settings::default()
+    };
+    Engine::<Cpu>::open(path, Default::default(), settings).expect("load on flex")
+}
+
 /// SmolLM2 on `B` against flex: the logits of a padded batch of two prompts, the log-probs
 /// the flex tests check against the f32 reference, and a batched greedy decode through the
 /// KV cache.
@@ -337,7 +347,7 @@ fn smollm2_matches_flex<B: Backend>(backend: &str, device: B::Device, tolerance:
     let start = Instant::now();
     let lm = Engine::<B>::load(&path, device).expect("load on the backend");
     eprintln!("{backend} SmolLM2: loaded in {:.2?}", start.elapsed());
-    let reference = Engine::<Cpu>::load(&path, Default::default()).expect("load on flex");
+    let reference = f32_on_flex(&path);
     let raw = ["The capital of France is", "def fibonacci(n):"]
         .map(|p| lm.tokenizer.prompt_ids(p, false).expect("prompt"))
         .to_vec();
@@ -444,7 +454,7 @@ fn qwen2_matches_flex<B: Backend>(backend: &str, device: B::Device, tolerance: T
         "{backend} Qwen2.5-Coder-0.5B: loaded in {:.2?}",
         start.elapsed()
     );
-    let reference = Engine::<Cpu>::load(&path, Default::default()).expect("load on flex");
+    let reference = f32_on_flex(&path);
     let raw = ["def is_prime(n):", "The capital of France is"]
         .map(|p| lm.tokenizer.prompt_ids(p, false).expect("prompt"))
         .to_vec();
