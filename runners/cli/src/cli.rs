@@ -144,6 +144,22 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         min_gap: f64,
     },
+    /// Put finished runs side by side: one CU matrix (RUN/critic rows) and the paired
+    /// difference of every two critics from different runs evaluated on the same items.
+    Compare {
+        /// Two or more run directories (each with report.json and eval.jsonl).
+        #[arg(required = true, num_args = 2..)]
+        runs: Vec<PathBuf>,
+        /// Where the comparison is written as JSON.
+        #[arg(long, default_value = "compare.json")]
+        out: PathBuf,
+        /// Bootstrap resamples of each paired interval.
+        #[arg(long, default_value_t = 1000)]
+        resamples: usize,
+        /// Seed of the bootstrap.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Validate a config and report every problem.
     Check { config: PathBuf },
     /// Print the JSON Schema of config files.
@@ -306,6 +322,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 e.pairs,
                 e.dir.join(crate::export_groups::PREFERENCE_FILE).display()
             );
+            Ok(())
+        }
+        Command::Compare {
+            runs,
+            out,
+            resamples,
+            seed,
+        } => {
+            let comparison = crate::compare::compare(&runs, resamples, seed)?;
+            print!("{}", crate::compare::text(&comparison));
+            let json = serde_json::to_vec_pretty(&comparison)?;
+            let partial = out.with_extension("json.partial");
+            std::fs::write(&partial, json)
+                .with_context(|| format!("writing {}", partial.display()))?;
+            std::fs::rename(&partial, &out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("written to {}", out.display());
             Ok(())
         }
         Command::Check { config } => {
