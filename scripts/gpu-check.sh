@@ -78,6 +78,8 @@ else
   echo
   echo "== CUDA (NVRTC: $nvrtc)"
   run "CUDA parity test" "${parity[@]}" --features cuda "${parity_args[@]}"
+  run "rco backends cpu,cuda:0" cargo run -q -p rco-cli --features cuda -- backends \
+    --model "$SMOLLM2_GGUF" --devices cpu,cuda:0 --out "$CARGO_TARGET_DIR/backends-cuda.json"
   [ "$bench" = 1 ] && run "CUDA benchmark" BENCH_DEVICE=cuda:0 cargo bench -p rco-benches --features cuda --bench llama
 fi
 
@@ -95,6 +97,8 @@ else
   echo
   echo "== Vulkan (ICD $icd)"
   run "Vulkan (wgpu) parity test" VK_ICD_FILENAMES="$icd" "${parity[@]}" --features wgpu "${parity_args[@]}"
+  run "rco backends cpu,wgpu" VK_ICD_FILENAMES="$icd" cargo run -q -p rco-cli --features wgpu -- backends \
+    --model "$SMOLLM2_GGUF" --devices cpu,wgpu --out "$CARGO_TARGET_DIR/backends-wgpu.json"
   [ "$bench" = 1 ] && run "Vulkan (wgpu) benchmark" VK_ICD_FILENAMES="$icd" BENCH_DEVICE=wgpu cargo bench -p rco-benches --features wgpu --bench llama
 fi
 

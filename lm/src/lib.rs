@@ -16,7 +16,8 @@
 //! `rco serve` ([`batcher`]) are all built on it. Two models score rather than generate: a
 //! decoder with a sequence-classification head ([`reward`]) and PairRM ([`pairrm`]), a
 //! DeBERTa-v3 encoder ([`deberta`]) with llm-blender's pairwise head; Hugging Face weights
-//! are read by tensor name through [`weights`]. No plugin is registered here.
+//! are read by tensor name through [`weights`]. [`parity`] compares one model across
+//! devices (`rco backends`). No plugin is registered here.
 
 pub mod batcher;
 pub mod checkpoint;
@@ -35,6 +36,7 @@ pub mod local;
 pub mod loss;
 pub mod model;
 pub mod pairrm;
+pub mod parity;
 pub mod quant;
 pub mod reward;
 pub mod sampling;

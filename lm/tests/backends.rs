@@ -329,6 +329,27 @@ fn critic_on_configured_device_matches_cpu(device_name: &str, tolerance: Toleran
     }
 }
 
+/// `rco backends`' comparison ([`rco_lm::parity`]) of SmolLM2 on flex and on the backend:
+/// within the bounds this suite holds the backend to.
+fn parity_report_is_within_tolerance(device_name: &str, tolerance: Tolerance) {
+    use rco_lm::parity::{compare, Target};
+    let bounds = rco_lm::parity::Tolerance {
+        logits: tolerance.smollm2_logits,
+        log_probs: tolerance.smollm2_logits,
+        near_tie: tolerance.near_tie.max(0.05),
+        step_loss: if tolerance.near_tie > 0.0 { 5e-2 } else { 1e-3 },
+        step_log_probs: f64::from(tolerance.log_probs) * 10.0,
+    };
+    let targets = [
+        Target::parse("cpu").expect("cpu"),
+        Target::parse(device_name).expect("device"),
+    ];
+    let prompts = ["The capital of France is", "def fibonacci(n):"].map(String::from);
+    let report = compare(&smollm2(), &targets, &prompts, 8, bounds).expect("compare");
+    eprintln!("{}", report.table());
+    assert!(report.passed(), "{}", report.table());
+}
+
 /// The flex engine in f32 (`quantize = "none"`): the parity tests compare f32 arithmetic on
 /// every backend, and GPU devices always run in f32.
 fn f32_on_flex(path: &std::path::Path) -> Engine<Cpu> {
@@ -577,6 +598,11 @@ macro_rules! backend_suite {
             #[test]
             fn smollm2_matches_flex() {
                 super::smollm2_matches_flex::<$backend>($device_name, $device, $tolerance);
+            }
+
+            #[test]
+            fn parity_report_is_within_tolerance() {
+                super::parity_report_is_within_tolerance($device_name, $tolerance);
             }
         }
     };

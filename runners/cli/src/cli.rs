@@ -160,6 +160,28 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Load a model on several devices and compare each with the first: logits and
+    /// log-probs (largest difference, top-1), greedy continuations (first divergence, near-tie
+    /// or not) and one RCO training step; prints a table, writes JSON, and exits non-zero
+    /// when a device is beyond the tolerances.
+    Backends {
+        /// A GGUF file, Hugging Face directory or checkpoint directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Comma-separated devices, the first the reference: cpu, wgpu, cuda:N, each
+        /// optionally with +q8_0 (the CPU's Q8_0 inference path).
+        #[arg(long, default_value = "cpu,wgpu")]
+        devices: String,
+        /// Prompts, read raw (no chat template): a JSON list of strings, or one per line.
+        #[arg(long)]
+        prompts: Option<PathBuf>,
+        /// Tokens of each greedy continuation.
+        #[arg(long, default_value_t = 16)]
+        max_tokens: usize,
+        /// Where the comparison is written as JSON.
+        #[arg(long, default_value = "backends.json")]
+        out: PathBuf,
+    },
     /// Validate a config and report every problem.
     Check { config: PathBuf },
     /// Print the JSON Schema of config files.
@@ -341,6 +363,64 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("written to {}", out.display());
             Ok(())
         }
+        Command::Backends {
+            model,
+            devices,
+            prompts,
+            max_tokens,
+            out,
+        } => {
+            let targets = devices
+                .split(',')
+                .map(|d| rco_lm::parity::Target::parse(d.trim()))
+                .collect::<Result<Vec<_>, _>>()
+                .context("--devices")?;
+            let prompts: Vec<String> = match prompts {
+                None => DEFAULT_PARITY_PROMPTS
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect(),
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    if text.trim_start().starts_with('[') {
+                        serde_json::from_str(&text).with_context(|| {
+                            format!("{}: not a JSON list of strings", path.display())
+                        })?
+                    } else {
+                        text.lines()
+                            .filter(|l| !l.trim().is_empty())
+                            .map(str::to_string)
+                            .collect()
+                    }
+                }
+            };
+            if prompts.is_empty() {
+                anyhow::bail!("--prompts: no prompt");
+            }
+            let report = rco_lm::parity::compare(
+                &model,
+                &targets,
+                &prompts,
+                max_tokens,
+                rco_lm::parity::Tolerance::default(),
+            )?;
+            print!("{}", report.table());
+            let json = serde_json::to_vec_pretty(&report)?;
+            let partial = out.with_extension("json.partial");
+            std::fs::write(&partial, json)
+                .with_context(|| format!("writing {}", partial.display()))?;
+            std::fs::rename(&partial, &out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("written to {}", out.display());
+            if !report.passed() {
+                anyhow::bail!(
+                    "a device is beyond the tolerances (see above and {})",
+                    out.display()
+                );
+            }
+            Ok(())
+        }
         Command::Check { config } => {
             if config::is_judge_only(&config)? {
                 let loaded = config::load_judge(&config)?;
@@ -445,6 +525,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 }
+
+/// The prompts `rco backends` compares on when given none: prose, code and arithmetic.
+const DEFAULT_PARITY_PROMPTS: [&str; 3] = [
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Question: What is 12 + 7?\nAnswer:",
+];
 
 fn kind(section: &serde_json::Value) -> &str {
     section.get("kind").and_then(|k| k.as_str()).unwrap_or("?")
