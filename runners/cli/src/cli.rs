@@ -354,12 +354,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let comparison = crate::compare::compare(&runs, resamples, seed)?;
             print!("{}", crate::compare::text(&comparison));
-            let json = serde_json::to_vec_pretty(&comparison)?;
-            let partial = out.with_extension("json.partial");
-            std::fs::write(&partial, json)
-                .with_context(|| format!("writing {}", partial.display()))?;
-            std::fs::rename(&partial, &out)
-                .with_context(|| format!("writing {}", out.display()))?;
+            write_json(&out, &comparison)?;
             eprintln!("written to {}", out.display());
             Ok(())
         }
@@ -406,12 +401,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 rco_lm::parity::Tolerance::default(),
             )?;
             print!("{}", report.table());
-            let json = serde_json::to_vec_pretty(&report)?;
-            let partial = out.with_extension("json.partial");
-            std::fs::write(&partial, json)
-                .with_context(|| format!("writing {}", partial.display()))?;
-            std::fs::rename(&partial, &out)
-                .with_context(|| format!("writing {}", out.display()))?;
+            write_json(&out, &report)?;
             eprintln!("written to {}", out.display());
             if !report.passed() {
                 anyhow::bail!(
@@ -524,6 +514,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Writes `value` as pretty JSON to a temporary file and renames it to `out`: a reader never
+/// sees half a file.
+fn write_json(out: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let partial = out.with_extension("json.partial");
+    std::fs::write(&partial, serde_json::to_vec_pretty(value)?)
+        .with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, out).with_context(|| format!("writing {}", out.display()))
 }
 
 /// The prompts `rco backends` compares on when given none: prose, code and arithmetic.

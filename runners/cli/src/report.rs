@@ -25,8 +25,20 @@ pub struct Cell {
     pub cu_hi: f64,
     /// Items with a valid CU.
     pub n: usize,
-    /// Mean pointwise score of the refinements (judge's scale), where the judge gives one.
+    /// Mean pointwise score of the refinements (judge's scale), where the judge gives one:
+    /// the mean of the items' mean scores.
     pub rqs: Option<f64>,
+    /// 95% bootstrap interval of `rqs` (items resampled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rqs_lo: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rqs_hi: Option<f64>,
+    /// Items with an RQS.
+    #[serde(default)]
+    pub rqs_n: usize,
+    /// Pointwise scores the judge gave that could not be read (left out of `rqs`).
+    #[serde(default)]
+    pub rqs_invalid: usize,
     /// With a verifier judge: the share of items whose initial response is correct.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_solved: Option<f64>,
@@ -151,11 +163,23 @@ fn cell(
     }
     let mut cells = Vec::new();
     let mut task_values: Vec<Vec<f64>> = Vec::new();
-    let mut all_rqs = Vec::new();
+    let mut task_rqs: Vec<Vec<f64>> = Vec::new();
+    let rqs_interval = |values: &[f64], key: &str| -> (Option<f64>, Option<f64>) {
+        if values.is_empty() {
+            return (None, None);
+        }
+        let (lo, hi) = bootstrap_ci(
+            values,
+            resamples,
+            rco_core::seed::derive_seed(seed, &[critic, actor, key, "rqs"]),
+        );
+        (Some(lo), Some(hi))
+    };
     for (task, rs) in &by_task {
         let values: Vec<f64> = rs.iter().filter_map(|r| r.cu).map(|c| c * 100.0).collect();
         let rqs: Vec<f64> = rs.iter().filter_map(|r| r.rqs).collect();
-        all_rqs.extend(rqs.iter().copied());
+        let (rqs_lo, rqs_hi) = rqs_interval(&rqs, task);
+        let rqs_invalid = rs.iter().map(|r| r.rqs_invalid).sum();
         let (lo, hi) = bootstrap_ci(
             &values,
             resamples,
@@ -171,11 +195,16 @@ fn cell(
             cu_hi: hi,
             n: values.len(),
             rqs: (!rqs.is_empty()).then(|| mean(&rqs)),
+            rqs_lo,
+            rqs_hi,
+            rqs_n: rqs.len(),
+            rqs_invalid,
             initial_solved,
             refined_solved,
             initial_rqs,
         });
         task_values.push(values);
+        task_rqs.push(rqs);
     }
     // Overall: unweighted mean of task means; the interval resamples items within each task.
     let overall = mean(&task_values.iter().map(|v| mean(v)).collect::<Vec<_>>());
@@ -185,6 +214,10 @@ fn cell(
         rco_core::seed::derive_seed(seed, &[critic, actor, "overall"]),
     );
     let (initial_solved, refined_solved, initial_rqs) = solve_rates(records);
+    // The overall RQS keeps the meaning it had before intervals: the mean over all items
+    // (not of task means), so its interval resamples all items.
+    let all_rqs: Vec<f64> = task_rqs.into_iter().flatten().collect();
+    let (rqs_lo, rqs_hi) = rqs_interval(&all_rqs, "overall");
     cells.push(Cell {
         critic: critic.into(),
         actor: actor.into(),
@@ -194,6 +227,10 @@ fn cell(
         cu_hi: hi,
         n: task_values.iter().map(Vec::len).sum(),
         rqs: (!all_rqs.is_empty()).then(|| mean(&all_rqs)),
+        rqs_lo,
+        rqs_hi,
+        rqs_n: all_rqs.len(),
+        rqs_invalid: records.iter().map(|r| r.rqs_invalid).sum(),
         initial_solved,
         refined_solved,
         initial_rqs,
@@ -583,6 +620,7 @@ mod tests {
                     pairs: Vec::new(),
                     cu: Some(cu),
                     rqs: None,
+                    rqs_invalid: 0,
                     initial_chars: 10,
                     length_change: 0.0,
                     initial_score: None,
@@ -627,5 +665,44 @@ mod tests {
         );
         assert!(markdown(&report, 60)
             .contains(&format!("| weak | {delta:+.1} | [{lo:+.1}, {hi:+.1}] |")));
+    }
+
+    /// RQS: an interval around each cell's mean, and the unreadable scores counted.
+    #[test]
+    fn rqs_has_an_interval_and_invalid_scores_are_counted() {
+        let mut recs = records(40);
+        for (i, r) in recs.iter_mut().enumerate() {
+            // Item i scores i % 10 (the odd items' refinements had one unreadable score).
+            r.rqs = (i % 7 != 0).then_some((i % 10) as f64);
+            r.rqs_invalid = i % 2;
+        }
+        let report = build(&recs, &["weak".to_string()], "rco", 1000, 3, None, None);
+        for c in &report.cells {
+            let (lo, hi, rqs) = (c.rqs_lo.unwrap(), c.rqs_hi.unwrap(), c.rqs.unwrap());
+            assert!(lo <= rqs && rqs <= hi && lo < hi, "{c:?}");
+            let mine: Vec<&EvalRecord> = recs
+                .iter()
+                .filter(|r| r.critic == c.critic && (c.task == "overall" || r.task == c.task))
+                .collect();
+            assert_eq!(c.rqs_n, mine.iter().filter(|r| r.rqs.is_some()).count());
+            assert_eq!(
+                c.rqs_invalid,
+                mine.iter().map(|r| r.rqs_invalid).sum::<usize>()
+            );
+        }
+        // Without scores there is no interval.
+        let plain = build(
+            &records(10),
+            &["weak".to_string()],
+            "rco",
+            100,
+            3,
+            None,
+            None,
+        );
+        assert!(plain
+            .cells
+            .iter()
+            .all(|c| c.rqs_lo.is_none() && c.rqs_n == 0));
     }
 }

@@ -96,7 +96,7 @@ fn matrix_section(report: &Report) -> String {
     );
     out.push_str(
         "<table><tr><th class=\"l\">actor</th><th class=\"l\">task</th>\
-         <th class=\"l\">critic</th><th>CU</th><th>95% interval</th><th>n</th><th>RQS</th>\
+         <th class=\"l\">critic</th><th>CU</th><th>95% interval</th><th>n</th><th>RQS [95%]</th><th>unreadable scores</th>\
          <th>first answers solved</th><th>refinements solved</th></tr>\n",
     );
     let opt =
@@ -105,7 +105,7 @@ fn matrix_section(report: &Report) -> String {
         let _ = writeln!(
             out,
             "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td>\
-             <td>{:.1}</td><td>[{:.1}, {:.1}]</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{:.1}</td><td>[{:.1}, {:.1}]</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&c.actor),
             escape(&c.task),
             escape(&c.critic),
@@ -113,7 +113,11 @@ fn matrix_section(report: &Report) -> String {
             c.cu_lo,
             c.cu_hi,
             c.n,
-            opt(c.rqs, 1.0),
+            match (c.rqs, c.rqs_lo, c.rqs_hi) {
+                (Some(r), Some(lo), Some(hi)) => format!("{r:.2} [{lo:.2}, {hi:.2}]"),
+                _ => "-".to_string(),
+            },
+            c.rqs_invalid,
             opt(c.initial_solved, 100.0),
             opt(c.refined_solved, 100.0),
         );

@@ -147,10 +147,13 @@ impl Run {
                 .map(|r| r.chars().count() as f64 - initial_chars as f64)
                 .collect();
             let mut rqs = Vec::new();
+            let mut rqs_invalid = 0;
             if let Some(scores) = scores.as_mut() {
                 for _ in 0..lengths.len() {
-                    if let Some(PointwiseScore::Score(s)) = scores.next() {
-                        rqs.push(s);
+                    match scores.next() {
+                        Some(PointwiseScore::Score(s)) => rqs.push(s),
+                        Some(PointwiseScore::Invalid { .. }) => rqs_invalid += 1,
+                        None => {}
                     }
                 }
             }
@@ -173,6 +176,7 @@ impl Run {
                 pairs,
                 cu: (!cus.is_empty()).then(|| rco_core::stats::mean(&cus)),
                 rqs: (!rqs.is_empty()).then(|| rco_core::stats::mean(&rqs)),
+                rqs_invalid,
                 initial_chars,
                 length_change: if lengths.is_empty() {
                     0.0

@@ -87,6 +87,10 @@ pub struct EvalRecord {
     pub cu: Option<f64>,
     /// Mean pointwise score of the refinements, where the judge gives one.
     pub rqs: Option<f64>,
+    /// Refinements whose pointwise score the judge gave but could not be read (left out of
+    /// `rqs`).
+    #[serde(default)]
+    pub rqs_invalid: usize,
     /// Characters in the initial response (length changes are measured against it).
     pub initial_chars: usize,
     /// Mean length change of the refinements (characters, refined minus initial).
