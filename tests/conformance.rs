@@ -40,6 +40,7 @@ const COVERED: &[(Role, &str)] = &[
     (Role::Judge, "verifier"),
     (Role::RewardEstimator, "cu"),
     (Role::Trainer, "rco"),
+    (Role::Trainer, "sft"),
 ];
 
 /// The prompt templates the tiny character model can spell.
@@ -245,19 +246,22 @@ async fn reward_estimators_conform() {
 #[tokio::test]
 async fn trainers_conform() {
     let (dir, base) = tiny_model();
-    let ctx = TrainerContext {
-        common: context("trainer"),
-        base_checkpoint: base,
-        output: dir.path().join("rco"),
-        critic_section: json!({"kind": "quickstart"}),
-    };
-    let section = json!({"kind": "rco", "epochs": 1, "groups_per_batch": 2, "checkpoint_every": 1});
-    trainer_conforms(
-        || build::<TrainerRole>("trainer", &section, &ctx),
-        &groups(&items(), critique_prompt),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("trainer `rco`: {e}"));
+    for kind in ["rco", "sft"] {
+        let ctx = TrainerContext {
+            common: context("trainer"),
+            base_checkpoint: base.clone(),
+            output: dir.path().join(kind),
+            critic_section: json!({"kind": "quickstart"}),
+        };
+        let section =
+            json!({"kind": kind, "epochs": 1, "groups_per_batch": 2, "checkpoint_every": 1});
+        trainer_conforms(
+            || build::<TrainerRole>("trainer", &section, &ctx),
+            &groups(&items(), critique_prompt),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("trainer `{kind}`: {e}"));
+    }
 }
 
 #[test]
