@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use crate::gguf::GgufFile;
-use crate::llama_q8::Q8Llama;
+use crate::llama_q8::{BlockProjections, Q8Llama};
 use crate::model::{project, CausalLm, KvCache};
 use crate::sampling::MASKED;
 use crate::LmError;
@@ -712,12 +712,17 @@ impl<B: Backend> Llama<B> {
     /// [`Llama::drop_q8`] or this again. Autodiff models should not: the products leave
     /// burn's graph.
     pub fn quantize_q8(&mut self) -> bool {
-        self.q8 = Q8Llama::new(
-            &self.blocks,
-            self.output.as_ref(),
-            self.embedding.weight.val(),
-        )
-        .map(Arc::new);
+        let blocks = self.blocks.iter().map(|b| BlockProjections {
+            query: &b.query,
+            key: &b.key,
+            value: &b.value,
+            output: &b.output,
+            gate: &b.gate,
+            up: &b.up,
+            down: &b.down,
+        });
+        self.q8 =
+            Q8Llama::new(blocks, self.output.as_ref(), self.embedding.weight.val()).map(Arc::new);
         self.q8.is_some()
     }
     /// The Q8_0 snapshot, when there is one and a product has at most

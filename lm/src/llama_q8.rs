@@ -25,6 +25,17 @@ pub struct Q8Block {
     down: Q8Matrix,
 }
 
+/// One decoder block's projections, as the model holds them.
+pub struct BlockProjections<'a, B: Backend> {
+    pub query: &'a Linear<B>,
+    pub key: &'a Linear<B>,
+    pub value: &'a Linear<B>,
+    pub output: &'a Linear<B>,
+    pub gate: &'a Linear<B>,
+    pub up: &'a Linear<B>,
+    pub down: &'a Linear<B>,
+}
+
 /// Every block's matrices and the output head.
 #[derive(Debug, Clone)]
 pub struct Q8Llama {
@@ -58,20 +69,20 @@ fn tensor<B: Backend>(values: Vec<f32>, shape: [usize; 3], device: &B::Device) -
 }
 
 impl Q8Llama {
-    /// The snapshot of a model's weights; `None` when a matrix's input size is not a
-    /// multiple of 32 (the model then runs in f32).
-    pub fn new<B: Backend>(
-        blocks: &[crate::llama::LlamaBlock<B>],
+    /// The snapshot of a model's weights: each block's projections as
+    /// [`BlockProjections`], the untied head if there is one, else the token embedding;
+    /// `None` when a matrix's input size is not a multiple of 32 (the model then runs in f32).
+    pub fn new<'a, B: Backend>(
+        blocks: impl Iterator<Item = BlockProjections<'a, B>>,
         head: Option<&Linear<B>>,
         embedding: Tensor<B, 2>,
     ) -> Option<Self> {
         let blocks = blocks
-            .iter()
             .map(|block| {
                 let parts = [
-                    quantize_linear(&block.query)?,
-                    quantize_linear(&block.key)?,
-                    quantize_linear(&block.value)?,
+                    quantize_linear(block.query)?,
+                    quantize_linear(block.key)?,
+                    quantize_linear(block.value)?,
                 ];
                 let qkv_rows = [parts[0].rows(), parts[1].rows(), parts[2].rows()];
                 let qkv_bias = match (&block.query.bias, &block.key.bias, &block.value.bias) {
@@ -87,12 +98,12 @@ impl Q8Llama {
                     qkv: Q8Matrix::stack(&parts)?,
                     qkv_rows,
                     qkv_bias,
-                    output: quantize_linear(&block.output)?,
+                    output: quantize_linear(block.output)?,
                     gate_up: Q8Matrix::stack(&[
-                        quantize_linear(&block.gate)?,
-                        quantize_linear(&block.up)?,
+                        quantize_linear(block.gate)?,
+                        quantize_linear(block.up)?,
                     ])?,
-                    down: quantize_linear(&block.down)?,
+                    down: quantize_linear(block.down)?,
                 })
             })
             .collect::<Option<Vec<_>>>()?;
