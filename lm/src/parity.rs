@@ -384,44 +384,47 @@ fn judge(
             }
         }
     }
+    // Where the continuations part on a token choice: the prompt, the position, the context
+    // and the two tokens. The reference is loaded once for all of them.
+    let mut parted = Vec::new();
     let mut greedy = Vec::new();
     for (i, (ours, theirs)) in other.greedy.iter().zip(&base.greedy).enumerate() {
         let same = ours.iter().zip(theirs).take_while(|(a, b)| a == b).count();
-        if ours == theirs {
-            greedy.push(GreedyParity {
-                prompt: i,
-                first_divergence: None,
-                reference_gap: None,
-                near_tie: None,
-            });
-            continue;
-        }
-        // The reference's log-probs where the continuations part.
-        let context: Vec<u32> = ids[i].iter().chain(&theirs[..same]).copied().collect();
-        let gap = match (ours.get(same), theirs.get(same)) {
-            (Some(&a), Some(&b)) => {
-                let lp = crate::with_backend!(reference.device, |B, device| {
-                    let engine = Engine::<B>::open(
-                        path,
-                        device,
-                        Settings {
-                            quantize: reference.quantize,
-                            ..Settings::default()
-                        },
-                    )?;
-                    engine.next_token_log_probs(&context)
-                })?;
-                Some(lp[b as usize] - lp[a as usize])
-            }
-            // One stopped where the other went on: not a token choice to weigh.
-            _ => None,
-        };
         greedy.push(GreedyParity {
             prompt: i,
-            first_divergence: Some(same),
-            reference_gap: gap,
-            near_tie: gap.map(|g| g < tolerance.near_tie),
+            first_divergence: (ours != theirs).then_some(same),
+            reference_gap: None,
+            near_tie: None,
         });
+        // One stopped where the other went on: not a token choice to weigh.
+        if let (Some(&a), Some(&b)) = (ours.get(same), theirs.get(same)) {
+            let context: Vec<u32> = ids[i].iter().chain(&theirs[..same]).copied().collect();
+            parted.push((i, context, a as usize, b as usize));
+        }
+    }
+    if !parted.is_empty() {
+        let gaps: Vec<f32> = crate::with_backend!(reference.device, |B, device| {
+            let engine = Engine::<B>::open(
+                path,
+                device,
+                Settings {
+                    quantize: reference.quantize,
+                    ..Settings::default()
+                },
+            )?;
+            parted
+                .iter()
+                .map(|(_, context, a, b)| {
+                    engine
+                        .next_token_log_probs(context)
+                        .map(|lp| lp[*b] - lp[*a])
+                })
+                .collect::<Result<Vec<f32>, LmError>>()
+        })?;
+        for ((i, ..), gap) in parted.iter().zip(gaps) {
+            greedy[*i].reference_gap = Some(gap);
+            greedy[*i].near_tie = Some(gap < tolerance.near_tie);
+        }
     }
     let max_step = other
         .updated
