@@ -25,6 +25,7 @@ const COVERED: &[(Role, &str)] = &[
     (Role::Critic, "burn"),
     (Role::Critic, "openai"),
     (Role::Critic, "quickstart"),
+    (Role::Critic, "self-refine"),
     (Role::Actor, "burn"),
     (Role::Actor, "openai"),
     (Role::Actor, "quickstart"),
@@ -41,6 +42,7 @@ const COVERED: &[(Role, &str)] = &[
     (Role::RewardEstimator, "cu"),
     (Role::Trainer, "rco"),
     (Role::Trainer, "sft"),
+    (Role::Trainer, "dpco"),
 ];
 
 /// The prompt templates the tiny character model can spell.
@@ -145,10 +147,23 @@ async fn critics_conform() {
         &CriticContext::new(context("critic")),
     );
     let remote = check::<CriticRole>(&openai(&server), &CriticContext::new(context("critic")));
+    // The self-refine critic is built for one actor: the quickstart actor (its own
+    // self-critique) and the burn actor (answering the critique prompt).
+    let with_actor = |actor: &Value| {
+        let mut ctx = CriticContext::new(context("critic"));
+        ctx.actor = Some(check::<ActorRole>(actor, &context("actor")));
+        check::<CriticRole>(&json!({"kind": "self-refine"}), &ctx)
+    };
+    let self_quickstart = with_actor(&json!({"kind": "quickstart", "strength": "strong"}));
+    let self_burn = with_actor(
+        &json!({"kind": "burn", "checkpoint": base.to_string_lossy(), "sampling": {"temperature": 1.0, "max_tokens": 4}}),
+    );
     for (name, critic) in [
         ("quickstart", quickstart),
         ("burn", burn),
         ("openai", remote),
+        ("self-refine (quickstart actor)", self_quickstart),
+        ("self-refine (burn actor)", self_burn),
     ] {
         critic_conforms(critic.as_ref(), &items(), critique_prompt)
             .await
@@ -246,7 +261,7 @@ async fn reward_estimators_conform() {
 #[tokio::test]
 async fn trainers_conform() {
     let (dir, base) = tiny_model();
-    for kind in ["rco", "sft"] {
+    for kind in ["rco", "sft", "dpco"] {
         let ctx = TrainerContext {
             common: context("trainer"),
             base_checkpoint: base.clone(),

@@ -130,6 +130,36 @@ impl Judge for ReaskInvalid {
         Ok(judgements)
     }
 
+    async fn compare_critiques(
+        &self,
+        comparisons: &[crate::CritiqueComparison],
+    ) -> Result<Vec<Judgement>> {
+        let mut judgements = self.inner.compare_critiques(comparisons).await?;
+        for attempt in 1..=self.attempts {
+            let again: Vec<usize> = (0..judgements.len())
+                .filter(|&i| !judgements[i].verdict.is_valid())
+                .collect();
+            if again.is_empty() {
+                break;
+            }
+            let retry: Vec<crate::CritiqueComparison> = again
+                .iter()
+                .map(|&i| crate::CritiqueComparison {
+                    seed: crate::seed::derive_seed(
+                        comparisons[i].seed,
+                        &["reask", &attempt.to_string()],
+                    ),
+                    ..comparisons[i].clone()
+                })
+                .collect();
+            let answers = self.inner.compare_critiques(&retry).await?;
+            for (i, answer) in again.into_iter().zip(answers) {
+                judgements[i] = answer;
+            }
+        }
+        Ok(judgements)
+    }
+
     async fn score(&self, requests: &[PointwiseRequest]) -> Result<Vec<PointwiseScore>> {
         self.inner.score(requests).await
     }

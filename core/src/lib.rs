@@ -18,6 +18,7 @@ pub mod prompts;
 pub mod registry;
 pub mod reward;
 pub mod seed;
+pub mod self_refine;
 pub mod stats;
 pub mod store;
 pub mod suites;

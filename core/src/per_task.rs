@@ -134,6 +134,18 @@ impl AsyncCall<Comparison, Judgement> for Compare {
     }
 }
 
+struct CompareCritiques;
+#[async_trait]
+impl AsyncCall<crate::CritiqueComparison, Judgement> for CompareCritiques {
+    async fn call(
+        &self,
+        judge: &dyn Judge,
+        requests: &[crate::CritiqueComparison],
+    ) -> Result<Vec<Judgement>> {
+        judge.compare_critiques(requests).await
+    }
+}
+
 struct Score;
 #[async_trait]
 impl AsyncCall<PointwiseRequest, PointwiseScore> for Score {
@@ -159,6 +171,14 @@ impl Judge for PerTaskJudge {
 
     async fn compare(&self, comparisons: &[Comparison]) -> Result<Vec<Judgement>> {
         self.routed(comparisons, |c| c.task.as_str(), Compare).await
+    }
+
+    async fn compare_critiques(
+        &self,
+        comparisons: &[crate::CritiqueComparison],
+    ) -> Result<Vec<Judgement>> {
+        self.routed(comparisons, |c| c.item.task.as_str(), CompareCritiques)
+            .await
     }
 
     async fn score(&self, requests: &[PointwiseRequest]) -> Result<Vec<PointwiseScore>> {

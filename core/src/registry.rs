@@ -367,6 +367,10 @@ pub struct CriticContext {
     /// trained weights, when training said they must be served
     /// ([`crate::TrainedCritic::Served`]); a plugin that asks a server asks this one.
     pub endpoint: Option<String>,
+    /// The actor whose answers the critic critiques, when the runner builds the critic for
+    /// one actor (the critics of `[eval.critics]` are built once per evaluation actor); a
+    /// critic that critiques with that actor (`self-refine`) needs it.
+    pub actor: Option<Arc<dyn Actor>>,
 }
 
 impl CriticContext {
@@ -376,6 +380,7 @@ impl CriticContext {
             checkpoint: None,
             create_checkpoint: false,
             endpoint: None,
+            actor: None,
         }
     }
 

@@ -357,6 +357,16 @@ pub fn groups(items: &[TaskItem], prompt: impl Fn(&TaskItem) -> String) -> Vec<T
                     cu: 0.0,
                 },
             ],
+            // The judge preferred the first critique in both orders.
+            preferences: vec![crate::CritiquePreference {
+                a: 0,
+                b: 1,
+                score: Some(1.0),
+                pair: crate::BothOrders::from_judgements(
+                    crate::Judgement::hard(crate::Verdict::A),
+                    crate::Judgement::hard(crate::Verdict::B),
+                ),
+            }],
         })
         .collect()
 }

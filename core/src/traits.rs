@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BothOrders, Comparison, Critique, Judgement, PointwiseScore, Refinement, Result, TaskItem,
+    BothOrders, Comparison, Critique, CritiqueComparison, Judgement, PointwiseScore, Refinement,
+    Result, TaskItem,
 };
 
 /// Ask a critic for `n` critiques of one item's initial response.
@@ -122,6 +123,45 @@ pub trait Actor: Send + Sync {
 
     /// `m` refinements per request, in request order.
     async fn refine(&self, requests: &[RefineRequest]) -> Result<Vec<Vec<Refinement>>>;
+
+    /// `n` critiques of the item's initial response written by the actor itself, for the
+    /// self-refine baseline (the `self-refine` critic). By default the actor answers the
+    /// critique prompt (`request.prompt`) `n` times with [`Actor::respond`], each with its
+    /// own seed; an actor that critiques differently overrides it.
+    async fn self_critique(&self, requests: &[CritiqueRequest]) -> Result<Vec<Vec<Critique>>> {
+        let asks: Vec<RespondRequest> = requests
+            .iter()
+            .flat_map(|r| {
+                (0..r.n).map(move |k| RespondRequest {
+                    item: r.item.clone(),
+                    prompt: r.prompt.clone(),
+                    seed: crate::seed::derive_seed(r.seed, &["self-critique", &k.to_string()]),
+                })
+            })
+            .collect();
+        let mut texts = self.respond(&asks).await?.into_iter();
+        if texts.len() != asks.len() {
+            return Err(crate::Error::Other(format!(
+                "the actor returned {} answers for {} self-critique prompts",
+                texts.len(),
+                asks.len()
+            )));
+        }
+        Ok(requests
+            .iter()
+            .map(|r| {
+                texts
+                    .by_ref()
+                    .take(r.n)
+                    .map(|text| Critique {
+                        text,
+                        ref_logprob: None,
+                        truncated: false,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
 }
 
 /// A pointwise scoring request (RQS).
@@ -168,6 +208,23 @@ pub trait Judge: Send + Sync {
         Err(crate::Error::Unsupported("pointwise scoring"))
     }
 
+    /// One judgement per direct comparison of two critiques (A and B are critiques of the
+    /// item's initial response), in order: the `dpco` baseline's signal. By default each is
+    /// asked as an ordinary comparison ([`CritiqueComparison::as_comparison`]: the request,
+    /// the answer and which critique would help more); a judge that cannot judge critiques
+    /// (a verifier of answers) answers [`crate::Verdict::Invalid`], and a judge that
+    /// wraps others passes them on.
+    async fn compare_critiques(
+        &self,
+        comparisons: &[CritiqueComparison],
+    ) -> Result<Vec<Judgement>> {
+        let plain: Vec<Comparison> = comparisons
+            .iter()
+            .map(CritiqueComparison::as_comparison)
+            .collect();
+        self.compare(&plain).await
+    }
+
     /// For a verifier (a judge that checks answers to items of `task` against ground
     /// truth: a math answer checker, a code test runner), the pointwise score of a correct
     /// answer. The runner uses it to count answers that are already correct and to report
@@ -203,6 +260,24 @@ pub struct TrainingGroup {
     /// The critique prompt the critiques were sampled from.
     pub prompt: String,
     pub critiques: Vec<ScoredCritique>,
+    /// Direct judgements of two critiques of the group against each other, in both orders
+    /// (collected with `collect.critique_comparisons`; the `dpco` trainer's pairs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferences: Vec<CritiquePreference>,
+}
+
+/// Critique `a` against critique `b` of one group (indices into its `critiques`), judged
+/// directly in both orders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CritiquePreference {
+    pub a: usize,
+    pub b: usize,
+    /// `a`'s preference score in [0, 1] from the two judgements, as the run's reward
+    /// estimator scores one pair (1: `a` preferred in both orders, 0.5: no preference);
+    /// `None` when neither judgement was valid.
+    pub score: Option<f64>,
+    /// The judgements: `refined_first` has `a` as A, `refined_second` has `a` as B.
+    pub pair: BothOrders,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -107,6 +107,39 @@ pub struct Comparison {
     pub entry_point: Option<String>,
 }
 
+/// A direct comparison of two critiques of one answer: which of `a` and `b` would help
+/// more to improve the item's initial response. The `dpco` baseline trains on these
+/// (`collect.critique_comparisons`); [`crate::Judge::compare_critiques`] answers them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CritiqueComparison {
+    /// The item; its `initial_response` is the answer both critiques criticise.
+    pub item: TaskItem,
+    pub a: String,
+    pub b: String,
+    /// Seed for judges that sample.
+    pub seed: u64,
+}
+
+impl CritiqueComparison {
+    /// The question a judge that compares responses is asked instead: the item's prompt
+    /// and answer, and which critique (response A or B) would help more to improve it.
+    pub fn as_comparison(&self) -> Comparison {
+        Comparison {
+            task: self.item.task.clone(),
+            prompt: format!(
+                "{}\n\nAn answer to the request above:\n{}\n\nWhich critique of this answer would help its author more to improve it? Each response below is a critique.",
+                self.item.prompt, self.item.initial_response
+            ),
+            reference: self.item.reference.clone(),
+            a: self.a.clone(),
+            b: self.b.clone(),
+            seed: self.seed,
+            tests: None,
+            entry_point: None,
+        }
+    }
+}
+
 /// The two judgements of one refinement against the initial response:
 /// `refined_first` has the refinement as A, `refined_second` has it as B.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

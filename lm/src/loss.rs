@@ -155,3 +155,71 @@ where
     let model = optimizer.step(learning_rate, model, accumulator.grads());
     (model, total)
 }
+
+/// One preference pair of critiques for DPO: the chosen and the rejected completion of the
+/// same prompt, and `log p_ref(chosen) − log p_ref(rejected)` under the reference model.
+#[derive(Debug, Clone)]
+pub struct PreferencePair {
+    pub chosen: Example,
+    pub rejected: Example,
+    pub reference_margin: f64,
+}
+
+/// The DPO loss of a micro-batch of pairs, scaled so that summing it over the micro-batches
+/// of a step gives the mean pair loss of the step (`pairs_in_step` pairs in all):
+/// `−log σ(β · ((log p(c⁺) − log p(c⁻)) − (log p_ref(c⁺) − log p_ref(c⁻))))`, written as
+/// `softplus(−x)` in the form that neither overflows nor loses precision.
+pub fn dpo_loss<B, M>(
+    model: &M,
+    pairs: &[&PreferencePair],
+    pairs_in_step: usize,
+    beta: f64,
+    device: &B::Device,
+) -> Tensor<B, 1>
+where
+    B: AutodiffBackend,
+    M: CausalLm<B> + AutodiffModule<B>,
+{
+    let n = pairs.len();
+    let rows: Vec<Example> = pairs
+        .iter()
+        .flat_map(|p| [p.chosen.clone(), p.rejected.clone()])
+        .collect();
+    let log_probs = completion_log_probs(model, &rows, device).reshape([n, 2]);
+    let chosen = log_probs.clone().slice([0..n, 0..1]).reshape([n]);
+    let rejected = log_probs.slice([0..n, 1..2]).reshape([n]);
+    let margins: Vec<f32> = pairs.iter().map(|p| p.reference_margin as f32).collect();
+    let reference = Tensor::<B, 1>::from_data(TensorData::new(margins, [n]), device);
+    let x = (chosen - rejected - reference).mul_scalar(beta as f32);
+    // softplus(−x) = max(−x, 0) + log(1 + exp(−|x|)).
+    let loss = x.clone().neg().clamp_min(0.0) + x.abs().neg().exp().log1p();
+    loss.sum().div_scalar(pairs_in_step.max(1) as f32)
+}
+
+/// One optimizer step of DPO over micro-batches of pairs, with gradient accumulation;
+/// returns the model and the step's loss (mean pair loss).
+pub fn dpo_step<B, M, O>(
+    model: M,
+    optimizer: &mut O,
+    micro_batches: &[Vec<&PreferencePair>],
+    beta: f64,
+    learning_rate: f64,
+    device: &B::Device,
+) -> (M, f64)
+where
+    B: AutodiffBackend,
+    M: CausalLm<B> + AutodiffModule<B>,
+    O: Optimizer<M, B>,
+{
+    let pairs_in_step: usize = micro_batches.iter().map(Vec::len).sum();
+    let mut accumulator = GradientsAccumulator::<M>::new();
+    let mut total = 0.0;
+    for micro in micro_batches {
+        let loss = dpo_loss(&model, micro, pairs_in_step, beta, device);
+        total += loss.clone().into_scalar().elem::<f64>();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        accumulator.accumulate(&model, grads);
+    }
+    let model = optimizer.step(learning_rate, model, accumulator.grads());
+    (model, total)
+}

@@ -4,7 +4,9 @@
 //!   KL-regularised objective (method.md);
 //! - `kind = "sft"`: rejection-sampling fine-tuning, the baseline: the NLL of the
 //!   highest-CU critique of each group (groups whose critiques all have the same CU have no
-//!   best one and are left out).
+//!   best one and are left out);
+//! - `kind = "dpco"`: Direct Preference Critique Optimization, the baseline: DPO on the
+//!   critique pairs of each group that the judge compared directly and decided.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use rco_lm::device::DeviceSpec;
 use rco_lm::local::{
     load_local_with_spec, model_exists, model_problem, save_local, LmTokenizer, LocalLm,
 };
-use rco_lm::loss::{nll_step, rco_step, RcoGroup};
+use rco_lm::loss::{dpo_step, nll_step, rco_step, PreferencePair, RcoGroup};
 use rco_lm::sampling::completion_log_probs;
 use rco_lm::LmError;
 use schemars::JsonSchema;
@@ -178,6 +180,76 @@ impl Validate for SftTrainerConfig {
     }
 }
 
+/// Direct Preference Critique Optimization of a burn critic, the baseline: DPO on pairs of
+/// critiques of the same answer that the judge compared directly
+/// (`collect.critique_comparisons`), with the RCO trainer's settings; `beta` is DPO's.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DpcoTrainerConfig {
+    /// DPO's `beta`: how far the critic may move from the reference (default 0.1).
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+    /// AdamW learning rate.
+    #[serde(default = "default_lr")]
+    pub learning_rate: f64,
+    /// AdamW decoupled weight decay.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Passes over the groups that have a decided pair.
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Groups (all their decided pairs) per micro-batch.
+    #[serde(default = "default_groups")]
+    pub groups_per_batch: usize,
+    /// Micro-batches whose gradients are summed before each optimizer step.
+    #[serde(default = "default_accumulation")]
+    pub accumulation: usize,
+    /// Save model and optimizer state every this many steps (and at the end).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+    /// `cpu`, `wgpu` or `cuda:N`.
+    #[serde(default)]
+    pub device: DeviceSpec,
+    /// The model to start from when the critic is not a local model (as for `rco`).
+    #[serde(default)]
+    pub base_model: Option<PathBuf>,
+}
+
+impl DpcoTrainerConfig {
+    /// The same settings in the shared trainer's terms.
+    fn shared(&self) -> RcoTrainerConfig {
+        RcoTrainerConfig {
+            beta: self.beta,
+            learning_rate: self.learning_rate,
+            weight_decay: self.weight_decay,
+            epochs: self.epochs,
+            groups_per_batch: self.groups_per_batch,
+            accumulation: self.accumulation,
+            checkpoint_every: self.checkpoint_every,
+            device: self.device,
+            base_model: self.base_model.clone(),
+        }
+    }
+}
+
+impl Validate for DpcoTrainerConfig {
+    fn problems(&self, ctx: &ValidateContext) -> Vec<ConfigProblem> {
+        let mut p = self.shared().problems(ctx);
+        let compared = ctx
+            .config
+            .pointer("/collect/critique_comparisons")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        if !compared {
+            p.push(ConfigProblem::new(
+                "kind",
+                "the dpco trainer learns from critiques the judge compared directly: set `critique_comparisons = true` under [collect]",
+            ));
+        }
+        p
+    }
+}
+
 /// What a trainer minimises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Objective {
@@ -185,6 +257,8 @@ enum Objective {
     Rco,
     /// The NLL of each group's best critique.
     Sft,
+    /// DPO on each group's directly judged critique pairs.
+    Dpco,
 }
 
 impl Objective {
@@ -192,7 +266,29 @@ impl Objective {
         match self {
             Objective::Rco => "rco",
             Objective::Sft => "sft",
+            Objective::Dpco => "dpco",
         }
+    }
+}
+
+/// The training rows of every group that has any, in the objective's terms.
+enum Encoded {
+    /// RCO's groups, or SFT's one-row groups.
+    Groups(Vec<RcoGroup>),
+    /// DPCO's decided pairs per group.
+    Pairs(Vec<Vec<PreferencePair>>),
+}
+
+impl Encoded {
+    fn len(&self) -> usize {
+        match self {
+            Encoded::Groups(g) => g.len(),
+            Encoded::Pairs(p) => p.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -262,20 +358,27 @@ impl RcoTrainer {
         let state_path = state_dir.join("state.json");
         let (base_model, tokenizer, spec) = load_local_with_spec::<B>(&self.base, &device)?;
         let rescored;
-        let groups = if self.rescore_reference && self.objective == Objective::Rco {
+        let groups = if self.rescore_reference && self.objective != Objective::Sft {
             rescored = rescore(&base_model, &tokenizer, self.chat, groups, &device)?;
             &rescored[..]
         } else {
             groups
         };
         let encoded = match self.objective {
-            Objective::Rco => encode_groups(&tokenizer, self.chat, groups, self.config.beta)?,
-            Objective::Sft => best_critiques(&tokenizer, self.chat, groups)?,
+            Objective::Rco => Encoded::Groups(encode_groups(
+                &tokenizer,
+                self.chat,
+                groups,
+                self.config.beta,
+            )?),
+            Objective::Sft => Encoded::Groups(best_critiques(&tokenizer, self.chat, groups)?),
+            Objective::Dpco => Encoded::Pairs(preference_pairs(&tokenizer, self.chat, groups)?),
         };
         if encoded.is_empty() {
-            return Err(LmError::Tokenize(
-                "no group has a best critique: every group's critiques have the same CU".into(),
-            ));
+            return Err(LmError::Tokenize(match self.objective {
+                Objective::Dpco => "no group has a decided critique pair: the judge preferred neither critique of every pair compared (or `collect.critique_comparisons` was off when the groups were collected)".into(),
+                _ => "no group has a best critique: every group's critiques have the same CU".into(),
+            }));
         }
         let flat_groups = groups
             .iter()
@@ -326,19 +429,30 @@ impl RcoTrainer {
             }
             for (index, step) in schedule.iter().enumerate().skip(state.step) {
                 let started = std::time::Instant::now();
-                let micro: Vec<Vec<&RcoGroup>> = step
-                    .iter()
-                    .map(|ids| ids.iter().map(|&i| &encoded[i]).collect())
-                    .collect();
-                let (next, loss) = match self.objective {
-                    Objective::Rco => rco_step(
+                let (next, loss) = match (&encoded, self.objective) {
+                    (Encoded::Pairs(pairs), _) => {
+                        let micro: Vec<Vec<&PreferencePair>> = step
+                            .iter()
+                            .map(|ids| ids.iter().flat_map(|&i| pairs[i].iter()).collect())
+                            .collect();
+                        dpo_step(
+                            model,
+                            &mut optimizer,
+                            &micro,
+                            self.config.beta,
+                            self.config.learning_rate,
+                            &device,
+                        )
+                    }
+                    (Encoded::Groups(encoded), Objective::Rco) => rco_step(
                         model,
                         &mut optimizer,
-                        &micro,
+                        &micro_groups(step, encoded),
                         self.config.learning_rate,
                         &device,
                     ),
-                    Objective::Sft => {
+                    (Encoded::Groups(encoded), _) => {
+                        let micro = micro_groups(step, encoded);
                         let rows: Vec<Vec<&(Vec<u32>, Vec<u32>)>> = micro
                             .iter()
                             .map(|groups| groups.iter().flat_map(|g| g.rows.iter()).collect())
@@ -501,6 +615,66 @@ pub fn best_critiques(
         .collect()
 }
 
+/// The groups of each micro-batch of a step.
+fn micro_groups<'a>(step: &[Vec<usize>], encoded: &'a [RcoGroup]) -> Vec<Vec<&'a RcoGroup>> {
+    step.iter()
+        .map(|ids| ids.iter().map(|&i| &encoded[i]).collect())
+        .collect()
+}
+
+/// Each group's directly judged critique pairs that the judge decided (preference score
+/// above or below one half), chosen critique first, with the reference log-prob margin;
+/// groups without a decided pair are left out.
+pub fn preference_pairs(
+    tokenizer: &LmTokenizer,
+    chat: bool,
+    groups: &[TrainingGroup],
+) -> Result<Vec<Vec<PreferencePair>>, LmError> {
+    let mut out = Vec::new();
+    for g in groups {
+        let prompt = tokenizer.prompt_ids(&g.prompt, chat)?;
+        let mut pairs = Vec::new();
+        for p in &g.preferences {
+            let Some(score) = p.score else { continue };
+            let (chosen, rejected) = if score > 0.5 {
+                (p.a, p.b)
+            } else if score < 0.5 {
+                (p.b, p.a)
+            } else {
+                continue;
+            };
+            let (Some(chosen), Some(rejected)) =
+                (g.critiques.get(chosen), g.critiques.get(rejected))
+            else {
+                return Err(LmError::Tokenize(format!(
+                    "a critique pair of item `{}` names critique {} or {}, but the group has {}",
+                    g.item_id,
+                    p.a,
+                    p.b,
+                    g.critiques.len()
+                )));
+            };
+            let reference = |c: &rco_core::ScoredCritique| {
+                c.ref_logprob.ok_or_else(|| {
+                    LmError::Tokenize(format!(
+                        "a critique of item `{}` has no reference log-prob (its critic gave none); set the trainer's `base_model` to compute them",
+                        g.item_id
+                    ))
+                })
+            };
+            pairs.push(PreferencePair {
+                chosen: (prompt.clone(), tokenizer.completion_ids(&chosen.text)?),
+                rejected: (prompt.clone(), tokenizer.completion_ids(&rejected.text)?),
+                reference_margin: reference(chosen)? - reference(rejected)?,
+            });
+        }
+        if !pairs.is_empty() {
+            out.push(pairs);
+        }
+    }
+    Ok(out)
+}
+
 pub fn encode_groups(
     tokenizer: &LmTokenizer,
     chat: bool,
@@ -564,6 +738,10 @@ fn build_sft(config: &SftTrainerConfig, ctx: &TrainerContext) -> Result<Box<dyn 
     build_with(&config.shared(), ctx, Objective::Sft)
 }
 
+fn build_dpco(config: &DpcoTrainerConfig, ctx: &TrainerContext) -> Result<Box<dyn Trainer>> {
+    build_with(&config.shared(), ctx, Objective::Dpco)
+}
+
 fn build_with(
     config: &RcoTrainerConfig,
     ctx: &TrainerContext,
@@ -618,4 +796,13 @@ rco_core::register_plugin! {
     example: "kind = \"sft\"\nlearning_rate = 1e-3\nepochs = 2\ngroups_per_batch = 8\n",
     config: SftTrainerConfig,
     build: build_sft,
+}
+
+rco_core::register_plugin! {
+    role: Trainer,
+    kind: "dpco",
+    summary: "Direct Preference Critique Optimization (baseline): DPO on critique pairs the judge compared directly (needs collect.critique_comparisons = true)",
+    example: "kind = \"dpco\"\nbeta = 0.1\nlearning_rate = 1e-3\nepochs = 2\ngroups_per_batch = 8\n",
+    config: DpcoTrainerConfig,
+    build: build_dpco,
 }

@@ -86,6 +86,7 @@ async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
                 ref_logprob: Some(*lp),
             })
             .collect(),
+        preferences: Vec::new(),
     };
     let groups = vec![group; 4];
     let section = serde_json::json!({"kind": "rco", "beta": 0.5, "learning_rate": 0.002, "epochs": 6, "groups_per_batch": 2, "accumulation": 2, "checkpoint_every": 1});
@@ -316,6 +317,7 @@ async fn rco_trains_smollm2_and_writes_a_hugging_face_critic() {
                 ref_logprob: Some(*lp),
             })
             .collect(),
+        preferences: Vec::new(),
     };
     let section = serde_json::json!({"kind": "rco", "beta": 0.5, "learning_rate": 0.000001, "epochs": 2, "groups_per_batch": 1, "checkpoint_every": 100});
     let ctx = TrainerContext {

@@ -9,7 +9,8 @@ use rand::Rng;
 use rco_core::registry::{Validate, ValidateContext};
 use rco_core::seed::rng_for;
 use rco_core::{
-    Actor, BuildContext, ConfigProblem, RefineRequest, Refinement, RespondRequest, Result, TaskItem,
+    Actor, BuildContext, ConfigProblem, Critique, CritiqueRequest, RefineRequest, Refinement,
+    RespondRequest, Result, TaskItem,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -261,6 +262,45 @@ impl Actor for QuickstartActor {
             })
             .collect())
     }
+
+    /// The actor checks its own answer: with probability `skill` it spots the first wrong
+    /// digit and names its fix (`@p=d`); otherwise it finds nothing wrong (`ok`).
+    async fn self_critique(&self, requests: &[CritiqueRequest]) -> Result<Vec<Vec<Critique>>> {
+        Ok(requests
+            .iter()
+            .map(|request| {
+                (0..request.n)
+                    .map(|k| {
+                        let mut rng = rng_for(request.seed, &["self-critique", &k.to_string()]);
+                        Critique {
+                            text: self.self_critique_once(&request.item, &mut rng),
+                            ref_logprob: None,
+                            truncated: false,
+                        }
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+impl QuickstartActor {
+    /// One self-critique of the item's initial response (see [`Actor::self_critique`]).
+    pub fn self_critique_once(&self, item: &TaskItem, rng: &mut impl Rng) -> String {
+        let answer: Vec<char> = item.initial_response.trim().chars().collect();
+        let spotted = rng.random::<f64>() < self.params.skill;
+        let first_wrong = solve(&item.task, &item.prompt).and_then(|correct| {
+            correct
+                .chars()
+                .enumerate()
+                .find(|&(pos, c)| answer.get(pos) != Some(&c))
+        });
+        match first_wrong {
+            // Positions in critiques count from 1.
+            Some((pos, right)) if spotted && pos < answer.len() => format!("@{}={right}", pos + 1),
+            _ => "ok".to_string(),
+        }
+    }
 }
 
 fn build(config: &QuickstartActorConfig, _ctx: &BuildContext) -> Result<Arc<dyn Actor>> {
@@ -419,6 +459,44 @@ mod tests {
             actor(Strength::Strong).refine_once(&item, "@1=9", &mut rng),
             "123"
         );
+    }
+
+    /// A self-critique names the wrong digit and its fix at the rate `skill`, and is `ok`
+    /// otherwise; the named fix is right.
+    #[test]
+    fn self_critiques_spot_the_error_at_skill() {
+        let items = items();
+        for strength in [Strength::Weak, Strength::Strong] {
+            let actor = actor(strength);
+            let draws = 4000;
+            let mut precise = 0;
+            for j in 0..draws {
+                let item = &items[j % items.len()];
+                let mut rng = rng_for(j as u64, &["self-critique", "0"]);
+                let text = actor.self_critique_once(item, &mut rng);
+                if text == "ok" {
+                    continue;
+                }
+                precise += 1;
+                let reference = item.reference.as_deref().unwrap();
+                let ParsedCritique::Precise { pos, digit } =
+                    parse_critique(&text, item.initial_response.len())
+                else {
+                    panic!("not a precise critique: {text}");
+                };
+                assert_eq!(
+                    reference.chars().nth(pos),
+                    Some(digit_to_char(digit)),
+                    "{text}"
+                );
+            }
+            let rate = precise as f64 / draws as f64;
+            let skill = strength.params().skill;
+            assert!(
+                (rate - skill).abs() < 0.03,
+                "{strength:?}: {rate} vs skill {skill}"
+            );
+        }
     }
 
     #[test]

@@ -9,12 +9,13 @@ use rand::Rng;
 use rco_core::registry::{Validate, ValidateContext};
 use rco_core::seed::rng_for;
 use rco_core::{
-    BuildContext, Comparison, ConfigProblem, Error, Judge, Judgement, PointwiseRequest,
-    PointwiseScore, Result, Verdict,
+    BuildContext, Comparison, ConfigProblem, CritiqueComparison, Error, Judge, Judgement,
+    PointwiseRequest, PointwiseScore, Result, Verdict,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::mix::{parse_critique, ParsedCritique};
 use crate::tasks::error_count;
 
 const NO_REFERENCE: &str = "no reference answer for a verifier judge";
@@ -30,6 +31,53 @@ pub fn verify(comparison: &Comparison) -> Verdict {
     let a = error_count(&comparison.a, reference);
     let b = error_count(&comparison.b, reference);
     match a.cmp(&b) {
+        std::cmp::Ordering::Less => Verdict::A,
+        std::cmp::Ordering::Greater => Verdict::B,
+        std::cmp::Ordering::Equal => Verdict::Tie,
+    }
+}
+
+/// Wrong positions left in the initial response when a critique is taken literally: the
+/// answer it states (`=…`), the digit it sets (`@p=d`); a critique that only points at a
+/// position (`@p`) counts half an error less when that position is wrong and half an error
+/// more when it is right (it misleads); `ok` and unreadable text change nothing.
+pub fn literal_errors(critique: &str, response: &str, reference: &str) -> f64 {
+    let errors = error_count(response, reference) as f64;
+    let mut answer: Vec<char> = response.trim().chars().collect();
+    match parse_critique(critique, answer.len()) {
+        parsed @ ParsedCritique::Answer { .. } => {
+            error_count(&parsed.answer_text().unwrap_or_default(), reference) as f64
+        }
+        ParsedCritique::Precise { pos, digit } => {
+            if let Some(slot) = answer.get_mut(pos) {
+                *slot = crate::mix::digit_to_char(digit);
+            }
+            error_count(&answer.into_iter().collect::<String>(), reference) as f64
+        }
+        ParsedCritique::Vague { pos } => {
+            let wrong = answer.get(pos) != reference.chars().nth(pos).as_ref();
+            if wrong {
+                errors - 0.5
+            } else {
+                errors + 0.5
+            }
+        }
+        ParsedCritique::Generic => errors,
+    }
+}
+
+/// The verdict of an exact check of two critiques of the item's initial response: the one
+/// that leaves fewer errors when taken literally ([`literal_errors`]) wins.
+pub fn verify_critiques(comparison: &CritiqueComparison) -> Verdict {
+    let Some(reference) = comparison.item.reference.as_deref() else {
+        return Verdict::Invalid {
+            reason: NO_REFERENCE.into(),
+        };
+    };
+    let response = &comparison.item.initial_response;
+    let a = literal_errors(&comparison.a, response, reference);
+    let b = literal_errors(&comparison.b, response, reference);
+    match a.total_cmp(&b) {
         std::cmp::Ordering::Less => Verdict::A,
         std::cmp::Ordering::Greater => Verdict::B,
         std::cmp::Ordering::Equal => Verdict::Tie,
@@ -78,6 +126,16 @@ impl Judge for VerifierJudge {
         Ok(comparisons
             .iter()
             .map(|c| Judgement::hard(verify(c)))
+            .collect())
+    }
+
+    async fn compare_critiques(
+        &self,
+        comparisons: &[CritiqueComparison],
+    ) -> Result<Vec<Judgement>> {
+        Ok(comparisons
+            .iter()
+            .map(|c| Judgement::hard(verify_critiques(c)))
             .collect())
     }
 
@@ -167,12 +225,17 @@ impl NoisyJudge {
 
     /// The verdict on one comparison, drawn from the comparison's seed.
     pub fn verdict(&self, comparison: &Comparison) -> Verdict {
-        let truth = verify(comparison);
+        self.noisy(verify(comparison), comparison.seed)
+    }
+
+    /// The exact verdict `truth` after the simulated judge's bias and noise, drawn from
+    /// `seed`.
+    fn noisy(&self, truth: Verdict, seed: u64) -> Verdict {
         // Without a reference there is nothing to be noisy about; say so rather than guess.
         if !truth.is_valid() {
             return truth;
         }
-        let mut rng = rng_for(comparison.seed, &["noisy-judge"]);
+        let mut rng = rng_for(seed, &["noisy-judge"]);
         let NoisyJudgeConfig {
             position_bias,
             noise,
@@ -203,6 +266,17 @@ impl Judge for NoisyJudge {
         Ok(comparisons
             .iter()
             .map(|c| Judgement::hard(self.verdict(c)))
+            .collect())
+    }
+
+    /// The exact check of two critiques ([`verify_critiques`]) with the same bias and noise.
+    async fn compare_critiques(
+        &self,
+        comparisons: &[CritiqueComparison],
+    ) -> Result<Vec<Judgement>> {
+        Ok(comparisons
+            .iter()
+            .map(|c| Judgement::hard(self.noisy(verify_critiques(c), c.seed)))
             .collect())
     }
 
@@ -238,6 +312,44 @@ mod tests {
     use rco_core::ValidateContext;
     use rco_core::{BothOrders, Dataset};
     use serde_json::json;
+
+    /// Two critiques of `143` (reference `123`) compared directly: the one that leaves fewer
+    /// errors when taken literally wins; a pointer at a right digit misleads.
+    #[test]
+    fn critiques_are_compared_by_what_they_leave_wrong() {
+        let item = rco_core::TaskItem {
+            id: "1".into(),
+            task: "copy".into(),
+            prompt: "copy 123".into(),
+            initial_response: "143".into(),
+            reference: Some("123".into()),
+            ..Default::default()
+        };
+        let compare = |a: &str, b: &str| {
+            verify_critiques(&CritiqueComparison {
+                item: item.clone(),
+                a: a.into(),
+                b: b.into(),
+                seed: 0,
+            })
+        };
+        assert_eq!(compare("=123", "ok"), Verdict::A);
+        assert_eq!(compare("@2=2", "@2"), Verdict::A);
+        assert_eq!(compare("@2", "ok"), Verdict::A);
+        assert_eq!(compare("@1", "ok"), Verdict::B);
+        assert_eq!(compare("@2=5", "ok"), Verdict::Tie);
+        assert_eq!(compare("=124", "=123"), Verdict::B);
+        let no_reference = CritiqueComparison {
+            item: rco_core::TaskItem {
+                reference: None,
+                ..item.clone()
+            },
+            a: "=123".into(),
+            b: "ok".into(),
+            seed: 0,
+        };
+        assert!(!verify_critiques(&no_reference).is_valid());
+    }
 
     fn comparison(a: &str, b: &str, reference: Option<&str>, seed: u64) -> Comparison {
         Comparison {

@@ -202,6 +202,21 @@ const NO_TESTS: &str = "the item has no tests (the code judge needs `tests`)";
 
 #[async_trait]
 impl Judge for CodeJudge {
+    /// A verifier checks answers, not critiques: every critique comparison is invalid.
+    async fn compare_critiques(
+        &self,
+        comparisons: &[rco_core::CritiqueComparison],
+    ) -> Result<Vec<Judgement>> {
+        Ok(comparisons
+            .iter()
+            .map(|_| {
+                Judgement::hard(Verdict::Invalid {
+                    reason: crate::NOT_CRITIQUES.into(),
+                })
+            })
+            .collect())
+    }
+
     async fn compare(&self, comparisons: &[Comparison]) -> Result<Vec<Judgement>> {
         let answers: Vec<_> = comparisons
             .iter()

@@ -22,3 +22,6 @@ pub mod sandbox;
 pub const SOLVED: f64 = 10.0;
 /// The pointwise score of a wrong answer (and of a program passing no test).
 pub const WRONG: f64 = 1.0;
+/// Why a verifier's critique comparisons are invalid.
+pub const NOT_CRITIQUES: &str =
+    "a verifier checks answers against ground truth and cannot compare critiques; judge critique comparisons (collect.critique_comparisons) with an LLM judge";

@@ -50,6 +50,21 @@ pub fn verdict(a: bool, b: bool) -> Verdict {
 
 #[async_trait]
 impl Judge for MathJudge {
+    /// A verifier checks answers, not critiques: every critique comparison is invalid.
+    async fn compare_critiques(
+        &self,
+        comparisons: &[rco_core::CritiqueComparison],
+    ) -> Result<Vec<Judgement>> {
+        Ok(comparisons
+            .iter()
+            .map(|_| {
+                Judgement::hard(Verdict::Invalid {
+                    reason: crate::NOT_CRITIQUES.into(),
+                })
+            })
+            .collect())
+    }
+
     async fn compare(&self, comparisons: &[Comparison]) -> Result<Vec<Judgement>> {
         Ok(comparisons
             .iter()

@@ -111,6 +111,10 @@ pub struct CollectConfig {
     /// (`math`, `code`), already finds correct: refinements cannot improve on them. They
     /// are counted in `metrics.jsonl` and the report either way.
     pub skip_solved: bool,
+    /// Also judge every two critiques of an item directly against each other, in both
+    /// orders (`preferences` in `groups.jsonl`): the preference pairs of the `dpco`
+    /// trainer. N·(N−1) more judge calls per item.
+    pub critique_comparisons: bool,
 }
 
 impl Default for CollectConfig {
@@ -123,6 +127,7 @@ impl Default for CollectConfig {
             pipelined: false,
             batches_in_flight: 1,
             skip_solved: false,
+            critique_comparisons: false,
         }
     }
 }
@@ -145,6 +150,11 @@ pub struct EvalConfig {
     pub batches_in_flight: usize,
     /// Bootstrap resamples of the 95% intervals.
     pub bootstrap_resamples: usize,
+    /// Critics evaluated besides the base and the trained one, by name: a critic section
+    /// each, built once per evaluation actor (which it is given, so that a `self-refine`
+    /// critic critiques with that actor). Their rows carry the name in `eval.jsonl` and
+    /// `report.json`, e.g. `[eval.critics.self-refine]` with `kind = "self-refine"`.
+    pub critics: BTreeMap<String, Section>,
 }
 
 impl Default for EvalConfig {
@@ -157,6 +167,7 @@ impl Default for EvalConfig {
             pipelined: false,
             batches_in_flight: 1,
             bootstrap_resamples: 1000,
+            critics: BTreeMap::new(),
         }
     }
 }
@@ -549,6 +560,8 @@ pub struct Sections {
     pub judge: Parsed<JudgeRole>,
     pub reward: Parsed<RewardRole>,
     pub trainer: Parsed<TrainerRole>,
+    /// `[eval.critics.NAME]`: critics evaluated besides the base and the trained one.
+    pub eval_critics: BTreeMap<String, Parsed<CriticRole>>,
 }
 
 /// Parses the section at `key` (a missing one is a problem) and validates it.
@@ -696,6 +709,7 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
             collect.refinements_per_critique,
         ));
     }
+    let mut eval_critics = BTreeMap::new();
     if let Some(eval) = top
         .get("eval")
         .map(|v| typed::<EvalConfig>(v, "eval", &mut problems))
@@ -743,6 +757,35 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
             eval.critiques_per_item,
             eval.refinements_per_critique,
         ));
+        let trained = top
+            .get("trainer")
+            .and_then(|t| t.get("kind"))
+            .and_then(Value::as_str)
+            .unwrap_or("rco");
+        for (name, value) in &eval.critics {
+            let key = format!("eval.critics.{name}");
+            if name == "base" || name == trained {
+                problems.push(ConfigProblem::new(
+                    key,
+                    format!("`{name}` names the base or the trained critic already; give this critic another name"),
+                ));
+                continue;
+            }
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                problems.push(ConfigProblem::new(
+                    key,
+                    "a critic's name may hold letters, digits, `-` and `_` only (it names rows and files)",
+                ));
+                continue;
+            }
+            if let Some(parsed) = section::<CriticRole>(&key, Some(value), &context, &mut problems)
+            {
+                eval_critics.insert(name.clone(), parsed);
+            }
+        }
     }
     if let Some(prices) = top.get("prices") {
         typed::<BTreeMap<String, rco_core::usage::Price>>(prices, "prices", &mut problems);
@@ -764,6 +807,7 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
                 judge,
                 reward,
                 trainer,
+                eval_critics,
             })
         }
         _ => None,
@@ -804,6 +848,14 @@ pub fn schema() -> Value {
         }
         if let Some(Value::Object(actors)) = props.get_mut("actors") {
             actors.insert("additionalProperties".into(), one_of(Role::Actor));
+        }
+    }
+    // `eval.critics` lives in the `EvalConfig` definition, which `eval` refers to.
+    for defs in ["$defs", "definitions"] {
+        if let Some(Value::Object(critics)) =
+            schema.pointer_mut(&format!("/{defs}/EvalConfig/properties/critics"))
+        {
+            critics.insert("additionalProperties".into(), one_of(Role::Critic));
         }
     }
     schema

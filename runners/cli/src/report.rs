@@ -101,6 +101,11 @@ pub struct Report {
     #[serde(default)]
     pub improvement_hi: BTreeMap<String, f64>,
     pub train: Option<rco_core::TrainSummary>,
+    /// Paired differences between critics, CU ×100, overall, per actor: every critic but
+    /// the base against the base, and the trained critic against each critic of
+    /// `[eval.critics]` (absent in reports written before they existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<Difference>,
     /// What makes the numbers questionable without stopping the run (`warnings.jsonl`).
     #[serde(default)]
     pub warnings: Vec<crate::run::RunWarning>,
@@ -114,6 +119,18 @@ pub struct Report {
     /// the verifier judge found correct already.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub initial_responses: Vec<InitialSummary>,
+}
+
+/// `critic` minus `versus` with `actor`: overall CU ×100, and the 95% paired bootstrap
+/// interval (items resampled within each task, the same draws for both critics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Difference {
+    pub critic: String,
+    pub versus: String,
+    pub actor: String,
+    pub diff: f64,
+    pub lo: f64,
+    pub hi: f64,
 }
 
 /// The initial responses of one actor on one split.
@@ -341,7 +358,14 @@ pub fn build(
     pair_scores: Option<&[Option<f64>]>,
 ) -> Report {
     let mut cells = Vec::new();
-    for critic in ["base", trained] {
+    // The base, the trained critic, then the others (`[eval.critics]`) as they appear.
+    let mut critics: Vec<&str> = vec!["base", trained];
+    for r in records {
+        if !critics.contains(&r.critic.as_str()) {
+            critics.push(&r.critic);
+        }
+    }
+    for &critic in &critics {
         for actor in actors {
             let rs: Vec<&EvalRecord> = records
                 .iter()
@@ -365,14 +389,45 @@ pub fn build(
     let (mut improvement_lo, mut improvement_hi) = (BTreeMap::new(), BTreeMap::new());
     for actor in improvement.keys() {
         let (lo, hi) = paired_stratified_bootstrap_diff_ci(
-            &paired_items(records, actor, trained),
+            &paired_items(records, actor, trained, "base"),
             resamples,
             rco_core::seed::derive_seed(seed, &["rco-base", actor]),
         );
         improvement_lo.insert(actor.clone(), lo);
         improvement_hi.insert(actor.clone(), hi);
     }
+    let mut differences = Vec::new();
+    let others = &critics[2..];
+    let pairs = std::iter::once((trained, "base"))
+        .chain(others.iter().map(|&c| (c, "base")))
+        .chain(others.iter().map(|&c| (trained, c)));
+    for (critic, versus) in pairs {
+        for actor in actors {
+            let (Some(a), Some(b)) = (overall(critic, actor), overall(versus, actor)) else {
+                continue;
+            };
+            let (lo, hi) = paired_stratified_bootstrap_diff_ci(
+                &paired_items(records, actor, critic, versus),
+                resamples,
+                // The trained critic against the base draws as `improvement` does.
+                if critic == trained && versus == "base" {
+                    rco_core::seed::derive_seed(seed, &["rco-base", actor])
+                } else {
+                    rco_core::seed::derive_seed(seed, &[critic, versus, actor])
+                },
+            );
+            differences.push(Difference {
+                critic: critic.to_string(),
+                versus: versus.to_string(),
+                actor: actor.clone(),
+                diff: a - b,
+                lo,
+                hi,
+            });
+        }
+    }
     Report {
+        differences,
         trained_critic: trained.to_string(),
         cu_scale: "x100".into(),
         judge_health: judge_health(records, pair_scores),
@@ -388,12 +443,13 @@ pub fn build(
     }
 }
 
-/// Per task (in name order), each item's CU ×100 with the trained and the base critic and
+/// Per task (in name order), each item's CU ×100 with `critic` and with `versus`, and
 /// `actor`.
 fn paired_items(
     records: &[EvalRecord],
     actor: &str,
-    trained: &str,
+    critic: &str,
+    versus: &str,
 ) -> Vec<Vec<(Option<f64>, Option<f64>)>> {
     type Pair = (Option<f64>, Option<f64>);
     let mut by_task: BTreeMap<&str, BTreeMap<&str, Pair>> = BTreeMap::new();
@@ -404,9 +460,9 @@ fn paired_items(
             .entry(r.item_id.as_str())
             .or_default();
         let cu = r.cu.map(|c| c * 100.0);
-        if r.critic == trained {
+        if r.critic == critic {
             pair.0 = cu;
-        } else if r.critic == "base" {
+        } else if r.critic == versus {
             pair.1 = cu;
         }
     }
@@ -431,6 +487,23 @@ pub fn improvement_line(report: &Report, actor: &str) -> Option<String> {
         "{} - base with actor `{actor}`: {delta:+.1} CU points{interval}",
         report.trained_critic
     ))
+}
+
+/// The terminal lines of the differences beyond the trained critic against the base
+/// (which [`improvement_line`] prints), for example
+/// ``self-refine - base with actor `weak`: -12.0 CU points [-15.1, -9.2]``.
+pub fn difference_lines(report: &Report) -> Vec<String> {
+    report
+        .differences
+        .iter()
+        .filter(|d| !(d.critic == report.trained_critic && d.versus == "base"))
+        .map(|d| {
+            format!(
+                "{} - {} with actor `{}`: {:+.1} CU points [{:+.1}, {:+.1}]",
+                d.critic, d.versus, d.actor, d.diff, d.lo, d.hi
+            )
+        })
+        .collect()
 }
 
 /// The CU table (plain text, also used inside `report.md`).
@@ -525,6 +598,15 @@ pub fn markdown(report: &Report, items: usize) -> String {
             _ => "-".into(),
         };
         md.push_str(&format!("| {actor} | {delta:+.1} | {interval} |\n"));
+    }
+    if report.differences.len() > report.improvement.len() {
+        md.push_str("\n## Differences between critics\n\nOverall CU ×100, with 95% paired bootstrap intervals on the same items.\n\n| critic | versus | actor | difference | 95% interval |\n|---|---|---|---|---|\n");
+        for d in &report.differences {
+            md.push_str(&format!(
+                "| {} | {} | {} | {:+.1} | [{:+.1}, {:+.1}] |\n",
+                d.critic, d.versus, d.actor, d.diff, d.lo, d.hi
+            ));
+        }
     }
     md.push_str(
         "\n## Refinement quality (RQS)\n\n| critic | actor | task | RQS |\n|---|---|---|---|\n",

@@ -137,6 +137,22 @@ fn matrix_section(report: &Report) -> String {
             }
         );
     }
+    for d in report
+        .differences
+        .iter()
+        .filter(|d| !(d.critic == report.trained_critic && d.versus == "base"))
+    {
+        let _ = writeln!(
+            out,
+            "<p>{}: {} − {} = {:+.1} [{:+.1}, {:+.1}] (paired bootstrap)</p>",
+            escape(&d.actor),
+            escape(&d.critic),
+            escape(&d.versus),
+            d.diff,
+            d.lo,
+            d.hi
+        );
+    }
     let actors = ordered(report.cells.iter().map(|c| c.actor.as_str()));
     for actor in &actors {
         match bars(report, actor) {

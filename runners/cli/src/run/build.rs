@@ -45,6 +45,23 @@ impl Run {
         Ok(self.loaded.sections.critic.build(&ctx)?)
     }
 
+    /// A critic of `[eval.critics]`, built for one evaluation actor (which it is given).
+    pub fn eval_critic(
+        &self,
+        name: &str,
+        actor: Arc<dyn Actor>,
+    ) -> anyhow::Result<Arc<dyn Critic>> {
+        let section = self
+            .loaded
+            .sections
+            .eval_critics
+            .get(name)
+            .ok_or_else(|| anyhow!("no critic named `{name}` under [eval.critics]"))?;
+        let mut ctx = CriticContext::new(self.context(&format!("eval.critics.{name}")));
+        ctx.actor = Some(actor);
+        Ok(section.build(&ctx)?)
+    }
+
     pub fn actor(&self, name: &str) -> anyhow::Result<Arc<dyn Actor>> {
         let key = format!("actors.{name}");
         let section = self

@@ -134,7 +134,7 @@ impl Run {
             pending,
             &pass,
             cfg.batches_in_flight,
-            |judged| self.score_collected(judged, reward),
+            |judged| self.score_collected(judged, reward, judge.as_ref()),
             |count, batch: Collected| {
                 self.store.append(DETAIL_FILES[0], &batch.critiques)?;
                 self.store.append(DETAIL_FILES[1], &batch.refinements)?;
@@ -174,6 +174,7 @@ impl Run {
         &self,
         judged: Vec<Judged>,
         reward: &dyn rco_core::RewardEstimator,
+        judge: &dyn rco_core::Judge,
     ) -> anyhow::Result<Collected> {
         let all_pairs: Vec<_> = judged.iter().flat_map(Judged::pairs).collect();
         let estimates = reward.estimate(&all_pairs).await?;
@@ -232,8 +233,94 @@ impl Run {
                 item_id: id.clone(),
                 prompt: self.loaded.config.templates.critique_prompt(&j.item),
                 critiques: scored,
+                preferences: Vec::new(),
             });
         }
+        if self.loaded.config.collect.critique_comparisons {
+            let items: Vec<&rco_core::TaskItem> = judged.iter().map(|j| &j.item).collect();
+            self.compare_critiques(&items, &mut out.groups, judge, reward)
+                .await?;
+        }
         Ok(out)
+    }
+
+    /// Judges every two critiques of each group against each other in both orders and
+    /// keeps each pair's preference score (the run's reward estimator on the one pair).
+    async fn compare_critiques(
+        &self,
+        items: &[&rco_core::TaskItem],
+        groups: &mut [TrainingGroup],
+        judge: &dyn rco_core::Judge,
+        reward: &dyn rco_core::RewardEstimator,
+    ) -> anyhow::Result<()> {
+        let seed = self.loaded.config.seed;
+        let mut comparisons = Vec::new();
+        let mut pairs = Vec::new();
+        for (g, (item, group)) in items.iter().zip(groups.iter()).enumerate() {
+            let n = group.critiques.len();
+            for a in 0..n {
+                for b in a + 1..n {
+                    pairs.push((g, a, b));
+                    for (order, (first, second)) in [("a-first", (a, b)), ("a-second", (b, a))] {
+                        comparisons.push(rco_core::CritiqueComparison {
+                            item: (*item).clone(),
+                            a: group.critiques[first].text.clone(),
+                            b: group.critiques[second].text.clone(),
+                            seed: rco_core::seed::derive_seed(
+                                seed,
+                                &[
+                                    "collect",
+                                    "critique-judge",
+                                    &item.id,
+                                    &a.to_string(),
+                                    &b.to_string(),
+                                    order,
+                                ],
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        if comparisons.is_empty() {
+            return Ok(());
+        }
+        let judgements = judge.compare_critiques(&comparisons).await?;
+        if judgements.len() != comparisons.len() {
+            anyhow::bail!(
+                "the judge returned {} judgements for {} critique comparisons",
+                judgements.len(),
+                comparisons.len()
+            );
+        }
+        let mut judgements = judgements.into_iter();
+        let both: Vec<rco_core::BothOrders> = pairs
+            .iter()
+            .filter_map(|_| {
+                Some(rco_core::BothOrders::from_judgements(
+                    judgements.next()?,
+                    judgements.next()?,
+                ))
+            })
+            .collect();
+        let one_each: Vec<Vec<rco_core::BothOrders>> =
+            both.iter().map(|p| vec![p.clone()]).collect();
+        let scores = reward.estimate(&one_each).await?;
+        if scores.len() != both.len() {
+            anyhow::bail!(
+                "the reward estimator returned {} estimates for {} critique pairs",
+                scores.len(),
+                both.len()
+            );
+        }
+        for ((&(g, a, b), pair), estimate) in pairs.iter().zip(both).zip(scores) {
+            groups[g].preferences.push(rco_core::CritiquePreference {
+                a,
+                b,
+                score: estimate.cu,
+                pair,
+            });
+        }
+        Ok(())
     }
 }

@@ -35,12 +35,16 @@ impl Run {
         let actors = self.loaded.eval_actors();
         let judge = self.judge()?;
         let reward = self.reward()?;
+        let critics = self.evaluated_critics();
         let bar = self
             .progress
-            .start("eval", (2 * actors.len() * items.len()) as u64);
+            .start("eval", (critics.len() * actors.len() * items.len()) as u64);
         bar.inc(done.len() as u64);
-        for variant in &self.critic_names() {
+        for variant in &critics {
             let variant = variant.as_str();
+            // The base and the trained critic are built once; a critic of `[eval.critics]`
+            // once per actor, with that actor.
+            let per_actor = self.loaded.sections.eval_critics.contains_key(variant);
             let mut critic = None;
             for actor_name in &actors {
                 let pending = pending_batches(&items, cfg.items_per_batch, |i| {
@@ -49,11 +53,14 @@ impl Run {
                 if pending.is_empty() {
                     continue;
                 }
+                let actor = self.actor(actor_name)?;
+                if per_actor {
+                    critic = Some(self.eval_critic(variant, actor.clone())?);
+                }
                 let critic = match &critic {
                     Some(critic) => critic,
                     None => critic.insert(self.critic(variant)?),
                 };
-                let actor = self.actor(actor_name)?;
                 // The items with this actor's own first answers (or the data's).
                 let (items, initial) = self
                     .initial_items(

@@ -86,6 +86,14 @@ impl Run {
         ["base".to_string(), self.trained_name()]
     }
 
+    /// Every critic evaluation runs: [`Run::critic_names`], then the critics of
+    /// `[eval.critics]` by name.
+    pub fn evaluated_critics(&self) -> Vec<String> {
+        let mut names = self.critic_names().to_vec();
+        names.extend(self.loaded.sections.eval_critics.keys().cloned());
+        names
+    }
+
     /// Opens (or creates) a run directory for a config; a directory made with another
     /// config is refused.
     pub fn open(

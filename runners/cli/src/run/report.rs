@@ -90,6 +90,10 @@ impl Run {
                 out.push('\n');
             }
         }
+        for line in crate::report::difference_lines(&report) {
+            out.push_str(&line);
+            out.push('\n');
+        }
         out.push_str(&crate::report::solve_lines(&report));
         for w in &report.warnings {
             out.push_str(&format!("warning ({}): {}\n", w.stage, w.message));
