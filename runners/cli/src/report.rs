@@ -521,7 +521,15 @@ pub fn table(report: &Report) -> String {
         t
     };
     let mut out = String::new();
-    out.push_str(&format!("{:<8} {:<10}", "critic", "actor"));
+    // As wide as the longest critic name (`self-refine`), at least 8.
+    let width = report
+        .cells
+        .iter()
+        .map(|c| c.critic.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    out.push_str(&format!("{:<width$} {:<10}", "critic", "actor"));
     for t in &tasks {
         out.push_str(&format!(" {:>20}", t));
     }
@@ -538,7 +546,7 @@ pub fn table(report: &Report) -> String {
             continue;
         }
         seen.push((actor.clone(), critic.clone()));
-        out.push_str(&format!("{critic:<8} {actor:<10}"));
+        out.push_str(&format!("{critic:<width$} {actor:<10}"));
         for t in &tasks {
             match report
                 .cells
