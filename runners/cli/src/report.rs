@@ -92,6 +92,13 @@ pub struct Report {
     pub cu_scale: String,
     pub cells: Vec<Cell>,
     pub judge_health: JudgeHealth,
+    /// The judge's health per stage, from its both-order judgements there: `collect` (the
+    /// refinements against the first answers that make the training signal),
+    /// `collect_critiques` (critiques compared directly, with
+    /// `collect.critique_comparisons`) and `eval` (as `judge_health` without the length
+    /// split). Absent in reports written before it existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub judge_health_by_stage: BTreeMap<String, StageHealth>,
     /// The trained critic minus base, CU ×100, overall, per actor.
     pub improvement: BTreeMap<String, f64>,
     /// 95% paired bootstrap interval of `improvement`, per actor: items resampled within each
@@ -342,6 +349,60 @@ fn judge_health(records: &[EvalRecord], scores: Option<&[Option<f64>]>) -> Judge
     }
 }
 
+/// A judge's health in one stage, from its both-order judgements alone (ratios are absent
+/// when there is nothing to divide by).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageHealth {
+    /// Share of pairs with two valid verdicts whose two orders agree.
+    pub position_consistency: Option<f64>,
+    /// Share of valid judgements won by the first slot.
+    pub first_slot_win_rate: Option<f64>,
+    /// Share of valid judgements that are ties.
+    pub tie_rate: Option<f64>,
+    /// Share of judgements that could not be read.
+    pub invalid_rate: Option<f64>,
+    pub judgements: usize,
+}
+
+/// The health of a judge from its both-order pairs: the collection's judgements as well as
+/// evaluation's.
+pub fn pair_health<'a>(pairs: impl IntoIterator<Item = &'a rco_core::BothOrders>) -> StageHealth {
+    let (mut judgements, mut valid, mut first_wins, mut ties, mut invalid) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
+    let (mut decided, mut consistent) = (0usize, 0usize);
+    for pair in pairs {
+        for j in [&pair.refined_first, &pair.refined_second] {
+            judgements += 1;
+            match j.verdict {
+                Verdict::A => {
+                    valid += 1;
+                    first_wins += 1
+                }
+                Verdict::B => valid += 1,
+                Verdict::Tie => {
+                    valid += 1;
+                    ties += 1
+                }
+                Verdict::Invalid { .. } => invalid += 1,
+            }
+        }
+        if let Some((_, disagree)) = pair_score(pair, CuMode::Hard) {
+            decided += 1;
+            if !disagree {
+                consistent += 1;
+            }
+        }
+    }
+    let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
+    StageHealth {
+        position_consistency: ratio(consistent, decided),
+        first_slot_win_rate: ratio(first_wins, valid),
+        tie_rate: ratio(ties, valid),
+        invalid_rate: ratio(invalid, judgements),
+        judgements,
+    }
+}
+
 fn default_trained() -> String {
     "rco".into()
 }
@@ -427,6 +488,7 @@ pub fn build(
         }
     }
     Report {
+        judge_health_by_stage: BTreeMap::new(),
         differences,
         trained_critic: trained.to_string(),
         cu_scale: "x100".into(),
@@ -658,6 +720,20 @@ pub fn markdown(report: &Report, items: usize) -> String {
         "\n## Judge health\n\n| position consistency | first-slot win rate | tie rate | invalid rate | mean length change | CU when longer | CU when not longer | judgements |\n|---|---|---|---|---|---|---|---|\n| {:.3} | {:.3} | {:.3} | {:.3} | {:+.2} | {} | {} | {} |\n",
         h.position_consistency, h.first_slot_win_rate, h.tie_rate, h.invalid_rate, h.mean_length_change, opt(h.cu_longer), opt(h.cu_not_longer), h.judgements
     ));
+    if !report.judge_health_by_stage.is_empty() {
+        md.push_str("\nPer stage:\n\n| stage | position consistency | first-slot win rate | tie rate | invalid rate | judgements |\n|---|---|---|---|---|---|\n");
+        for (stage, h) in &report.judge_health_by_stage {
+            let r = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+            md.push_str(&format!(
+                "| {stage} | {} | {} | {} | {} | {} |\n",
+                r(h.position_consistency),
+                r(h.first_slot_win_rate),
+                r(h.tie_rate),
+                r(h.invalid_rate),
+                h.judgements
+            ));
+        }
+    }
     if !report.usage.is_empty() {
         md.push_str("\n## Calls to remote plugins\n\n| stage | section | calls | from cache | requests | retries | prompt tokens | completion tokens | cost |\n|---|---|---|---|---|---|---|---|---|\n");
         for (stage, sections) in &report.usage {

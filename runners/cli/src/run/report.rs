@@ -52,6 +52,31 @@ impl Run {
             Some(&scores),
         );
         report.warnings = self.warnings()?;
+        // The judge per stage: the collection's verdicts make the training signal.
+        let verdicts: Vec<super::records::VerdictRecord> =
+            self.store.read(super::DETAIL_FILES[2]).unwrap_or_default();
+        if !verdicts.is_empty() {
+            report.judge_health_by_stage.insert(
+                "collect".into(),
+                crate::report::pair_health(verdicts.iter().map(|v| &v.pair)),
+            );
+        }
+        let groups: Vec<rco_core::TrainingGroup> =
+            self.store.read(super::GROUPS_FILE).unwrap_or_default();
+        if groups.iter().any(|g| !g.preferences.is_empty()) {
+            report.judge_health_by_stage.insert(
+                "collect_critiques".into(),
+                crate::report::pair_health(
+                    groups
+                        .iter()
+                        .flat_map(|g| g.preferences.iter().map(|p| &p.pair)),
+                ),
+            );
+        }
+        report.judge_health_by_stage.insert(
+            "eval".into(),
+            crate::report::pair_health(records.iter().flat_map(|r| r.pairs.iter().flatten())),
+        );
         report.initial_responses = crate::report::initial_summaries(
             &self
                 .store

@@ -119,7 +119,10 @@ fn reduced_quickstart_improves_the_critic_and_resumes_after_kill() {
         )
     );
     assert_eq!(line_count(&straight.join("eval.jsonl")), 3 * 90);
-    assert!(stdout.contains("rco - self-refine with actor `weak`"), "{stdout}");
+    assert!(
+        stdout.contains("rco - self-refine with actor `weak`"),
+        "{stdout}"
+    );
     assert_eq!(line_count(&straight.join("critiques.jsonl")), 128 * 8);
     assert_eq!(line_count(&straight.join("verdicts.jsonl")), 128 * 8 * 5);
     let health = &straight_report["judge_health"];
@@ -229,6 +232,19 @@ fn dpco_baseline_trains_on_direct_critique_preferences() {
     assert!(decided > 0, "no decided pair");
     let dpco = report(&out);
     assert_eq!(dpco["trained_critic"], "dpco");
+    // The judge's health per stage: the collection's refinement verdicts (128 items × 8
+    // critiques × 5 refinements × 2 orders), its critique comparisons (28 pairs × 2 orders
+    // per item) and evaluation's (90 items × 2 critics × 2 refinements × 2 orders).
+    let stages = &dpco["judge_health_by_stage"];
+    for (stage, judgements) in [
+        ("collect", 128 * 8 * 5 * 2),
+        ("collect_critiques", 128 * 28 * 2),
+        ("eval", 90 * 2 * 2 * 2),
+    ] {
+        assert_eq!(stages[stage]["judgements"], judgements, "{stage}: {stages}");
+        let rate = stages[stage]["position_consistency"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&rate), "{stage}: {stages}");
+    }
     let (delta, lo, hi) = (
         dpco["improvement"]["weak"].as_f64().unwrap(),
         dpco["improvement_lo"]["weak"].as_f64().unwrap(),
