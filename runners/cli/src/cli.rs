@@ -592,15 +592,23 @@ async fn run_stages(run: &runner::Run, stages: &[Stage]) -> anyhow::Result<()> {
             match stage {
                 Stage::Collect => run.collect().await?,
                 Stage::Train => {
-                    let summary = run.train().await?;
-                    eprintln!(
-                        "train: {} steps over {} groups ({} flat), loss {:.4} -> {:.4}",
-                        summary.steps,
-                        summary.groups,
-                        summary.flat_groups,
-                        summary.first_loss,
-                        summary.last_loss
-                    );
+                    let first = run.train().await?;
+                    // Iterative RCO: the later rounds collect and train in this stage.
+                    let later = run.later_rounds().await?;
+                    for (round, summary) in std::iter::once(first).chain(later).enumerate() {
+                        let label = match round {
+                            0 => "train".to_string(),
+                            r => format!("train (round {})", r + 1),
+                        };
+                        eprintln!(
+                            "{label}: {} steps over {} groups ({} flat), loss {:.4} -> {:.4}",
+                            summary.steps,
+                            summary.groups,
+                            summary.flat_groups,
+                            summary.first_loss,
+                            summary.last_loss
+                        );
+                    }
                 }
                 Stage::Eval => run.eval().await?,
                 Stage::Report => write_report(run).await?,

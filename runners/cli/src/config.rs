@@ -42,6 +42,12 @@ pub struct RunConfig {
     pub reward: Section,
     /// How the critic is trained (a trainer plugin).
     pub trainer: Section,
+    /// Rounds of iterative RCO: round 1 collects with the base critic and trains it; each
+    /// later round collects with the critic the round before trained and trains that one
+    /// further. Every round's critic is evaluated (`rco`, `rco-round-2`, ...); its files
+    /// carry the round (`groups-round-2.jsonl`, `critic/rco-round-2/`).
+    #[serde(default = "default_rounds")]
+    pub rounds: usize,
     /// The collection stage.
     #[serde(default)]
     pub collect: CollectConfig,
@@ -76,6 +82,13 @@ pub struct StoreConfig {
     /// killed, not the machine losing power.
     pub durability: rco_core::store::Durability,
 }
+
+fn default_rounds() -> usize {
+    1
+}
+
+/// The most rounds of iterative RCO a config may ask for.
+const MAX_ROUNDS: usize = 20;
 
 fn default_reask() -> usize {
     2
@@ -613,6 +626,17 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
     problems.extend(unknown_keys(top));
     if let Some(seed) = top.get("seed") {
         typed::<u64>(seed, "seed", &mut problems);
+    }
+    if let Some(rounds) = top
+        .get("rounds")
+        .and_then(|r| typed::<usize>(r, "rounds", &mut problems))
+    {
+        if !(1..=MAX_ROUNDS).contains(&rounds) {
+            problems.push(ConfigProblem::new(
+                "rounds",
+                format!("must be between 1 and {MAX_ROUNDS}, got {rounds}"),
+            ));
+        }
     }
     let templates = top
         .get("templates")

@@ -89,12 +89,13 @@ impl Run {
         Ok(self.loaded.sections.data.build(&self.context("data"))?)
     }
 
-    /// The trainer, starting from the base critic and writing the `rco` critic.
-    pub(super) fn trainer(&self) -> anyhow::Result<Box<dyn Trainer>> {
+    /// The trainer of a round: round 1 starts from the base critic and writes the trained
+    /// one (`critic/rco`); a later round starts from the critic of the round before.
+    pub(super) fn trainer_for(&self, round: usize) -> anyhow::Result<Box<dyn Trainer>> {
         let ctx = TrainerContext {
             common: self.context("trainer"),
-            base_checkpoint: self.critic_dir("base"),
-            output: self.critic_dir(&self.trained_name()),
+            base_checkpoint: self.critic_dir(&self.round_name(round - 1)),
+            output: self.critic_dir(&self.round_name(round)),
             critic_section: self.loaded.config.critic.clone(),
         };
         Ok(self.loaded.sections.trainer.build(&ctx)?)

@@ -50,25 +50,39 @@ impl Collected {
 }
 
 impl Run {
-    /// Collects every training item not yet committed.
+    /// Collects every training item not yet committed (round 1, with the base critic).
     pub async fn collect(&self) -> anyhow::Result<()> {
-        self.charged("collect", self.collect_stage()).await
+        self.collect_round(1).await
     }
 
-    async fn collect_stage(&self) -> anyhow::Result<()> {
+    /// Collects a round of iterative RCO: with the base critic in round 1, and with the
+    /// critic the round before trained in later ones, into that round's files.
+    pub(super) async fn collect_round(&self, round: usize) -> anyhow::Result<()> {
+        self.charged("collect", self.collect_stage(round)).await
+    }
+
+    async fn collect_stage(&self, round: usize) -> anyhow::Result<()> {
         let items = self.items("train")?;
         let cfg = &self.loaded.config.collect;
+        let file = |name: &str| super::round_file(name, round);
+        let detail = DETAIL_FILES.map(file);
+        let groups_file = file(GROUPS_FILE);
+        // Every round samples its own critiques.
+        let label = match round {
+            1 => "collect".to_string(),
+            r => format!("collect-round-{r}"),
+        };
         // Every committed item has N critiques and CU records and N × M refinements and
         // verdicts; one that lost any (a torn line under its commit) is collected again.
         let (n, m) = (cfg.critiques_per_item, cfg.refinements_per_critique);
         let committed = self.store.recover_complete(
             &[
-                (DETAIL_FILES[0], n),
-                (DETAIL_FILES[1], n * m),
-                (DETAIL_FILES[2], n * m),
-                (DETAIL_FILES[3], n),
+                (detail[0].as_str(), n),
+                (detail[1].as_str(), n * m),
+                (detail[2].as_str(), n * m),
+                (detail[3].as_str(), n),
             ],
-            GROUPS_FILE,
+            &groups_file,
             "item_id",
         )?;
         let left_out = self.left_out_of_collection()?;
@@ -78,8 +92,10 @@ impl Run {
         {
             return Ok(());
         }
-        let critic = self.critic("base")?;
-        self.warn_about_critic_sampling(critic.sampling())?;
+        let critic = self.critic(&self.round_name(round - 1))?;
+        if round == 1 {
+            self.warn_about_critic_sampling(critic.sampling())?;
+        }
         let actor_name = self.loaded.collect_actor().to_string();
         let actor = self.actor(&actor_name)?;
         let judge = self.judge()?;
@@ -126,7 +142,7 @@ impl Run {
             actor_name: &actor_name,
             n: cfg.critiques_per_item,
             m: cfg.refinements_per_critique,
-            label: "collect",
+            label: &label,
             pipelined: cfg.pipelined,
         };
         let reward = reward.as_ref();
@@ -136,26 +152,30 @@ impl Run {
             cfg.batches_in_flight,
             |judged| self.score_collected(judged, reward, judge.as_ref()),
             |count, batch: Collected| {
-                self.store.append(DETAIL_FILES[0], &batch.critiques)?;
-                self.store.append(DETAIL_FILES[1], &batch.refinements)?;
-                self.store.append(DETAIL_FILES[2], &batch.verdicts)?;
-                self.store.append(DETAIL_FILES[3], &batch.cus)?;
+                self.store.append(&detail[0], &batch.critiques)?;
+                self.store.append(&detail[1], &batch.refinements)?;
+                self.store.append(&detail[2], &batch.verdicts)?;
+                self.store.append(&detail[3], &batch.cus)?;
                 // The commit record of the batch: one write.
-                self.store.append(GROUPS_FILE, &batch.groups)?;
+                self.store.append(&groups_file, &batch.groups)?;
                 bar.inc(count as u64);
-                self.metrics.record(batch.metrics(count));
+                let mut metrics = batch.metrics(count);
+                if round > 1 {
+                    metrics["round"] = round.into();
+                }
+                self.metrics.record(metrics);
                 Ok(())
             },
         )
         .await?;
         bar.finish();
-        self.warn_about_truncated_critiques()
+        self.warn_about_truncated_critiques(&detail[0])
     }
 
     /// Critiques cut at the critic's token limit are scored as written, but their reference
     /// log-prob is that of a prefix: say how many there are once the collection is complete.
-    fn warn_about_truncated_critiques(&self) -> anyhow::Result<()> {
-        let critiques: Vec<CritiqueRecord> = self.store.read(DETAIL_FILES[0])?;
+    fn warn_about_truncated_critiques(&self, file: &str) -> anyhow::Result<()> {
+        let critiques: Vec<CritiqueRecord> = self.store.read(file)?;
         let truncated = critiques.iter().filter(|c| c.truncated).count();
         if truncated == 0 {
             return Ok(());
@@ -163,7 +183,7 @@ impl Run {
         self.warn(
             "collect",
             format!(
-                "{truncated} of {} collected critiques stopped at the critic's token limit (`truncated` in critiques.jsonl): their text and reference log-prob are those of a prefix; raise the critic's max_tokens if that is not intended",
+                "{truncated} of {} collected critiques stopped at the critic's token limit (`truncated` in {file}): their text and reference log-prob are those of a prefix; raise the critic's max_tokens if that is not intended",
                 critiques.len()
             ),
         )

@@ -24,6 +24,9 @@ impl Run {
     async fn eval_stage(&self) -> anyhow::Result<()> {
         let items = self.items("test")?;
         self.train_summary()?;
+        for round in 2..=self.rounds() {
+            self.round_summary(round)?;
+        }
         self.store.recover(&[], EVAL_FILE, "item_id")?;
         let done: HashSet<(String, String, String)> = self
             .store

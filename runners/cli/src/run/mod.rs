@@ -49,6 +49,18 @@ pub use warnings::{RunWarning, WARNINGS_FILE};
 /// ([`Run::critic_names`]); this constant is the `rco` trainer's case.
 pub const CRITICS: [&str; 2] = ["base", "rco"];
 
+/// A round's name of a run-directory file: round 1 keeps `name`; a later round inserts
+/// `-round-N` before the extension (`groups-round-2.jsonl`).
+pub fn round_file(name: &str, round: usize) -> String {
+    if round <= 1 {
+        return name.to_string();
+    }
+    match name.rsplit_once('.') {
+        Some((stem, ext)) => format!("{stem}-round-{round}.{ext}"),
+        None => format!("{name}-round-{round}"),
+    }
+}
+
 /// The ledger's file in the run directory.
 pub const USAGE_FILE: &str = "usage.json";
 
@@ -86,12 +98,28 @@ impl Run {
         ["base".to_string(), self.trained_name()]
     }
 
-    /// Every critic evaluation runs: [`Run::critic_names`], then the critics of
-    /// `[eval.critics]` by name.
+    /// Every critic evaluation runs: [`Run::critic_names`], the critics of later rounds
+    /// (`rco-round-2`, ...), then the critics of `[eval.critics]` by name.
     pub fn evaluated_critics(&self) -> Vec<String> {
         let mut names = self.critic_names().to_vec();
+        names.extend((2..=self.rounds()).map(|r| self.round_name(r)));
         names.extend(self.loaded.sections.eval_critics.keys().cloned());
         names
+    }
+
+    /// Rounds of iterative RCO (`rounds`, at least 1).
+    pub fn rounds(&self) -> usize {
+        self.loaded.config.rounds.max(1)
+    }
+
+    /// The critic round `round` trains (rounds count from 1): the trainer's kind, then
+    /// `KIND-round-2`, ...; round 0 is the base critic.
+    pub fn round_name(&self, round: usize) -> String {
+        match round {
+            0 => "base".to_string(),
+            1 => self.trained_name(),
+            r => format!("{}-round-{r}", self.trained_name()),
+        }
     }
 
     /// Opens (or creates) a run directory for a config; a directory made with another

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
-use rco_core::{TrainSummary, TrainingGroup};
+use rco_core::{TrainSummary, TrainedCritic, TrainingGroup};
 
 use super::collect::GROUPS_FILE;
 use super::Run;
@@ -17,11 +17,30 @@ pub const TRAIN_SUMMARY_FILE: &str = "train_summary.json";
 impl Run {
     /// Trains the critic, once: a finished training stage is not run again.
     pub async fn train(&self) -> anyhow::Result<TrainSummary> {
-        if self.store.path(TRAIN_SUMMARY_FILE).is_file() {
-            return self.train_summary();
+        self.train_round(1).await
+    }
+
+    /// The later rounds of iterative RCO (`rounds`), each collected with the critic the
+    /// round before trained and trained from it; finished rounds are not run again.
+    pub async fn later_rounds(&self) -> anyhow::Result<Vec<TrainSummary>> {
+        let mut summaries = Vec::new();
+        for round in 2..=self.rounds() {
+            if let TrainedCritic::Served { .. } = self.train_summary()?.trained_critic {
+                bail!("`rounds` > 1 needs a critic the runner can load itself; this run's trained critic is served (a critic on a server trained from `base_model`)");
+            }
+            self.collect_round(round).await?;
+            summaries.push(self.train_round(round).await?);
+        }
+        Ok(summaries)
+    }
+
+    async fn train_round(&self, round: usize) -> anyhow::Result<TrainSummary> {
+        let summary_file = super::round_file(TRAIN_SUMMARY_FILE, round);
+        if self.store.path(&summary_file).is_file() {
+            return self.round_summary(round);
         }
         let items = self.items("train")?;
-        let groups: Vec<TrainingGroup> = self.store.read(GROUPS_FILE)?;
+        let groups: Vec<TrainingGroup> = self.store.read(&super::round_file(GROUPS_FILE, round))?;
         let done: HashSet<&str> = groups.iter().map(|g| g.item_id.as_str()).collect();
         // Items left out of collection because their first answer was already correct.
         let left_out = self.left_out_of_collection()?;
@@ -41,18 +60,29 @@ impl Run {
             .into_iter()
             .filter(|g| !g.critiques.is_empty())
             .collect();
-        let mut trainer = self.trainer()?;
-        let bar = self.progress.start("train", 0);
+        let mut trainer = self.trainer_for(round)?;
+        let label = match round {
+            1 => "train".to_string(),
+            r => format!("train (round {r})"),
+        };
+        let bar = self.progress.start(&label, 0);
         let summary = trainer.train(&groups, bar.clone()).await?;
         bar.finish();
         self.store
-            .write_file(TRAIN_SUMMARY_FILE, &serde_json::to_vec_pretty(&summary)?)?;
+            .write_file(&summary_file, &serde_json::to_vec_pretty(&summary)?)?;
         Ok(summary)
     }
 
     /// The summary of the finished training stage.
     pub fn train_summary(&self) -> anyhow::Result<TrainSummary> {
-        let path = self.store.path(TRAIN_SUMMARY_FILE);
+        self.round_summary(1)
+    }
+
+    /// The summary of a finished round's training.
+    pub fn round_summary(&self, round: usize) -> anyhow::Result<TrainSummary> {
+        let path = self
+            .store
+            .path(&super::round_file(TRAIN_SUMMARY_FILE, round));
         let bytes = std::fs::read(&path).map_err(|_| {
             anyhow!(
                 "{} has no trained critic yet; run `rco train` first",
