@@ -109,7 +109,11 @@ else
   [ "$nvrtc" != system ] && export LD_LIBRARY_PATH="$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   echo
   echo "== CUDA (NVRTC: $nvrtc)"
-  run "CUDA parity test" "${cuda_parity[@]}"
+  if [ -n "$prebuilt" ] && [ ! -x "$prebuilt/backends-test" ]; then
+    note "CUDA parity test skipped: no backends-test in $prebuilt (rco backends below compares the backends)"
+  else
+    run "CUDA parity test" "${cuda_parity[@]}"
+  fi
   run "rco backends cpu,cuda:0" "${cuda_rco[@]}" backends \
     --model "$SMOLLM2_GGUF" --devices cpu,cuda:0 --out "${RCO_BACKENDS_OUT:-$CARGO_TARGET_DIR}/backends-cuda.json"
   [ "$bench" = 1 ] && run "CUDA benchmark" BENCH_DEVICE=cuda:0 "${cuda_bench[@]}"
