@@ -55,6 +55,41 @@ impl Default for Tolerance {
     }
 }
 
+impl Tolerance {
+    /// The tolerance with `key=value` overrides, comma-separated (`logits=0.05,log_probs=0.05`;
+    /// keys: logits, log_probs, near_tie, step_loss, step_log_probs).
+    pub fn with_overrides(mut self, overrides: &str) -> Result<Self, String> {
+        for part in overrides
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}` is not KEY=VALUE"))?;
+            let value: f64 = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| format!("`{part}`: the value must be a number ≥ 0"))?;
+            match key.trim() {
+                "logits" => self.logits = value as f32,
+                "log_probs" => self.log_probs = value as f32,
+                "near_tie" => self.near_tie = value as f32,
+                "step_loss" => self.step_loss = value,
+                "step_log_probs" => self.step_log_probs = value,
+                other => {
+                    return Err(format!(
+                        "unknown tolerance `{other}` (logits, log_probs, near_tie, step_loss, step_log_probs)"
+                    ))
+                }
+            }
+        }
+        Ok(self)
+    }
+}
+
 /// A device as `rco backends` names it: a device spec and how it holds the weights.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Target {

@@ -181,6 +181,11 @@ enum Command {
         /// Where the comparison is written as JSON.
         #[arg(long, default_value = "backends.json")]
         out: PathBuf,
+        /// Looser (or tighter) bounds than the f32 defaults, comma-separated KEY=VALUE:
+        /// logits, log_probs, near_tie, step_loss, step_log_probs (for example
+        /// `logits=0.1,log_probs=0.1,step_log_probs=0.2` for CUDA, whose matmuls run in TF32).
+        #[arg(long, default_value = "")]
+        tolerance: String,
     },
     /// Validate a config and report every problem.
     Check { config: PathBuf },
@@ -364,6 +369,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             prompts,
             max_tokens,
             out,
+            tolerance,
         } => {
             let targets = devices
                 .split(',')
@@ -398,7 +404,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &targets,
                 &prompts,
                 max_tokens,
-                rco_lm::parity::Tolerance::default(),
+                rco_lm::parity::Tolerance::default()
+                    .with_overrides(&tolerance)
+                    .map_err(|e| anyhow::anyhow!("--tolerance: {e}"))?,
             )?;
             print!("{}", report.table());
             write_json(&out, &report)?;

@@ -280,7 +280,11 @@ fn iterative_rco_trains_a_second_round_from_the_first() {
     let straight = tmp.path().join("straight");
     let output = rounds(&straight).output().expect("run rco");
     assert!(output.status.success(), "{}", text(&output));
-    assert!(text(&output).contains("train (round 2): "), "{}", text(&output));
+    assert!(
+        text(&output).contains("train (round 2): "),
+        "{}",
+        text(&output)
+    );
     for file in [
         "groups-round-2.jsonl",
         "critiques-round-2.jsonl",
@@ -927,16 +931,43 @@ fn backends_compares_devices_and_fails_beyond_the_tolerances() {
     );
     // Training is f32 on every CPU target: the same step.
     assert_eq!(q8["step_loss"], q8["reference_step_loss"]);
+    // With bounds that admit Q8_0's tail differences the same comparison passes.
+    let output = rco()
+        .arg("backends")
+        .arg("--model")
+        .arg(crate::util::gguf())
+        .args([
+            "--devices",
+            "cpu,cpu+q8_0",
+            "--max-tokens",
+            "8",
+            "--tolerance",
+            "logits=5,log_probs=5",
+            "--out",
+        ])
+        .arg(tmp.path().join("loose.json"))
+        .output()
+        .expect("rco backends");
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(
+        json(&tmp.path().join("loose.json"))["tolerance"]["logits"],
+        5.0
+    );
     // One device, or one the build lacks or does not know, is refused with the reason.
     for (devices, expected) in [
         ("cpu", "at least two devices"),
         ("cpu,tpu", "unknown device `tpu`"),
         ("cpu,cpu+q4", "unknown weight format `q4`"),
+        ("cpu,cpu --tolerance logit=1", "unknown tolerance `logit`"),
+        ("cpu,cpu --tolerance logits=-1", "must be a number"),
     ] {
+        let mut args: Vec<&str> = devices.split(' ').collect();
+        let devices = args.remove(0);
         let output = rco()
             .arg("backends")
             .arg("--model")
             .arg(crate::util::gguf())
+            .args(args)
             .args(["--devices", devices, "--out"])
             .arg(tmp.path().join("x.json"))
             .output()
