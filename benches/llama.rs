@@ -5,6 +5,7 @@
 //! ~128 tokens. Needs `SMOLLM2_GGUF` (scripts/fetch-models.sh) and xllamacpp (scripts/test.sh
 //! installs it).
 //! Run: `SMOLLM2_GGUF=$(scripts/fetch-models.sh) cargo bench -p rco-benches --bench llama`.
+//! `BENCH_NEW_TOKENS=N` decodes N new tokens instead of 32.
 //! `BENCH_DEVICE=wgpu` or `cuda:0` (with `--features wgpu` or `cuda`) runs the rco side
 //! on that device instead; llama.cpp stays on the CPU (scripts/gpu-check.sh does this).
 
@@ -61,7 +62,11 @@ fn bench<B: Backend>(path: &std::path::Path, device_name: &str, device: B::Devic
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let new_tokens = 32;
+    // `BENCH_NEW_TOKENS` decodes longer (the KV cache's cost grows with the length).
+    let new_tokens = std::env::var("BENCH_NEW_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
     let file = path
         .file_name()
         .map_or_else(String::new, |f| f.to_string_lossy().to_string());
