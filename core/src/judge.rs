@@ -91,6 +91,48 @@ impl ReaskInvalid {
     }
 }
 
+/// The re-asking of [`ReaskInvalid`] for any kind of request: the requests whose judgement
+/// is invalid are asked again, each with a seed derived from its own and the attempt, up to
+/// `attempts` times.
+async fn reask<T: Clone, Fut>(
+    requests: &[T],
+    mut judgements: Vec<Judgement>,
+    attempts: usize,
+    seed: impl Fn(&T) -> u64,
+    reseed: impl Fn(&T, u64) -> T,
+    ask: impl Fn(Vec<T>) -> Fut,
+) -> Result<Vec<Judgement>>
+where
+    Fut: std::future::Future<Output = Result<Vec<Judgement>>>,
+{
+    for attempt in 1..=attempts {
+        let again: Vec<usize> = (0..judgements.len())
+            .filter(|&i| !judgements[i].verdict.is_valid())
+            .collect();
+        if again.is_empty() {
+            break;
+        }
+        tracing::info!(
+            "asking {} unreadable verdict(s) of {} again (attempt {attempt} of {attempts})",
+            again.len(),
+            judgements.len(),
+        );
+        let retry: Vec<T> = again
+            .iter()
+            .map(|&i| {
+                let next =
+                    crate::seed::derive_seed(seed(&requests[i]), &["reask", &attempt.to_string()]);
+                reseed(&requests[i], next)
+            })
+            .collect();
+        let answers = ask(retry).await?;
+        for (i, answer) in again.into_iter().zip(answers) {
+            judgements[i] = answer;
+        }
+    }
+    Ok(judgements)
+}
+
 #[async_trait]
 impl Judge for ReaskInvalid {
     fn max_batch_size(&self) -> usize {
@@ -98,66 +140,23 @@ impl Judge for ReaskInvalid {
     }
 
     async fn compare(&self, comparisons: &[Comparison]) -> Result<Vec<Judgement>> {
-        let mut judgements = self.inner.compare(comparisons).await?;
-        for attempt in 1..=self.attempts {
-            let again: Vec<usize> = (0..judgements.len())
-                .filter(|&i| !judgements[i].verdict.is_valid())
-                .collect();
-            if again.is_empty() {
-                break;
-            }
-            tracing::info!(
-                "asking {} unreadable verdict(s) of {} again (attempt {attempt} of {})",
-                again.len(),
-                judgements.len(),
-                self.attempts
-            );
-            let retry: Vec<Comparison> = again
-                .iter()
-                .map(|&i| Comparison {
-                    seed: crate::seed::derive_seed(
-                        comparisons[i].seed,
-                        &["reask", &attempt.to_string()],
-                    ),
-                    ..comparisons[i].clone()
-                })
-                .collect();
-            let answers = self.inner.compare(&retry).await?;
-            for (i, answer) in again.into_iter().zip(answers) {
-                judgements[i] = answer;
-            }
-        }
-        Ok(judgements)
+        let first = self.inner.compare(comparisons).await?;
+        let reseed = |c: &Comparison, seed| Comparison { seed, ..c.clone() };
+        let ask = |retry: Vec<Comparison>| async move { self.inner.compare(&retry).await };
+        reask(comparisons, first, self.attempts, |c| c.seed, reseed, ask).await
     }
 
     async fn compare_critiques(
         &self,
         comparisons: &[crate::CritiqueComparison],
     ) -> Result<Vec<Judgement>> {
-        let mut judgements = self.inner.compare_critiques(comparisons).await?;
-        for attempt in 1..=self.attempts {
-            let again: Vec<usize> = (0..judgements.len())
-                .filter(|&i| !judgements[i].verdict.is_valid())
-                .collect();
-            if again.is_empty() {
-                break;
-            }
-            let retry: Vec<crate::CritiqueComparison> = again
-                .iter()
-                .map(|&i| crate::CritiqueComparison {
-                    seed: crate::seed::derive_seed(
-                        comparisons[i].seed,
-                        &["reask", &attempt.to_string()],
-                    ),
-                    ..comparisons[i].clone()
-                })
-                .collect();
-            let answers = self.inner.compare_critiques(&retry).await?;
-            for (i, answer) in again.into_iter().zip(answers) {
-                judgements[i] = answer;
-            }
-        }
-        Ok(judgements)
+        let first = self.inner.compare_critiques(comparisons).await?;
+        let reseed =
+            |c: &crate::CritiqueComparison, seed| crate::CritiqueComparison { seed, ..c.clone() };
+        let ask = |retry: Vec<crate::CritiqueComparison>| async move {
+            self.inner.compare_critiques(&retry).await
+        };
+        reask(comparisons, first, self.attempts, |c| c.seed, reseed, ask).await
     }
 
     async fn score(&self, requests: &[PointwiseRequest]) -> Result<Vec<PointwiseScore>> {

@@ -108,10 +108,33 @@ where
     O: Optimizer<M, B>,
 {
     let groups_in_step: usize = micro_batches.iter().map(Vec::len).sum();
+    accumulated_step(
+        model,
+        optimizer,
+        micro_batches,
+        learning_rate,
+        |model, micro| rco_loss(model, micro, groups_in_step, device),
+    )
+}
+
+/// One optimizer step whose gradients are summed over the micro-batches, each micro-batch's
+/// loss from `loss`; returns the model and the sum of the losses.
+fn accumulated_step<B, M, O, T>(
+    model: M,
+    optimizer: &mut O,
+    micro_batches: &[T],
+    learning_rate: f64,
+    loss: impl Fn(&M, &T) -> Tensor<B, 1>,
+) -> (M, f64)
+where
+    B: AutodiffBackend,
+    M: CausalLm<B> + AutodiffModule<B>,
+    O: Optimizer<M, B>,
+{
     let mut accumulator = GradientsAccumulator::<M>::new();
     let mut total = 0.0;
     for micro in micro_batches {
-        let loss = rco_loss(&model, micro, groups_in_step, device);
+        let loss = loss(&model, micro);
         total += loss.clone().into_scalar().elem::<f64>();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         accumulator.accumulate(&model, grads);
@@ -140,20 +163,19 @@ where
         .flatten()
         .map(|(_, completion)| completion.len())
         .sum();
-    let mut accumulator = GradientsAccumulator::<M>::new();
-    let mut total = 0.0;
-    for micro in micro_batches {
-        let rows: Vec<Example> = micro.iter().map(|&e| e.clone()).collect();
-        let loss = completion_log_probs(&model, &rows, device)
-            .sum()
-            .neg()
-            .div_scalar(tokens.max(1) as f32);
-        total += loss.clone().into_scalar().elem::<f64>();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        accumulator.accumulate(&model, grads);
-    }
-    let model = optimizer.step(learning_rate, model, accumulator.grads());
-    (model, total)
+    accumulated_step(
+        model,
+        optimizer,
+        micro_batches,
+        learning_rate,
+        |model, micro| {
+            let rows: Vec<Example> = micro.iter().map(|&e| e.clone()).collect();
+            completion_log_probs(model, &rows, device)
+                .sum()
+                .neg()
+                .div_scalar(tokens.max(1) as f32)
+        },
+    )
 }
 
 /// One preference pair of critiques for DPO: the chosen and the rejected completion of the
@@ -212,14 +234,11 @@ where
     O: Optimizer<M, B>,
 {
     let pairs_in_step: usize = micro_batches.iter().map(Vec::len).sum();
-    let mut accumulator = GradientsAccumulator::<M>::new();
-    let mut total = 0.0;
-    for micro in micro_batches {
-        let loss = dpo_loss(&model, micro, pairs_in_step, beta, device);
-        total += loss.clone().into_scalar().elem::<f64>();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        accumulator.accumulate(&model, grads);
-    }
-    let model = optimizer.step(learning_rate, model, accumulator.grads());
-    (model, total)
+    accumulated_step(
+        model,
+        optimizer,
+        micro_batches,
+        learning_rate,
+        |model, micro| dpo_loss(model, micro, pairs_in_step, beta, device),
+    )
 }

@@ -25,3 +25,14 @@ pub const WRONG: f64 = 1.0;
 /// Why a verifier's critique comparisons are invalid.
 pub const NOT_CRITIQUES: &str =
     "a verifier checks answers against ground truth and cannot compare critiques; judge critique comparisons (collect.critique_comparisons) with an LLM judge";
+
+/// A verifier's answer to `n` critique comparisons: each invalid, saying why.
+pub fn decline_critiques(n: usize) -> Vec<rco_core::Judgement> {
+    (0..n)
+        .map(|_| {
+            rco_core::Judgement::hard(rco_core::Verdict::Invalid {
+                reason: NOT_CRITIQUES.into(),
+            })
+        })
+        .collect()
+}

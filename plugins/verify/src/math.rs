@@ -55,14 +55,7 @@ impl Judge for MathJudge {
         &self,
         comparisons: &[rco_core::CritiqueComparison],
     ) -> Result<Vec<Judgement>> {
-        Ok(comparisons
-            .iter()
-            .map(|_| {
-                Judgement::hard(Verdict::Invalid {
-                    reason: crate::NOT_CRITIQUES.into(),
-                })
-            })
-            .collect())
+        Ok(crate::decline_critiques(comparisons.len()))
     }
 
     async fn compare(&self, comparisons: &[Comparison]) -> Result<Vec<Judgement>> {

@@ -282,42 +282,18 @@ pub fn pairs_in_order(records: &[EvalRecord]) -> Vec<rco_core::BothOrders> {
 
 fn judge_health(records: &[EvalRecord], scores: Option<&[Option<f64>]>) -> JudgeHealth {
     let mut scores = scores.map(|s| s.iter());
-    let (mut judgements, mut valid, mut first_wins, mut ties, mut invalid) =
-        (0usize, 0usize, 0usize, 0usize, 0usize);
-    let (mut pairs, mut consistent) = (0usize, 0usize);
     let (mut longer, mut not_longer) = (Vec::new(), Vec::new());
     let mut length_changes = Vec::new();
+    let mut all = Vec::new();
     for r in records {
         for (refined, item_pairs) in r.refinements.iter().zip(&r.pairs) {
             for (text, pair) in refined.iter().zip(item_pairs) {
+                all.push(pair);
                 let change = text.chars().count() as f64 - r.initial_chars as f64;
-                for j in [&pair.refined_first, &pair.refined_second] {
-                    judgements += 1;
-                    match j.verdict {
-                        Verdict::A => {
-                            valid += 1;
-                            first_wins += 1
-                        }
-                        Verdict::B => valid += 1,
-                        Verdict::Tie => {
-                            valid += 1;
-                            ties += 1
-                        }
-                        Verdict::Invalid { .. } => invalid += 1,
-                    }
-                }
-                // Position consistency is the hard rule's (do the two orders agree?); the
-                // CU split by length uses the run's own estimator where it was given.
-                let hard = pair_score(pair, CuMode::Hard);
-                if let Some((_, disagree)) = hard {
-                    pairs += 1;
-                    if !disagree {
-                        consistent += 1;
-                    }
-                }
+                // The CU split by length uses the run's own estimator where it was given.
                 let score = match scores.as_mut() {
                     Some(scores) => scores.next().copied().flatten(),
-                    None => hard.map(|(score, _)| score),
+                    None => pair_score(pair, CuMode::Hard).map(|(score, _)| score),
                 };
                 if let Some(score) = score {
                     if change > 0.0 {
@@ -330,22 +306,18 @@ fn judge_health(records: &[EvalRecord], scores: Option<&[Option<f64>]>) -> Judge
         }
         length_changes.push(r.length_change);
     }
-    let ratio = |a: usize, b: usize| {
-        if b == 0 {
-            f64::NAN
-        } else {
-            a as f64 / b as f64
-        }
-    };
+    // Position consistency is the hard rule's (do the two orders agree?).
+    let counts = pair_health(all);
+    let or_nan = |v: Option<f64>| v.unwrap_or(f64::NAN);
     JudgeHealth {
-        position_consistency: ratio(consistent, pairs),
-        first_slot_win_rate: ratio(first_wins, valid),
-        tie_rate: ratio(ties, valid),
-        invalid_rate: ratio(invalid, judgements),
+        position_consistency: or_nan(counts.position_consistency),
+        first_slot_win_rate: or_nan(counts.first_slot_win_rate),
+        tie_rate: or_nan(counts.tie_rate),
+        invalid_rate: or_nan(counts.invalid_rate),
         mean_length_change: mean(&length_changes),
         cu_longer: (!longer.is_empty()).then(|| mean(&longer)),
         cu_not_longer: (!not_longer.is_empty()).then(|| mean(&not_longer)),
-        judgements,
+        judgements: counts.judgements,
     }
 }
 
