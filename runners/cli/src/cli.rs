@@ -349,6 +349,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 e.pairs,
                 e.dir.join(crate::export_groups::PREFERENCE_FILE).display()
             );
+            if let Some(direct) = e.direct_pairs {
+                println!(
+                    "{direct} directly judged critique pairs in {}",
+                    e.dir
+                        .join(crate::export_groups::DIRECT_PREFERENCE_FILE)
+                        .display()
+                );
+            }
             Ok(())
         }
         Command::Compare {

@@ -6,8 +6,10 @@
 //!   critique's utility (CU) as the reward: RCO's regression target;
 //! - `preferences.jsonl`: one line per pair of critiques of the same answer whose CUs differ
 //!   by more than `--min-gap`, `{"prompt", "chosen", "rejected"}` (DPO's shape) with the
-//!   higher-CU critique chosen. These are preferences derived from refinement outcomes, not
-//!   the direct critique comparisons of DPCO.
+//!   higher-CU critique chosen. These are preferences derived from refinement outcomes;
+//! - `critique_preferences.jsonl`, when the run compared critiques directly
+//!   (`collect.critique_comparisons`): one line per pair the judge decided,
+//!   `{"prompt", "chosen", "rejected", "score"}`: DPCO's pairs, in DPO's shape.
 //!
 //! Each line also carries `item_id` (and the CUs) so rows can be grouped again; TRL ignores
 //! columns it does not use.
@@ -26,6 +28,9 @@ pub const REWARD_FILE: &str = "rco.jsonl";
 /// The file of chosen/rejected critique pairs.
 pub const PREFERENCE_FILE: &str = "preferences.jsonl";
 
+/// The file of critique pairs the judge compared directly and decided (DPCO's pairs).
+pub const DIRECT_PREFERENCE_FILE: &str = "critique_preferences.jsonl";
+
 /// What an export wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exported {
@@ -35,6 +40,9 @@ pub struct Exported {
     pub flat_groups: usize,
     pub critiques: usize,
     pub pairs: usize,
+    /// Pairs written to [`DIRECT_PREFERENCE_FILE`]; `None` when the run compared no
+    /// critiques directly (the file is not written).
+    pub direct_pairs: Option<usize>,
 }
 
 /// Writes the run's groups in `format` to `out` (default `RUN_DIR/export/FORMAT`); pairs
@@ -102,13 +110,51 @@ pub fn export_groups(
     }
     write_jsonl(&dir.join(REWARD_FILE), &rewards)?;
     write_jsonl(&dir.join(PREFERENCE_FILE), &preferences)?;
+    let direct_pairs = if groups.iter().any(|g| !g.preferences.is_empty()) {
+        let direct = direct_preferences(&groups);
+        write_jsonl(&dir.join(DIRECT_PREFERENCE_FILE), &direct)?;
+        Some(direct.len())
+    } else {
+        None
+    };
     Ok(Exported {
         dir,
         groups: groups.len(),
         flat_groups,
         critiques: rewards.len(),
         pairs: preferences.len(),
+        direct_pairs,
     })
+}
+
+/// The critique pairs the judge compared directly and decided (a preference score other
+/// than one half), the preferred critique chosen.
+fn direct_preferences(groups: &[TrainingGroup]) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for group in groups {
+        for p in &group.preferences {
+            let (Some(score), Some(a), Some(b)) =
+                (p.score, group.critiques.get(p.a), group.critiques.get(p.b))
+            else {
+                continue;
+            };
+            let (chosen, rejected, score) = if score > 0.5 {
+                (a, b, score)
+            } else if score < 0.5 {
+                (b, a, 1.0 - score)
+            } else {
+                continue;
+            };
+            out.push(json!({
+                "prompt": group.prompt,
+                "chosen": chosen.text,
+                "rejected": rejected.text,
+                "score": score,
+                "item_id": group.item_id,
+            }));
+        }
+    }
+    out
 }
 
 /// Writes the lines to a temporary file and renames it into place: a reader never sees a

@@ -230,6 +230,24 @@ fn dpco_baseline_trains_on_direct_critique_preferences() {
         }
     }
     assert!(decided > 0, "no decided pair");
+    // `rco export-groups` writes the decided pairs in DPO's shape, the preferred one chosen.
+    let output = rco()
+        .arg("export-groups")
+        .arg(&out)
+        .output()
+        .expect("rco export-groups");
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains(&format!("{decided} directly judged critique pairs")),
+        "{}",
+        text(&output)
+    );
+    let direct = records(&out.join("export/trl/critique_preferences.jsonl"));
+    assert_eq!(direct.len(), decided);
+    for p in &direct {
+        assert!(p["score"].as_f64().unwrap() > 0.5, "{p}");
+        assert!(p["chosen"].is_string() && p["rejected"].is_string() && p["prompt"].is_string());
+    }
     let dpco = report(&out);
     assert_eq!(dpco["trained_critic"], "dpco");
     // The judge's health per stage: the collection's refinement verdicts (128 items × 8

@@ -365,6 +365,8 @@ async fn export_groups_writes_trl_rewards_and_preferences() {
     assert_eq!(groups.len(), 24);
     let rewards = records(&out.join("export/trl/rco.jsonl"));
     let preferences = records(&out.join("export/trl/preferences.jsonl"));
+    // No critiques were compared directly: no file of direct pairs.
+    assert!(!out.join("export/trl/critique_preferences.jsonl").exists());
     // The same critiques and CUs as groups.jsonl, in its order.
     let expected: Vec<(String, String, f64)> = groups
         .iter()
