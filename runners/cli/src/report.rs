@@ -48,6 +48,15 @@ pub struct Cell {
     /// Mean pointwise score of the initial responses, where the judge is a verifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_rqs: Option<f64>,
+    /// The judge's health on this cell's judgements (absent in reports written before it
+    /// existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<StageHealth>,
+}
+
+/// The judge's health on a set of records' both-order judgements.
+fn records_health(records: &[&EvalRecord]) -> StageHealth {
+    pair_health(records.iter().flat_map(|r| r.pairs.iter().flatten()))
 }
 
 /// The solve rates of a set of records: initial responses, refinements, and the mean
@@ -226,6 +235,7 @@ fn cell(
             initial_solved,
             refined_solved,
             initial_rqs,
+            judge: Some(records_health(rs)),
         });
         task_values.push(values);
         task_rqs.push(rqs);
@@ -258,6 +268,7 @@ fn cell(
         initial_solved,
         refined_solved,
         initial_rqs,
+        judge: Some(records_health(records)),
     });
     cells
 }
@@ -692,6 +703,24 @@ pub fn markdown(report: &Report, items: usize) -> String {
         "\n## Judge health\n\n| position consistency | first-slot win rate | tie rate | invalid rate | mean length change | CU when longer | CU when not longer | judgements |\n|---|---|---|---|---|---|---|---|\n| {:.3} | {:.3} | {:.3} | {:.3} | {:+.2} | {} | {} | {} |\n",
         h.position_consistency, h.first_slot_win_rate, h.tie_rate, h.invalid_rate, h.mean_length_change, opt(h.cu_longer), opt(h.cu_not_longer), h.judgements
     ));
+    if report.cells.iter().any(|c| c.judge.is_some()) {
+        md.push_str("\nPer critic and actor (evaluation, all tasks):\n\n| critic | actor | position consistency | first-slot win rate | tie rate | invalid rate | judgements |\n|---|---|---|---|---|---|---|\n");
+        let r = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+        for c in report.cells.iter().filter(|c| c.task == "overall") {
+            if let Some(h) = &c.judge {
+                md.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} | {} |\n",
+                    c.critic,
+                    c.actor,
+                    r(h.position_consistency),
+                    r(h.first_slot_win_rate),
+                    r(h.tie_rate),
+                    r(h.invalid_rate),
+                    h.judgements
+                ));
+            }
+        }
+    }
     if !report.judge_health_by_stage.is_empty() {
         md.push_str("\nPer stage:\n\n| stage | position consistency | first-slot win rate | tie rate | invalid rate | judgements |\n|---|---|---|---|---|---|\n");
         for (stage, h) in &report.judge_health_by_stage {

@@ -253,6 +253,20 @@ fn dpco_baseline_trains_on_direct_critique_preferences() {
     // The judge's health per stage: the collection's refinement verdicts (128 items × 8
     // critiques × 5 refinements × 2 orders), its critique comparisons (28 pairs × 2 orders
     // per item) and evaluation's (90 items × 2 critics × 2 refinements × 2 orders).
+    // Per cell too: each critic's overall cell holds its own 90 × 2 × 2 judgements, and the
+    // two cells add up to evaluation's.
+    let cell_judgements: Vec<u64> = dpco["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["task"] == "overall")
+        .map(|c| {
+            c["judge"]["judgements"]
+                .as_u64()
+                .expect("judge health per cell")
+        })
+        .collect();
+    assert_eq!(cell_judgements, vec![90 * 2 * 2, 90 * 2 * 2]);
     let stages = &dpco["judge_health_by_stage"];
     for (stage, judgements) in [
         ("collect", 128 * 8 * 5 * 2),
