@@ -426,20 +426,6 @@ pub fn build(
             .find(|c| c.critic == critic && c.actor == actor && c.task == "overall")
             .map(|c| c.cu)
     };
-    let improvement: BTreeMap<String, f64> = actors
-        .iter()
-        .filter_map(|a| Some((a.clone(), overall(trained, a)? - overall("base", a)?)))
-        .collect();
-    let (mut improvement_lo, mut improvement_hi) = (BTreeMap::new(), BTreeMap::new());
-    for actor in improvement.keys() {
-        let (lo, hi) = paired_stratified_bootstrap_diff_ci(
-            &paired_items(records, actor, trained, "base"),
-            resamples,
-            rco_core::seed::derive_seed(seed, &["rco-base", actor]),
-        );
-        improvement_lo.insert(actor.clone(), lo);
-        improvement_hi.insert(actor.clone(), hi);
-    }
     let mut differences = Vec::new();
     let others = &critics[2..];
     let pairs = std::iter::once((trained, "base"))
@@ -453,7 +439,7 @@ pub fn build(
             let (lo, hi) = paired_stratified_bootstrap_diff_ci(
                 &paired_items(records, actor, critic, versus),
                 resamples,
-                // The trained critic against the base draws as `improvement` does.
+                // The trained critic against the base keeps the draws `improvement` always had.
                 if critic == trained && versus == "base" {
                     rco_core::seed::derive_seed(seed, &["rco-base", actor])
                 } else {
@@ -469,6 +455,17 @@ pub fn build(
                 hi,
             });
         }
+    }
+    // `improvement` is the trained critic against the base, read off `differences`.
+    let (mut improvement, mut improvement_lo, mut improvement_hi) =
+        (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    for d in differences
+        .iter()
+        .filter(|d| d.critic == trained && d.versus == "base")
+    {
+        improvement.insert(d.actor.clone(), d.diff);
+        improvement_lo.insert(d.actor.clone(), d.lo);
+        improvement_hi.insert(d.actor.clone(), d.hi);
     }
     Report {
         judge_health_by_stage: BTreeMap::new(),
