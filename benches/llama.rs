@@ -155,10 +155,9 @@ fn bench<B: Backend>(path: &std::path::Path, device_name: &str, device: B::Devic
     if !step {
         return;
     }
-    // One RCO optimizer step on one group: N = 4 critiques of 128 tokens after a 32-token prompt.
-    let gguf = GgufFile::open(path).expect("gguf");
-    let (_, model) = rco_lm::llama::load_gguf::<Autodiff<B>>(&gguf, &device).expect("load");
-    drop(gguf);
+    // One RCO optimizer step on one group: N = 4 critiques of 128 tokens after a 32-token
+    // prompt; every weight trained, then LoRA adapters (rank 16 on all seven projections)
+    // on the frozen model.
     let rows: Vec<(Vec<u32>, Vec<u32>)> = (0..4)
         .map(|i| {
             (
@@ -171,14 +170,28 @@ fn bench<B: Backend>(path: &std::path::Path, device_name: &str, device: B::Devic
         offsets: residual_offsets(&[-300.0; 4], &[1.0, 0.5, 0.0, 0.5], 0.1),
         rows,
     };
-    let mut optimizer = AdamWConfig::new().init::<Autodiff<B>, _>();
-    let micro = vec![vec![&group]];
-    let start = Instant::now();
-    let (model, loss) = rco_step(model, &mut optimizer, &micro, 1e-6, &device);
-    let first = start.elapsed().as_secs_f64();
-    let start = Instant::now();
-    let (_, _) = rco_step(model, &mut optimizer, &micro, 1e-6, &device);
-    println!("RCO step, one group of N=4 x 128-token critiques: {:.1} s (first step {first:.1} s, loss {loss:.1})", start.elapsed().as_secs_f64());
+    for lora in [None, Some(rco_lm::lora::LoraConfig::default())] {
+        let gguf = GgufFile::open(path).expect("gguf");
+        let (_, model) = rco_lm::llama::load_gguf::<Autodiff<B>>(&gguf, &device).expect("load");
+        drop(gguf);
+        let model = match &lora {
+            Some(lora) => model.add_lora(lora),
+            None => model,
+        };
+        let mut optimizer = AdamWConfig::new().init::<Autodiff<B>, _>();
+        let micro = vec![vec![&group]];
+        let start = Instant::now();
+        let (model, loss) = rco_step(model, &mut optimizer, &micro, 1e-6, &device);
+        let first = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let (_, _) = rco_step(model, &mut optimizer, &micro, 1e-6, &device);
+        let what = if lora.is_some() {
+            "LoRA r=16 on all projections"
+        } else {
+            "every weight"
+        };
+        println!("RCO step ({what}), one group of N=4 x 128-token critiques: {:.1} s (first step {first:.1} s, loss {loss:.1})", start.elapsed().as_secs_f64());
+    }
 }
 
 /// Prefill and decode tokens/s at batch 1 and 8.

@@ -14,6 +14,9 @@ pub enum LmError {
     /// A request a server cannot take as it is (a prompt over the limits, …): the client's to fix.
     #[error("{0}")]
     Request(String),
+    /// What the model cannot do (LoRA on a model without adapters' projections, …).
+    #[error("{0}")]
+    Unsupported(String),
     /// The request was given up because its client went away.
     #[error("cancelled: the client went away")]
     Cancelled,

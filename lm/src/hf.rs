@@ -15,6 +15,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
 
 use crate::llama::{Llama, LlamaConfig, RopeLayout, RopeScaling};
+use crate::lora::LoraConfig;
 use crate::text::TextTokenizer;
 use crate::weights::Weights;
 use crate::LmError;
@@ -175,18 +176,7 @@ pub fn save<B: Backend>(
         let (values, dims) = rows_of(&head.weight)?;
         tensors.push(("lm_head.weight".into(), values, dims.to_vec()));
     }
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
-        .into_iter()
-        .map(|(n, v, d)| (n, v.iter().flat_map(|x| x.to_le_bytes()).collect(), d))
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(n, b, d)| TensorView::new(Dtype::F32, d.clone(), b).map(|v| (n.clone(), v)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(dir, e))?;
-    let serialized = safetensors::serialize(views, None).map_err(|e| err(dir, e))?;
-    rco_core::store::write_atomic(&dir.join("model.safetensors"), &serialized)
-        .map_err(|e| err(dir, e))?;
+    write_safetensors(&dir.join("model.safetensors"), tensors)?;
     let (class, model_type) = if config.architecture == "qwen2" {
         ("Qwen2ForCausalLM", "qwen2")
     } else {
@@ -227,6 +217,88 @@ pub fn save<B: Backend>(
     write_json("tokenizer_config.json", &tokenizer_config)?;
     rco_core::store::write_atomic(&dir.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())
         .map_err(|e| err(dir, e))
+}
+
+/// Writes named f32 tensors (row-major values, dims) as one safetensors file, atomically.
+fn write_safetensors(
+    path: &Path,
+    tensors: Vec<(String, Vec<f32>, Vec<usize>)>,
+) -> Result<(), LmError> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .into_iter()
+        .map(|(n, v, d)| (n, v.iter().flat_map(|x| x.to_le_bytes()).collect(), d))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, b, d)| TensorView::new(Dtype::F32, d.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(path, e))?;
+    let serialized = safetensors::serialize(views, None).map_err(|e| err(path, e))?;
+    rco_core::store::write_atomic(path, &serialized).map_err(|e| err(path, e))
+}
+
+/// Writes a model's LoRA adapters as a PEFT adapter directory (`adapter_config.json`,
+/// `adapter_model.safetensors` with PEFT's tensor names, `lora_A` as `[r, d_in]` and
+/// `lora_B` as `[d_out, r]`), for the Hugging Face model [`save`] writes of the same base:
+/// query and key rows are in Hugging Face's layout, as there. `base` goes into
+/// `base_model_name_or_path`.
+pub fn save_peft_adapter<B: Backend>(
+    model: &Llama<B>,
+    config: &LlamaConfig,
+    lora: &LoraConfig,
+    base: &str,
+    dir: &Path,
+) -> Result<(), LmError> {
+    if !model.has_lora() {
+        return Err(err(dir, "the model has no LoRA adapters to write"));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    let interleaved = config.rope_layout == RopeLayout::Interleaved;
+    let mut tensors: Vec<(String, Vec<f32>, Vec<usize>)> = Vec::new();
+    for (i, block) in model.blocks().iter().enumerate() {
+        for (name, adapter) in block.lora.slots() {
+            let Some(adapter) = adapter else { continue };
+            let group = if ["gate_proj", "up_proj", "down_proj"].contains(&name) {
+                "mlp"
+            } else {
+                "self_attn"
+            };
+            let prefix = format!("base_model.model.model.layers.{i}.{group}.{name}");
+            let (a, a_dims) = rows_of(&adapter.a)?;
+            let (b, b_dims) = rows_of(&adapter.b)?;
+            // Output rows of the query and key adapters follow their weights' layout.
+            let heads = match name {
+                "q_proj" => Some(config.heads),
+                "k_proj" => Some(config.kv_heads),
+                _ => None,
+            };
+            let b = match heads {
+                Some(heads) if interleaved => {
+                    permute_rows(&b, heads, config.head_dim, b_dims[1], false)
+                }
+                _ => b,
+            };
+            tensors.push((format!("{prefix}.lora_A.weight"), a, a_dims.to_vec()));
+            tensors.push((format!("{prefix}.lora_B.weight"), b, b_dims.to_vec()));
+        }
+    }
+    write_safetensors(&dir.join("adapter_model.safetensors"), tensors)?;
+    let adapter_config = json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base,
+        "r": lora.rank,
+        "lora_alpha": lora.alpha,
+        "lora_dropout": 0.0,
+        "target_modules": lora.target_modules,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "use_rslora": false,
+        "modules_to_save": null,
+    });
+    let text = serde_json::to_vec_pretty(&adapter_config).map_err(|e| err(dir, e))?;
+    rco_core::store::write_atomic(&dir.join("adapter_config.json"), &text).map_err(|e| err(dir, e))
 }
 
 fn read_json(path: &Path) -> Result<Value, LmError> {

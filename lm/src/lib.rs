@@ -33,6 +33,7 @@ pub mod job;
 pub mod llama;
 pub mod llama_q8;
 pub mod local;
+pub mod lora;
 pub mod loss;
 pub mod model;
 pub mod pairrm;

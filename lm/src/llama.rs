@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::gguf::GgufFile;
 use crate::llama_q8::{BlockProjections, Q8Llama};
+use crate::lora::{BlockAdapters, Lora, LoraConfig};
 use crate::model::{project, CausalLm, KvCache};
 use crate::sampling::MASKED;
 use crate::LmError;
@@ -337,6 +338,7 @@ impl LlamaConfig {
                     key_norm: gemma.then(|| norm(self.head_dim)),
                     post_attention_norm: gemma.then(|| norm(self.d_model)),
                     post_mlp_norm: gemma.then(|| norm(self.d_model)),
+                    lora: BlockAdapters::none(),
                 })
                 .collect(),
             norm: RmsNormConfig::new(self.d_model)
@@ -372,6 +374,24 @@ pub struct LlamaBlock<B: Backend> {
     pub key_norm: Option<RmsNorm<B>>,
     pub post_attention_norm: Option<RmsNorm<B>>,
     pub post_mlp_norm: Option<RmsNorm<B>>,
+    /// LoRA adapters on the projections ([`Llama::add_lora`]); none unless training them.
+    pub lora: BlockAdapters<B>,
+}
+
+/// `linear` applied to `x [batch, time, d_in]`, plus its adapter's output when it has one.
+fn adapted<B: Backend>(
+    linear: &Linear<B>,
+    lora: &Option<Lora<B>>,
+    x: Tensor<B, 3>,
+) -> Tensor<B, 3> {
+    let Some(lora) = lora else {
+        return project(linear, x);
+    };
+    let [b, t, d] = x.dims();
+    let rows = x.reshape([b * t, d]);
+    let y = linear.forward(rows.clone()) + lora.forward(rows);
+    let out = y.dims()[1];
+    y.reshape([b, t, out])
 }
 
 /// The most rows (batch × new tokens) a product may have to take the Q8_0 path; past it,
@@ -481,9 +501,9 @@ impl<B: Backend> Llama<B> {
         let [q, k, v] = match q8 {
             Some(q8) => q8.qkv(normed),
             None => [
-                project(&block.query, normed.clone()),
-                project(&block.key, normed.clone()),
-                project(&block.value, normed),
+                adapted(&block.query, &block.lora.query, normed.clone()),
+                adapted(&block.key, &block.lora.key, normed.clone()),
+                adapted(&block.value, &block.lora.value, normed),
             ],
         };
         let q = q.reshape([b, t, h, dh]).swap_dims(1, 2);
@@ -518,7 +538,7 @@ impl<B: Backend> Llama<B> {
             .reshape([b, t, h * dh]);
         let attended = match q8 {
             Some(q8) => q8.output(context),
-            None => project(&block.output, context),
+            None => adapted(&block.output, &block.lora.output, context),
         };
         let attended = match &block.post_attention_norm {
             Some(norm) => norm.forward(attended),
@@ -529,13 +549,17 @@ impl<B: Backend> Llama<B> {
         let out = match q8 {
             Some(q8) => q8.mlp(normed, self.gemma.is_some()),
             None => {
-                let gate = project(&block.gate, normed.clone());
+                let gate = adapted(&block.gate, &block.lora.gate, normed.clone());
                 let gate = if self.gemma.is_some() {
                     gelu_approximate(gate)
                 } else {
                     silu(gate)
                 };
-                project(&block.down, gate * project(&block.up, normed))
+                adapted(
+                    &block.down,
+                    &block.lora.down,
+                    gate * adapted(&block.up, &block.lora.up, normed),
+                )
             }
         };
         let out = match &block.post_mlp_norm {
@@ -712,6 +736,11 @@ impl<B: Backend> Llama<B> {
     /// [`Llama::drop_q8`] or this again. Autodiff models should not: the products leave
     /// burn's graph.
     pub fn quantize_q8(&mut self) -> bool {
+        if self.has_lora() {
+            // The snapshot would leave the adapters out: merge them first.
+            self.q8 = None;
+            return false;
+        }
         let blocks = self.blocks.iter().map(|b| BlockProjections {
             query: &b.query,
             key: &b.key,
@@ -732,6 +761,76 @@ impl<B: Backend> Llama<B> {
     fn q8_for(&self, rows: usize) -> Option<&Q8Llama> {
         self.q8.as_deref().filter(|_| rows <= Q8_MAX_ROWS)
     }
+    /// Whether any projection has a LoRA adapter.
+    pub fn has_lora(&self) -> bool {
+        self.blocks.iter().any(|b| !b.lora.is_empty())
+    }
+
+    /// Freezes every weight and puts fresh LoRA adapters on the projections `config` names
+    /// (drawn from the backend's RNG; `B` starts at zero, so outputs do not change). Only the
+    /// adapters then get gradients. Replaces adapters already there.
+    pub fn add_lora(self, config: &LoraConfig) -> Self {
+        let mut model = self.no_grad();
+        model.q8 = None;
+        let device = model.embedding.weight.device();
+        let (rank, scale) = (config.rank, config.scale());
+        let make = |name: &str, linear: &Linear<B>| {
+            config.targets(name).then(|| {
+                let [d_in, d_out] = linear.weight.dims();
+                Lora::new(d_in, d_out, rank, scale, &device)
+            })
+        };
+        for block in &mut model.blocks {
+            block.lora = BlockAdapters {
+                query: make("q_proj", &block.query),
+                key: make("k_proj", &block.key),
+                value: make("v_proj", &block.value),
+                output: make("o_proj", &block.output),
+                gate: make("gate_proj", &block.gate),
+                up: make("up_proj", &block.up),
+                down: make("down_proj", &block.down),
+            };
+        }
+        model
+    }
+
+    /// A copy of every block's adapters (what an adapter training checkpoint saves).
+    pub fn adapters(&self) -> Vec<BlockAdapters<B>> {
+        self.blocks.iter().map(|b| b.lora.clone()).collect()
+    }
+
+    /// Puts adapters (from [`Llama::adapters`]) back on the blocks, in order.
+    pub fn set_adapters(&mut self, adapters: Vec<BlockAdapters<B>>) {
+        self.q8 = None;
+        for (block, adapters) in self.blocks.iter_mut().zip(adapters) {
+            block.lora = adapters;
+        }
+    }
+
+    /// Adds every adapter into its projection's weight and removes the adapters: the same
+    /// function as a plain model.
+    pub fn merge_lora(mut self) -> Self {
+        self.q8 = None;
+        for block in &mut self.blocks {
+            let adapters = std::mem::replace(&mut block.lora, BlockAdapters::none());
+            for (linear, lora) in [
+                (&mut block.query, adapters.query),
+                (&mut block.key, adapters.key),
+                (&mut block.value, adapters.value),
+                (&mut block.output, adapters.output),
+                (&mut block.gate, adapters.gate),
+                (&mut block.up, adapters.up),
+                (&mut block.down, adapters.down),
+            ] {
+                if let Some(lora) = lora {
+                    let merged = linear.weight.val() + lora.delta();
+                    linear.weight = Param::from_tensor(merged);
+                }
+            }
+        }
+        self
+    }
+
     /// Goes back to f32 projections.
     pub fn drop_q8(&mut self) {
         self.q8 = None;

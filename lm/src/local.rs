@@ -24,6 +24,34 @@ pub enum LocalLm<B: Backend> {
 }
 
 impl<B: Backend> LocalLm<B> {
+    /// Freezes the weights and adds LoRA adapters ([`Llama::add_lora`]); only Llama-family
+    /// models have them.
+    pub fn add_lora(self, config: &crate::lora::LoraConfig) -> Result<Self, LmError> {
+        match self {
+            LocalLm::Llama(m) => Ok(LocalLm::Llama(m.add_lora(config))),
+            LocalLm::Tiny(_) => Err(LmError::Unsupported(
+                "LoRA adapters need a Llama-family model (llama, qwen2, gemma3); this critic is the tiny character model: train it whole (leave out `lora`)".into(),
+            )),
+        }
+    }
+
+    /// Merges LoRA adapters into the weights ([`Llama::merge_lora`]); a model without them
+    /// is returned as it is.
+    pub fn merge_lora(self) -> Self {
+        match self {
+            LocalLm::Llama(m) if m.has_lora() => LocalLm::Llama(m.merge_lora()),
+            other => other,
+        }
+    }
+
+    /// The adapters of a model that has LoRA adapters ([`Llama::adapters`]).
+    pub fn lora_adapters(&self) -> Option<Vec<crate::lora::BlockAdapters<B>>> {
+        match self {
+            LocalLm::Llama(m) if m.has_lora() => Some(m.adapters()),
+            _ => None,
+        }
+    }
+
     /// `tiny` or `llama`.
     pub fn architecture(&self) -> &'static str {
         match self {

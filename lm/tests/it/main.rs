@@ -10,6 +10,7 @@ mod common;
 mod gguf_gemma;
 mod gguf_llama;
 mod gguf_qwen;
+mod lora;
 mod pairrm;
 mod q8;
 mod reward_model;

@@ -26,8 +26,9 @@ use rco_core::{
 use rco_lm::checkpoint;
 use rco_lm::device::DeviceSpec;
 use rco_lm::local::{
-    load_local_with_spec, model_exists, model_problem, save_local, LmTokenizer, LocalLm,
+    load_local_with_spec, model_exists, model_problem, save_local, LmTokenizer, LocalLm, LocalSpec,
 };
+use rco_lm::lora::LoraConfig;
 use rco_lm::loss::{dpo_step, nll_step, rco_step, PreferencePair, RcoGroup};
 use rco_lm::sampling::completion_log_probs;
 use rco_lm::LmError;
@@ -68,6 +69,12 @@ pub struct RcoTrainerConfig {
     /// from other arithmetic (quantized activations) or be missing.
     #[serde(default)]
     pub base_model: Option<PathBuf>,
+    /// Train LoRA adapters instead of every weight (Llama-family critics): `rank`, `alpha`
+    /// and `target_modules` as in PEFT. The base weights stay frozen (no gradients, no
+    /// optimizer state); the trained critic is saved with the adapters merged into its
+    /// weights, and the adapters alone as a PEFT directory in its `adapter/`.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 fn default_beta() -> f64 {
@@ -122,6 +129,11 @@ impl Validate for RcoTrainerConfig {
                 p.push(ConfigProblem::new("base_model", problem));
             }
         }
+        if let Some(lora) = &self.lora {
+            for (key, problem) in lora.problems() {
+                p.push(ConfigProblem::new(format!("lora.{key}"), problem));
+            }
+        }
         p
     }
 }
@@ -155,6 +167,12 @@ pub struct SftTrainerConfig {
     /// The model to start from when the critic is not a local model (as for `rco`).
     #[serde(default)]
     pub base_model: Option<PathBuf>,
+    /// Train LoRA adapters instead of every weight (Llama-family critics): `rank`, `alpha`
+    /// and `target_modules` as in PEFT. The base weights stay frozen (no gradients, no
+    /// optimizer state); the trained critic is saved with the adapters merged into its
+    /// weights, and the adapters alone as a PEFT directory in its `adapter/`.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 impl SftTrainerConfig {
@@ -170,6 +188,7 @@ impl SftTrainerConfig {
             checkpoint_every: self.checkpoint_every,
             device: self.device,
             base_model: self.base_model.clone(),
+            lora: self.lora.clone(),
         }
     }
 }
@@ -213,6 +232,12 @@ pub struct DpcoTrainerConfig {
     /// The model to start from when the critic is not a local model (as for `rco`).
     #[serde(default)]
     pub base_model: Option<PathBuf>,
+    /// Train LoRA adapters instead of every weight (Llama-family critics): `rank`, `alpha`
+    /// and `target_modules` as in PEFT. The base weights stay frozen (no gradients, no
+    /// optimizer state); the trained critic is saved with the adapters merged into its
+    /// weights, and the adapters alone as a PEFT directory in its `adapter/`.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 impl DpcoTrainerConfig {
@@ -228,6 +253,7 @@ impl DpcoTrainerConfig {
             checkpoint_every: self.checkpoint_every,
             device: self.device,
             base_model: self.base_model.clone(),
+            lora: self.lora.clone(),
         }
     }
 }
@@ -403,10 +429,30 @@ impl RcoTrainer {
         let mut optimizer = AdamWConfig::new()
             .with_weight_decay(self.config.weight_decay as f32)
             .init::<B, _>();
-        let mut model = base_model;
+        // With LoRA, the base (which also made the reference log-probs) is frozen and only
+        // fresh adapters train: no second copy of the weights.
+        let mut model = match &self.config.lora {
+            Some(lora) => {
+                B::seed(
+                    &device,
+                    rco_core::seed::derive_seed(self.seed, &["lora-init"]),
+                );
+                base_model.add_lora(lora)?
+            }
+            None => base_model,
+        };
         if let (false, Some(dir)) = (state.done, &state.checkpoint) {
             let dir = state_dir.join(dir);
-            model = checkpoint::load_weights(model, &dir, "model", &device)?;
+            model = match model {
+                // Adapter training checkpoints hold the adapters only.
+                LocalLm::Llama(mut m) if m.has_lora() => {
+                    let adapters =
+                        checkpoint::load_weights(m.adapters(), &dir, "adapters", &device)?;
+                    m.set_adapters(adapters);
+                    LocalLm::Llama(m)
+                }
+                model => checkpoint::load_weights(model, &dir, "model", &device)?,
+            };
             let optim_path = dir.join("optimizer");
             let record = checkpoint::recorder()
                 .load(optim_path.clone(), &device)
@@ -501,7 +547,19 @@ impl RcoTrainer {
                 progress.inc(1);
             }
             state.done = true;
-            save_local(model.valid(), &tokenizer, &spec, &self.output)?;
+            let trained = model.valid();
+            if let (Some(lora), LocalLm::Llama(adapted), LocalSpec::Llama(config)) =
+                (&self.config.lora, &trained, &spec)
+            {
+                rco_lm::hf::save_peft_adapter(
+                    adapted,
+                    config,
+                    lora,
+                    &self.base.display().to_string(),
+                    &self.output.join("adapter"),
+                )?;
+            }
+            save_local(trained.merge_lora(), &tokenizer, &spec, &self.output)?;
             self.write_state(&state_dir, &state)?;
         }
         Ok(TrainSummary {
@@ -525,16 +583,19 @@ impl RcoTrainer {
 
     /// Writes model and optimizer state into a fresh `step-N` directory, then commits it by
     /// rewriting `state.json`, then removes older step directories.
-    fn save_state<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(
+    fn save_state<B: AutodiffBackend, O: Optimizer<LocalLm<B>, B>>(
         &self,
         dir: &Path,
-        model: &M,
+        model: &LocalLm<B>,
         optimizer: &O,
         state: &mut TrainState,
     ) -> Result<(), LmError> {
         let name = format!("step-{}", state.step);
         let step_dir = dir.join(&name);
-        checkpoint::save_weights(model.clone(), &step_dir, "model")?;
+        match model.lora_adapters() {
+            Some(adapters) => checkpoint::save_weights(adapters, &step_dir, "adapters")?,
+            None => checkpoint::save_weights(model.clone(), &step_dir, "model")?,
+        }
         checkpoint::save_record(optimizer.to_record(), &step_dir, "optimizer")?;
         let previous = state.checkpoint.replace(name);
         self.write_state(dir, state)?;

@@ -411,3 +411,133 @@ async fn rco_trains_smollm2_and_writes_a_hugging_face_critic() {
         );
     }
 }
+
+/// The same SmolLM2 training with LoRA adapters (`lora` in the trainer's section): the
+/// useful critique gains probability and the useless one loses it; the critic is written
+/// with the adapters merged (a plain Hugging Face directory) and the adapters alone as a
+/// PEFT directory; training checkpoints hold the adapters only (kilobytes, not the model);
+/// and a run stopped after its first checkpoint resumes to the same critic.
+#[tokio::test]
+async fn rco_trains_smollm2_lora_adapters_merges_them_and_resumes() {
+    use rco_core::registry::TrainerRole;
+    use rco_core::{BuildContext, TrainerContext};
+
+    let path = gguf();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let critic = open_critic("critic", &path, DeviceSpec::Cpu, settings(8)).expect("critic");
+    let prompt = "Critique this answer to 'What is 2 + 2?': 2 + 2 = 5.".to_string();
+    let texts = ["The answer is wrong: 2 + 2 = 4.", "Looks good."];
+    let requests: Vec<LogProbRequest> = texts
+        .iter()
+        .map(|t| LogProbRequest {
+            prompt: prompt.clone(),
+            completion: t.to_string(),
+        })
+        .collect();
+    let before = critic.log_probs(&requests).await.expect("log_probs");
+    let groups = vec![TrainingGroup {
+        item_id: "a".into(),
+        prompt,
+        critiques: texts
+            .iter()
+            .zip([1.0, 0.0])
+            .zip(&before)
+            .map(|((t, cu), lp)| ScoredCritique {
+                text: t.to_string(),
+                cu,
+                ref_logprob: Some(*lp),
+            })
+            .collect(),
+        preferences: Vec::new(),
+    }];
+    let section = |checkpoint_every: usize| {
+        serde_json::json!({"kind": "rco", "beta": 0.5, "learning_rate": 0.0001, "epochs": 2,
+            "groups_per_batch": 1, "checkpoint_every": checkpoint_every,
+            "lora": {"rank": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj", "down_proj"]}})
+    };
+    let context = |out: &str| TrainerContext {
+        common: BuildContext::new("trainer", 1),
+        base_checkpoint: path.clone(),
+        output: dir.path().join(out),
+        critic_section: serde_json::json!({}),
+    };
+    let build = |section: &serde_json::Value, ctx: &TrainerContext| {
+        rco_core::registry::build::<TrainerRole>("trainer", section, ctx).expect("trainer")
+    };
+    let summary = build(&section(100), &context("lora"))
+        .train(&groups, Arc::new(NoProgress))
+        .await
+        .expect("train");
+    assert_eq!(summary.steps, 2);
+    assert!(summary.last_loss < summary.first_loss, "{summary:?}");
+    let out = dir.path().join("lora");
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let after = open_critic("critic", &out, DeviceSpec::Cpu, settings(8))
+        .expect("trained critic")
+        .log_probs(&requests)
+        .await
+        .expect("log_probs");
+    assert!(after[0] > before[0], "useful {} -> {}", before[0], after[0]);
+    assert!(
+        after[1] < before[1],
+        "useless {} -> {}",
+        before[1],
+        after[1]
+    );
+
+    // Stopped after the first step's checkpoint, then resumed.
+    struct CrashAfterFirstStep;
+    impl rco_core::Progress for CrashAfterFirstStep {
+        fn inc(&self, delta: u64) {
+            assert!(delta != 1, "simulated crash after the first step");
+        }
+    }
+    let ctx = context("resumed");
+    let mut trainer = build(&section(1), &ctx);
+    let crashed = {
+        let groups = groups.clone();
+        tokio::spawn(async move {
+            let _ = trainer.train(&groups, Arc::new(CrashAfterFirstStep)).await;
+        })
+        .await
+    };
+    assert!(
+        crashed.is_err_and(|e| e.is_panic()),
+        "the first run did not crash"
+    );
+    let step = ctx.output.join("train/step-1");
+    let adapters = step.join("adapters.mpk");
+    assert!(
+        !step.join("model.mpk").exists(),
+        "the checkpoint holds the whole model"
+    );
+    let size = std::fs::metadata(&adapters).expect("adapters.mpk").len();
+    assert!(size < 8_000_000, "adapter checkpoint of {size} bytes");
+    let summary = build(&section(1), &ctx)
+        .train(&groups, Arc::new(NoProgress))
+        .await
+        .expect("resumed training");
+    assert_eq!(
+        (summary.resumed_from_step, summary.steps),
+        (1, 2),
+        "{summary:?}"
+    );
+    let resumed = open_critic("critic", &ctx.output, DeviceSpec::Cpu, settings(8))
+        .expect("resumed critic")
+        .log_probs(&requests)
+        .await
+        .expect("log_probs");
+    for (a, b) in after.iter().zip(&resumed) {
+        assert!(
+            (a - b).abs() < 1e-3,
+            "uninterrupted {after:?} vs resumed {resumed:?}"
+        );
+    }
+}
