@@ -625,6 +625,16 @@ async fn run_stages(run: &runner::Run, stages: &[Stage]) -> anyhow::Result<()> {
                             summary.last_loss
                         );
                     }
+                    for (name, summary) in run.train_baselines().await? {
+                        eprintln!(
+                            "train ({name}): {} steps over {} groups ({} flat), loss {:.4} -> {:.4}",
+                            summary.steps,
+                            summary.groups,
+                            summary.flat_groups,
+                            summary.first_loss,
+                            summary.last_loss
+                        );
+                    }
                 }
                 Stage::Eval => run.eval().await?,
                 Stage::Report => write_report(run).await?,

@@ -48,6 +48,13 @@ pub struct RunConfig {
     /// carry the round (`groups-round-2.jsonl`, `critic/rco-round-2/`).
     #[serde(default = "default_rounds")]
     pub rounds: usize,
+    /// Baselines trained beside `trainer`, by name: trainer sections (`kind = "sft"`,
+    /// `"dpco"`, or `"rco"` with other settings), each trained on the same collected groups
+    /// (round 1's) from the same base critic, so that one collection serves every training
+    /// objective. Each writes `critic/NAME/` and `train_summary-NAME.json`, and its critic is
+    /// evaluated as `NAME`.
+    #[serde(default)]
+    pub baselines: BTreeMap<String, Section>,
     /// The collection stage.
     #[serde(default)]
     pub collect: CollectConfig,
@@ -575,6 +582,8 @@ pub struct Sections {
     pub trainer: Parsed<TrainerRole>,
     /// `[eval.critics.NAME]`: critics evaluated besides the base and the trained one.
     pub eval_critics: BTreeMap<String, Parsed<CriticRole>>,
+    /// `[baselines.NAME]`: trainers trained on the same groups as `trainer`.
+    pub baselines: BTreeMap<String, Parsed<TrainerRole>>,
 }
 
 /// Parses the section at `key` (a missing one is a problem) and validates it.
@@ -811,6 +820,55 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
             }
         }
     }
+    let mut baselines = BTreeMap::new();
+    if let Some(value) = top.get("baselines") {
+        if let Some(sections) =
+            typed::<BTreeMap<String, Section>>(value, "baselines", &mut problems)
+        {
+            let trained = top
+                .get("trainer")
+                .and_then(|t| t.get("kind"))
+                .and_then(Value::as_str)
+                .unwrap_or("rco");
+            let round = |name: &str| {
+                name.strip_prefix("round-")
+                    .or_else(|| {
+                        name.strip_prefix(trained)
+                            .and_then(|rest| rest.strip_prefix("-round-"))
+                    })
+                    .is_some_and(|n| n.parse::<usize>().is_ok())
+            };
+            for (name, value) in &sections {
+                let key = format!("baselines.{name}");
+                if name == "base"
+                    || name == trained
+                    || round(name)
+                    || eval_critics.contains_key(name)
+                {
+                    problems.push(ConfigProblem::new(
+                        key,
+                        format!("`{name}` names another critic of the run already (the base, the trained critic, a round's or one of [eval.critics]); give this baseline another name"),
+                    ));
+                    continue;
+                }
+                if !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    problems.push(ConfigProblem::new(
+                        key,
+                        "a baseline's name may hold letters, digits, `-` and `_` only (it names rows and files)",
+                    ));
+                    continue;
+                }
+                if let Some(parsed) =
+                    section::<TrainerRole>(&key, Some(value), &context, &mut problems)
+                {
+                    baselines.insert(name.clone(), parsed);
+                }
+            }
+        }
+    }
     if let Some(prices) = top.get("prices") {
         typed::<BTreeMap<String, rco_core::usage::Price>>(prices, "prices", &mut problems);
     }
@@ -832,6 +890,7 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
                 reward,
                 trainer,
                 eval_critics,
+                baselines,
             })
         }
         _ => None,
@@ -872,6 +931,9 @@ pub fn schema() -> Value {
         }
         if let Some(Value::Object(actors)) = props.get_mut("actors") {
             actors.insert("additionalProperties".into(), one_of(Role::Actor));
+        }
+        if let Some(Value::Object(baselines)) = props.get_mut("baselines") {
+            baselines.insert("additionalProperties".into(), one_of(Role::Trainer));
         }
     }
     // `eval.critics` lives in the `EvalConfig` definition, which `eval` refers to.

@@ -38,7 +38,7 @@ impl Run {
         // Only the base critic may be created; the trained one must come from training.
         ctx.create_checkpoint = variant == "base";
         if variant != "base" {
-            if let TrainedCritic::Served { device } = self.train_summary()?.trained_critic {
+            if let TrainedCritic::Served { device } = self.summary_of(variant)?.trained_critic {
                 ctx.endpoint = Some(self.serve_trained_critic(&self.critic_dir(variant), &device)?);
             }
         }
@@ -99,5 +99,22 @@ impl Run {
             critic_section: self.loaded.config.critic.clone(),
         };
         Ok(self.loaded.sections.trainer.build(&ctx)?)
+    }
+
+    /// The trainer of a baseline: from the base critic to `critic/NAME`.
+    pub(super) fn baseline_trainer(&self, name: &str) -> anyhow::Result<Box<dyn Trainer>> {
+        let section = self
+            .loaded
+            .sections
+            .baselines
+            .get(name)
+            .ok_or_else(|| anyhow!("no trainer named `{name}` under [baselines]"))?;
+        let ctx = TrainerContext {
+            common: self.context(&format!("baselines.{name}")),
+            base_checkpoint: self.critic_dir("base"),
+            output: self.critic_dir(name),
+            critic_section: self.loaded.config.critic.clone(),
+        };
+        Ok(section.build(&ctx)?)
     }
 }

@@ -111,11 +111,14 @@ impl Run {
             )
             .await?;
         let items = if cfg.skip_solved {
+            let all = items.len();
             let kept: Vec<_> = items
                 .into_iter()
                 .filter(|i| initial.get(&i.id).and_then(|r| r.solved) != Some(true))
                 .collect();
-            let left_out = initial.len() - kept.len().min(initial.len());
+            // Counted over this run's items: the table may hold answers to others (a run
+            // directory adopted with `--force` after `train_items` shrank).
+            let left_out = all - kept.len();
             if left_out > 0 {
                 tracing::info!(
                     "collect: {left_out} training item(s) whose initial answer is already correct are left out (collect.skip_solved)"

@@ -27,6 +27,9 @@ impl Run {
         for round in 2..=self.rounds() {
             self.round_summary(round)?;
         }
+        for name in self.baseline_names() {
+            self.summary_of(&name)?;
+        }
         self.store.recover(&[], EVAL_FILE, "item_id")?;
         let done: HashSet<(String, String, String)> = self
             .store

@@ -82,6 +82,15 @@ impl Run {
             if !self.force {
                 return Ok(());
             }
+            if manifest.config.get("data") != self.loaded.resolved.get("data")
+                && self.store.path(super::ITEMS_FILE).exists()
+            {
+                tracing::warn!(
+                    "[data] differs from the config that started {}: the run goes on with the items it read then ({}); to run on the new [data], use another --out directory",
+                    self.store.dir().display(),
+                    super::ITEMS_FILE
+                );
+            }
         }
         let versions = HashMap::from([
             ("rco".to_string(), env!("CARGO_PKG_VERSION").to_string()),

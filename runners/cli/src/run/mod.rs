@@ -61,6 +61,15 @@ pub fn round_file(name: &str, round: usize) -> String {
     }
 }
 
+/// A baseline's name of a run-directory file: `train_summary.json` of baseline `sft` is
+/// `train_summary-sft.json`.
+pub fn baseline_file(name: &str, baseline: &str) -> String {
+    match name.rsplit_once('.') {
+        Some((stem, ext)) => format!("{stem}-{baseline}.{ext}"),
+        None => format!("{name}-{baseline}"),
+    }
+}
+
 /// The ledger's file in the run directory.
 pub const USAGE_FILE: &str = "usage.json";
 
@@ -99,12 +108,19 @@ impl Run {
     }
 
     /// Every critic evaluation runs: [`Run::critic_names`], the critics of later rounds
-    /// (`rco-round-2`, ...), then the critics of `[eval.critics]` by name.
+    /// (`rco-round-2`, ...), the baselines' (`[baselines]`), then the critics of
+    /// `[eval.critics]` by name.
     pub fn evaluated_critics(&self) -> Vec<String> {
         let mut names = self.critic_names().to_vec();
         names.extend((2..=self.rounds()).map(|r| self.round_name(r)));
+        names.extend(self.baseline_names());
         names.extend(self.loaded.sections.eval_critics.keys().cloned());
         names
+    }
+
+    /// The names of `[baselines]`, each a trainer trained on round 1's groups.
+    pub fn baseline_names(&self) -> Vec<String> {
+        self.loaded.sections.baselines.keys().cloned().collect()
     }
 
     /// Rounds of iterative RCO (`rounds`, at least 1).

@@ -34,11 +34,53 @@ impl Run {
         Ok(summaries)
     }
 
-    async fn train_round(&self, round: usize) -> anyhow::Result<TrainSummary> {
-        let summary_file = super::round_file(TRAIN_SUMMARY_FILE, round);
-        if self.store.path(&summary_file).is_file() {
-            return self.round_summary(round);
+    /// Trains every baseline of `[baselines]` on round 1's groups; finished ones are not
+    /// trained again.
+    pub async fn train_baselines(&self) -> anyhow::Result<Vec<(String, TrainSummary)>> {
+        let mut summaries = Vec::new();
+        for name in self.baseline_names() {
+            let summary_file = super::baseline_file(TRAIN_SUMMARY_FILE, &name);
+            let summary = if self.store.path(&summary_file).is_file() {
+                self.summary_of(&name)?
+            } else {
+                let groups = self.finished_groups(1)?;
+                let mut trainer = self.baseline_trainer(&name)?;
+                let bar = self.progress.start(&format!("train ({name})"), 0);
+                let summary = trainer.train(&groups, bar.clone()).await?;
+                bar.finish();
+                self.store
+                    .write_file(&summary_file, &serde_json::to_vec_pretty(&summary)?)?;
+                summary
+            };
+            summaries.push((name, summary));
         }
+        Ok(summaries)
+    }
+
+    /// The training summary of a trained critic: the run's trainer's, a later round's, or a
+    /// baseline's.
+    pub fn summary_of(&self, critic: &str) -> anyhow::Result<TrainSummary> {
+        let file = if self.loaded.sections.baselines.contains_key(critic) {
+            super::baseline_file(TRAIN_SUMMARY_FILE, critic)
+        } else {
+            let round = (2..=self.rounds())
+                .find(|&r| self.round_name(r) == critic)
+                .unwrap_or(1);
+            super::round_file(TRAIN_SUMMARY_FILE, round)
+        };
+        let path = self.store.path(&file);
+        let bytes = std::fs::read(&path).map_err(|_| {
+            anyhow!(
+                "{} has no trained critic `{critic}` yet; run `rco train` first",
+                self.store.dir().display()
+            )
+        })?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a training summary", path.display()))
+    }
+
+    /// A round's collected groups with critiques, once its collection is finished.
+    fn finished_groups(&self, round: usize) -> anyhow::Result<Vec<TrainingGroup>> {
         let items = self.items("train")?;
         let groups: Vec<TrainingGroup> = self.store.read(&super::round_file(GROUPS_FILE, round))?;
         let done: HashSet<&str> = groups.iter().map(|g| g.item_id.as_str()).collect();
@@ -56,10 +98,18 @@ impl Run {
                 wanted
             );
         }
-        let groups: Vec<TrainingGroup> = groups
+        Ok(groups
             .into_iter()
             .filter(|g| !g.critiques.is_empty())
-            .collect();
+            .collect())
+    }
+
+    async fn train_round(&self, round: usize) -> anyhow::Result<TrainSummary> {
+        let summary_file = super::round_file(TRAIN_SUMMARY_FILE, round);
+        if self.store.path(&summary_file).is_file() {
+            return self.round_summary(round);
+        }
+        let groups = self.finished_groups(round)?;
         let mut trainer = self.trainer_for(round)?;
         let label = match round {
             1 => "train".to_string(),

@@ -842,9 +842,49 @@ fn sft_baseline_is_trained_named_and_measured_against_the_base() {
     // `rco compare` against the RCO run of the same reduced quickstart: the same base
     // critic (difference 0), and RCO − SFT paired on the same 90 items. Measured:
     // +8.1 [+3.9, +12.2] (on the full quickstart it goes the other way; see the README).
+    // That RCO run also trains the same SFT trainer as a baseline (`[baselines.sft]`) on its
+    // own groups: one collection for both objectives. Its `sft` critic is the separate SFT
+    // run's: the same groups, base and seeds give the same critic and the same CU.
     let rco_run = tmp.path().join("rco");
-    let output = run_small(&rco_run).output().expect("run rco");
+    let with_baseline = tmp.path().join("quickstart-with-sft.toml");
+    std::fs::write(
+        &with_baseline,
+        std::fs::read_to_string(workspace().join("configs/quickstart.toml")).unwrap()
+            + "\n[baselines.sft]\nkind = \"sft\"\nlearning_rate = 5e-4\nepochs = 2\ngroups_per_batch = 8\n",
+    )
+    .unwrap();
+    let mut command = rco_into("run", &with_baseline, &rco_run);
+    small(&mut command);
+    let output = command.output().expect("run rco");
     assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("train (sft): "), "{}", text(&output));
+    assert!(rco_run.join("critic/sft/model.json").is_file());
+    assert!(rco_run.join("train_summary-sft.json").is_file());
+    let with_sft = report(&rco_run);
+    assert_eq!(overall(&with_sft, "sft", "weak"), sft);
+    assert_eq!(overall(&with_sft, "base", "weak"), base);
+    let baseline_difference = with_sft["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["critic"] == "rco" && d["versus"] == "sft" && d["actor"] == "weak")
+        .unwrap_or_else(|| panic!("no rco - sft in {with_sft:#}"))
+        .clone();
+    // A baseline's name must not be another critic's.
+    let clash = tmp.path().join("clash.toml");
+    std::fs::write(
+        &clash,
+        std::fs::read_to_string(workspace().join("configs/quickstart.toml")).unwrap()
+            + "\n[baselines.self-refine]\nkind = \"sft\"\n",
+    )
+    .unwrap();
+    let refused = rco().arg("check").arg(&clash).output().expect("rco check");
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("baselines.self-refine"),
+        "{}",
+        text(&refused)
+    );
     let compare_json = tmp.path().join("compare.json");
     let output = rco()
         .arg("compare")
@@ -892,6 +932,11 @@ fn sft_baseline_is_trained_named_and_measured_against_the_base() {
     assert!(
         lo < d && d < hi && lo > 0.0,
         "RCO − SFT = {d:.1} [{lo:.1}, {hi:.1}]"
+    );
+    // Within the one run, the same difference on the same items.
+    assert!(
+        (baseline_difference["diff"].as_f64().unwrap() - d).abs() < 1e-9,
+        "{baseline_difference} vs {d}"
     );
     // Fewer than two runs, or a run without a report, is refused with the reason.
     let one = rco().arg("compare").arg(&out).output().expect("rco");
