@@ -117,6 +117,10 @@ pub struct Report {
     #[serde(default)]
     pub improvement_hi: BTreeMap<String, f64>,
     pub train: Option<rco_core::TrainSummary>,
+    /// The training summaries of the other trained critics, by name: later rounds
+    /// (`rco-round-2`, ...) and `[baselines]` (absent when there are none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trained: BTreeMap<String, rco_core::TrainSummary>,
     /// Paired differences between critics, CU ×100, overall, per actor: every critic but
     /// the base against the base, and the trained critic against each critic of
     /// `[eval.critics]` (absent in reports written before they existed).
@@ -482,6 +486,7 @@ pub fn build(
         usage: Default::default(),
         usage_total: Default::default(),
         initial_responses: Vec::new(),
+        trained: BTreeMap::new(),
     }
 }
 
@@ -757,6 +762,12 @@ pub fn markdown(report: &Report, items: usize) -> String {
             "\n## Training\n\n{} steps over {} groups ({} with all critiques at equal CU, which carry no signal at initialisation); loss {:.4} → {:.4}.\n",
             t.steps, t.groups, t.flat_groups, t.first_loss, t.last_loss
         ));
+        for (name, t) in &report.trained {
+            md.push_str(&format!(
+                "\n`{name}`: {} steps over {} groups ({} flat); loss {:.4} → {:.4}.\n",
+                t.steps, t.groups, t.flat_groups, t.first_loss, t.last_loss
+            ));
+        }
     }
     md
 }

@@ -52,6 +52,14 @@ impl Run {
             Some(&scores),
         );
         report.warnings = self.warnings()?;
+        for name in (2..=self.rounds())
+            .map(|r| self.round_name(r))
+            .chain(self.baseline_names())
+        {
+            if let Ok(summary) = self.summary_of(&name) {
+                report.trained.insert(name, summary);
+            }
+        }
         // The judge per stage: the collection's verdicts make the training signal.
         let verdicts: Vec<super::records::VerdictRecord> =
             self.store.read(super::DETAIL_FILES[2]).unwrap_or_default();

@@ -861,6 +861,10 @@ fn sft_baseline_is_trained_named_and_measured_against_the_base() {
     assert!(rco_run.join("critic/sft/model.json").is_file());
     assert!(rco_run.join("train_summary-sft.json").is_file());
     let with_sft = report(&rco_run);
+    assert_eq!(
+        with_sft["trained"]["sft"],
+        json(&rco_run.join("train_summary-sft.json"))
+    );
     assert_eq!(overall(&with_sft, "sft", "weak"), sft);
     assert_eq!(overall(&with_sft, "base", "weak"), base);
     let baseline_difference = with_sft["differences"]
