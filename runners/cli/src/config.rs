@@ -37,6 +37,12 @@ pub struct RunConfig {
     pub actors: BTreeMap<String, Section>,
     /// The pairwise judge (a judge plugin).
     pub judge: Section,
+    /// The judge that compares two critiques of one answer directly
+    /// (`collect.critique_comparisons`: DPCO's preference pairs); `judge` when absent. A
+    /// verifier judges answers, not critiques: with a `math` or `code` judge, put an LLM
+    /// judge here to train DPCO on verifier tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critique_judge: Option<Section>,
     /// How critique utility is computed from judgements (a reward-estimator plugin).
     #[serde(default = "default_reward")]
     pub reward: Section,
@@ -584,6 +590,8 @@ pub struct Sections {
     pub eval_critics: BTreeMap<String, Parsed<CriticRole>>,
     /// `[baselines.NAME]`: trainers trained on the same groups as `trainer`.
     pub baselines: BTreeMap<String, Parsed<TrainerRole>>,
+    /// `[critique_judge]`, when the config has one.
+    pub critique_judge: Option<Parsed<JudgeRole>>,
 }
 
 /// Parses the section at `key` (a missing one is a problem) and validates it.
@@ -664,6 +672,9 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
     let data = section::<DatasetRole>("data", top.get("data"), &context, &mut problems);
     let critic = section::<CriticRole>("critic", top.get("critic"), &context, &mut problems);
     let judge = section::<JudgeRole>("judge", top.get("judge"), &context, &mut problems);
+    let critique_judge = top.get("critique_judge").and_then(|value| {
+        section::<JudgeRole>("critique_judge", Some(value), &context, &mut problems)
+    });
     let reward = section::<RewardRole>(
         "reward",
         Some(top.get("reward").unwrap_or(&default_reward)),
@@ -891,6 +902,7 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
                 trainer,
                 eval_critics,
                 baselines,
+                critique_judge,
             })
         }
         _ => None,
@@ -915,6 +927,7 @@ pub fn schema() -> Value {
             ("data", Role::Dataset),
             ("critic", Role::Critic),
             ("judge", Role::Judge),
+            ("critique_judge", Role::Judge),
             ("reward", Role::RewardEstimator),
             ("trainer", Role::Trainer),
         ] {

@@ -81,6 +81,17 @@ impl Run {
         )))
     }
 
+    /// The judge of direct critique comparisons: `[critique_judge]`, else the judge.
+    pub fn critique_judge(&self) -> anyhow::Result<Arc<dyn Judge>> {
+        match &self.loaded.sections.critique_judge {
+            Some(section) => Ok(Arc::new(rco_core::judge::ReaskInvalid::new(
+                section.build(&self.context("critique_judge"))?,
+                self.loaded.config.reask_invalid,
+            ))),
+            None => self.judge(),
+        }
+    }
+
     pub fn reward(&self) -> anyhow::Result<Arc<dyn RewardEstimator>> {
         Ok(self.loaded.sections.reward.build(&self.context("reward"))?)
     }

@@ -99,6 +99,11 @@ impl Run {
         let actor_name = self.loaded.collect_actor().to_string();
         let actor = self.actor(&actor_name)?;
         let judge = self.judge()?;
+        let critique_judge = if self.loaded.config.collect.critique_comparisons {
+            self.critique_judge()?
+        } else {
+            judge.clone()
+        };
         let reward = self.reward()?;
         // Each item with the collection actor's own first answer (or the data's).
         let (items, initial) = self
@@ -153,7 +158,7 @@ impl Run {
             pending,
             &pass,
             cfg.batches_in_flight,
-            |judged| self.score_collected(judged, reward, judge.as_ref()),
+            |judged| self.score_collected(judged, reward, critique_judge.as_ref()),
             |count, batch: Collected| {
                 self.store.append(&detail[0], &batch.critiques)?;
                 self.store.append(&detail[1], &batch.refinements)?;
@@ -192,12 +197,13 @@ impl Run {
         )
     }
 
-    /// The critique utility of every critique of a batch, and the batch's records.
+    /// The critique utility of every critique of a batch, and the batch's records;
+    /// `critique_judge` compares critiques directly (`collect.critique_comparisons`).
     async fn score_collected(
         &self,
         judged: Vec<Judged>,
         reward: &dyn rco_core::RewardEstimator,
-        judge: &dyn rco_core::Judge,
+        critique_judge: &dyn rco_core::Judge,
     ) -> anyhow::Result<Collected> {
         let all_pairs: Vec<_> = judged.iter().flat_map(Judged::pairs).collect();
         let estimates = reward.estimate(&all_pairs).await?;
@@ -261,7 +267,7 @@ impl Run {
         }
         if self.loaded.config.collect.critique_comparisons {
             let items: Vec<&rco_core::TaskItem> = judged.iter().map(|j| &j.item).collect();
-            self.compare_critiques(&items, &mut out.groups, judge, reward)
+            self.compare_critiques(&items, &mut out.groups, critique_judge, reward)
                 .await?;
         }
         Ok(out)

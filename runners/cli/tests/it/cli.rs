@@ -287,6 +287,37 @@ fn dpco_baseline_trains_on_direct_critique_preferences() {
         "dpco − base = {delta:.1} [{lo:.1}, {hi:.1}]"
     );
 
+    // A judge of its own for the critique comparisons (`[critique_judge]`): one that always
+    // names the first slot ties every pair in its two orders, so no pair is decided, while
+    // the refinements' judge, and so every CU, stays the run's.
+    let own = tmp.path().join("critique-judge");
+    let with_own_judge = |subcommand: &str| {
+        let mut command = rco_into(
+            subcommand,
+            Path::new("configs/baselines/quickstart-dpco.toml"),
+            &own,
+        );
+        small(&mut command)
+            .env("RCO_CRITIQUE_JUDGE__KIND", "noisy")
+            .env("RCO_CRITIQUE_JUDGE__POSITION_BIAS", "1.0")
+            .env("RCO_CRITIQUE_JUDGE__NOISE", "0.0");
+        command
+    };
+    let output = with_own_judge("collect").output().expect("rco collect");
+    assert!(output.status.success(), "{}", text(&output));
+    let own_groups = records(&own.join("groups.jsonl"));
+    assert_eq!(own_groups.len(), groups.len());
+    for (mine, theirs) in own_groups.iter().zip(&groups) {
+        assert_eq!(mine["critiques"], theirs["critiques"]);
+        for p in mine["preferences"].as_array().unwrap() {
+            assert_eq!(p["score"], 0.5, "{p}");
+        }
+    }
+    fails_with(
+        &mut with_own_judge("train"),
+        &["no group has a decided critique pair"],
+    );
+
     // Without the direct comparisons there is nothing to train on: the config says so.
     let mut command = rco();
     command
