@@ -281,19 +281,11 @@ async fn smollm2_plays_critic_actor_and_judge() {
     assert_eq!(scores.len(), 1);
 }
 
-/// The RCO trainer fine-tunes SmolLM2 itself: the critique with the highest utility gains
-/// probability, the lowest loses it, and the trained critic is written as a Hugging Face
-/// directory that the `burn` critic reads back.
-#[tokio::test]
-async fn rco_trains_smollm2_and_writes_a_hugging_face_critic() {
-    use rco_core::registry::TrainerRole;
-    use rco_core::{
-        BuildContext, LogProbRequest, NoProgress, ScoredCritique, TrainerContext, TrainingGroup,
-    };
-
-    let path = gguf();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let critic = open_critic("critic", &path, DeviceSpec::Cpu, settings(8)).expect("critic");
+/// SmolLM2's group for the training tests: a useful critique (CU 1) and a useless one
+/// (CU 0) of a wrong answer, with the base model's log-probs as their reference; returns the
+/// log-prob requests of the two critiques, their log-probs and the group.
+async fn two_plus_two(path: &std::path::Path) -> (Vec<LogProbRequest>, Vec<f64>, TrainingGroup) {
+    let critic = open_critic("critic", path, DeviceSpec::Cpu, settings(8)).expect("critic");
     let prompt = "Critique this answer to 'What is 2 + 2?': 2 + 2 = 5.".to_string();
     let texts = ["The answer is wrong: 2 + 2 = 4.", "Looks good."];
     let requests: Vec<LogProbRequest> = texts
@@ -306,7 +298,7 @@ async fn rco_trains_smollm2_and_writes_a_hugging_face_critic() {
     let before = critic.log_probs(&requests).await.expect("log_probs");
     let group = TrainingGroup {
         item_id: "a".into(),
-        prompt: prompt.clone(),
+        prompt,
         critiques: texts
             .iter()
             .zip([1.0, 0.0])
@@ -319,6 +311,20 @@ async fn rco_trains_smollm2_and_writes_a_hugging_face_critic() {
             .collect(),
         preferences: Vec::new(),
     };
+    (requests, before, group)
+}
+
+/// The RCO trainer fine-tunes SmolLM2 itself: the critique with the highest utility gains
+/// probability, the lowest loses it, and the trained critic is written as a Hugging Face
+/// directory that the `burn` critic reads back.
+#[tokio::test]
+async fn rco_trains_smollm2_and_writes_a_hugging_face_critic() {
+    use rco_core::registry::TrainerRole;
+    use rco_core::{BuildContext, NoProgress, TrainerContext};
+
+    let path = gguf();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (requests, before, group) = two_plus_two(&path).await;
     let section = serde_json::json!({"kind": "rco", "beta": 0.5, "learning_rate": 0.000001, "epochs": 2, "groups_per_batch": 1, "checkpoint_every": 100});
     let ctx = TrainerContext {
         common: BuildContext::new("trainer", 1),
@@ -424,32 +430,8 @@ async fn rco_trains_smollm2_lora_adapters_merges_them_and_resumes() {
 
     let path = gguf();
     let dir = tempfile::tempdir().expect("tempdir");
-    let critic = open_critic("critic", &path, DeviceSpec::Cpu, settings(8)).expect("critic");
-    let prompt = "Critique this answer to 'What is 2 + 2?': 2 + 2 = 5.".to_string();
-    let texts = ["The answer is wrong: 2 + 2 = 4.", "Looks good."];
-    let requests: Vec<LogProbRequest> = texts
-        .iter()
-        .map(|t| LogProbRequest {
-            prompt: prompt.clone(),
-            completion: t.to_string(),
-        })
-        .collect();
-    let before = critic.log_probs(&requests).await.expect("log_probs");
-    let groups = vec![TrainingGroup {
-        item_id: "a".into(),
-        prompt,
-        critiques: texts
-            .iter()
-            .zip([1.0, 0.0])
-            .zip(&before)
-            .map(|((t, cu), lp)| ScoredCritique {
-                text: t.to_string(),
-                cu,
-                ref_logprob: Some(*lp),
-            })
-            .collect(),
-        preferences: Vec::new(),
-    }];
+    let (requests, before, group) = two_plus_two(&path).await;
+    let groups = vec![group];
     let section = |checkpoint_every: usize| {
         serde_json::json!({"kind": "rco", "beta": 0.5, "learning_rate": 0.0001, "epochs": 2,
             "groups_per_batch": 1, "checkpoint_every": checkpoint_every,

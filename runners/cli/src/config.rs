@@ -808,21 +808,8 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
             .unwrap_or("rco");
         for (name, value) in &eval.critics {
             let key = format!("eval.critics.{name}");
-            if name == "base" || name == trained {
-                problems.push(ConfigProblem::new(
-                    key,
-                    format!("`{name}` names the base or the trained critic already; give this critic another name"),
-                ));
-                continue;
-            }
-            if !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                problems.push(ConfigProblem::new(
-                    key,
-                    "a critic's name may hold letters, digits, `-` and `_` only (it names rows and files)",
-                ));
+            if let Some(problem) = critic_name_problem(name, name == "base" || name == trained) {
+                problems.push(ConfigProblem::new(key, problem));
                 continue;
             }
             if let Some(parsed) = section::<CriticRole>(&key, Some(value), &context, &mut problems)
@@ -851,25 +838,12 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
             };
             for (name, value) in &sections {
                 let key = format!("baselines.{name}");
-                if name == "base"
+                let taken = name == "base"
                     || name == trained
                     || round(name)
-                    || eval_critics.contains_key(name)
-                {
-                    problems.push(ConfigProblem::new(
-                        key,
-                        format!("`{name}` names another critic of the run already (the base, the trained critic, a round's or one of [eval.critics]); give this baseline another name"),
-                    ));
-                    continue;
-                }
-                if !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                {
-                    problems.push(ConfigProblem::new(
-                        key,
-                        "a baseline's name may hold letters, digits, `-` and `_` only (it names rows and files)",
-                    ));
+                    || eval_critics.contains_key(name);
+                if let Some(problem) = critic_name_problem(name, taken) {
+                    problems.push(ConfigProblem::new(key, problem));
                     continue;
                 }
                 if let Some(parsed) =
@@ -908,6 +882,27 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
         _ => None,
     };
     (sections, problems)
+}
+
+/// Why `name` cannot name a critic of the run (`None` when it can): `taken` by another
+/// (the base, the trained critic, a round's, another section's), or holding characters other
+/// than letters, digits, `-` and `_` (it names rows and files).
+fn critic_name_problem(name: &str, taken: bool) -> Option<String> {
+    if taken {
+        return Some(format!(
+            "`{name}` names another critic of the run already (the base, the trained critic, a round's or one of [eval.critics]); give this one another name"
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Some(
+            "a critic's name may hold letters, digits, `-` and `_` only (it names rows and files)"
+                .into(),
+        );
+    }
+    None
 }
 
 /// JSON Schema of a config file: the run config with each plugin section expanded into the

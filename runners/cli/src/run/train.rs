@@ -68,15 +68,7 @@ impl Run {
                 .unwrap_or(1);
             super::round_file(TRAIN_SUMMARY_FILE, round)
         };
-        let path = self.store.path(&file);
-        let bytes = std::fs::read(&path).map_err(|_| {
-            anyhow!(
-                "{} has no trained critic `{critic}` yet; run `rco train` first",
-                self.store.dir().display()
-            )
-        })?;
-        serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not a training summary", path.display()))
+        self.read_summary(&file, &format!(" `{critic}`"))
     }
 
     /// A round's collected groups with critiques, once its collection is finished.
@@ -130,12 +122,15 @@ impl Run {
 
     /// The summary of a finished round's training.
     pub fn round_summary(&self, round: usize) -> anyhow::Result<TrainSummary> {
-        let path = self
-            .store
-            .path(&super::round_file(TRAIN_SUMMARY_FILE, round));
+        self.read_summary(&super::round_file(TRAIN_SUMMARY_FILE, round), "")
+    }
+
+    /// A training summary file of the run directory; `what` names the critic in the error.
+    fn read_summary(&self, file: &str, what: &str) -> anyhow::Result<TrainSummary> {
+        let path = self.store.path(file);
         let bytes = std::fs::read(&path).map_err(|_| {
             anyhow!(
-                "{} has no trained critic yet; run `rco train` first",
+                "{} has no trained critic{what} yet; run `rco train` first",
                 self.store.dir().display()
             )
         })?;
