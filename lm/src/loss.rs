@@ -70,23 +70,39 @@ where
     B: AutodiffBackend,
     M: CausalLm<B> + AutodiffModule<B>,
 {
-    let rows: Vec<Example> = groups.iter().flat_map(|g| g.rows.iter().cloned()).collect();
-    let offsets: Vec<f32> = groups
-        .iter()
-        .flat_map(|g| g.offsets.iter().map(|&o| o as f32))
-        .collect();
-    // 1 / (2 N_g) per row of group g, and 1 / G over the groups of the step.
-    let weights: Vec<f32> = groups
+    weighted_residual_loss(model, &weighted_rows(groups, groups_in_step), device)
+}
+
+/// A row of the RCO loss: its sequence, its offset `o_i` and its weight in the step's loss.
+type WeightedRow<'a> = (&'a Example, f32, f32);
+
+/// The rows of groups with their offsets and weights: `1 / (2 N_g)` per row of group `g`,
+/// and `1 / G` over the `groups_in_step` groups of the step.
+fn weighted_rows<'a>(groups: &[&'a RcoGroup], groups_in_step: usize) -> Vec<WeightedRow<'a>> {
+    groups
         .iter()
         .flat_map(|g| {
-            std::iter::repeat_n(
-                1.0 / (2.0 * g.rows.len() as f32 * groups_in_step as f32),
-                g.rows.len(),
-            )
+            let weight = 1.0 / (2.0 * g.rows.len() as f32 * groups_in_step as f32);
+            g.rows
+                .iter()
+                .zip(&g.offsets)
+                .map(move |(row, &offset)| (row, offset as f32, weight))
         })
-        .collect();
+        .collect()
+}
+
+/// `Σ w_i (log p(c_i) + o_i)²` over rows: the RCO loss is a sum over rows, so rows may be
+/// taken in any number of passes.
+fn weighted_residual_loss<B, M>(model: &M, rows: &[WeightedRow], device: &B::Device) -> Tensor<B, 1>
+where
+    B: AutodiffBackend,
+    M: CausalLm<B> + AutodiffModule<B>,
+{
     let n = rows.len();
-    let log_probs = completion_log_probs(model, &rows, device);
+    let sequences: Vec<Example> = rows.iter().map(|(row, _, _)| (*row).clone()).collect();
+    let offsets: Vec<f32> = rows.iter().map(|r| r.1).collect();
+    let weights: Vec<f32> = rows.iter().map(|r| r.2).collect();
+    let log_probs = completion_log_probs(model, &sequences, device);
     let offsets = Tensor::<B, 1>::from_data(TensorData::new(offsets, [n]), device);
     let weights = Tensor::<B, 1>::from_data(TensorData::new(weights, [n]), device);
     let residual = log_probs + offsets;
@@ -107,14 +123,38 @@ where
     M: CausalLm<B> + AutodiffModule<B>,
     O: Optimizer<M, B>,
 {
+    rco_step_in_passes(model, optimizer, micro_batches, learning_rate, 0, device)
+}
+
+/// [`rco_step`] with at most `rows_per_pass` sequences in each forward and backward pass
+/// (0: each micro-batch in one pass): the same gradient and loss, with the activation memory
+/// of fewer sequences. A group's critiques may then go through in several passes.
+pub fn rco_step_in_passes<B, M, O>(
+    model: M,
+    optimizer: &mut O,
+    micro_batches: &[Vec<&RcoGroup>],
+    learning_rate: f64,
+    rows_per_pass: usize,
+    device: &B::Device,
+) -> (M, f64)
+where
+    B: AutodiffBackend,
+    M: CausalLm<B> + AutodiffModule<B>,
+    O: Optimizer<M, B>,
+{
     let groups_in_step: usize = micro_batches.iter().map(Vec::len).sum();
-    accumulated_step(
-        model,
-        optimizer,
-        micro_batches,
-        learning_rate,
-        |model, micro| rco_loss(model, micro, groups_in_step, device),
-    )
+    let mut passes: Vec<Vec<WeightedRow>> = Vec::new();
+    for micro in micro_batches {
+        let rows = weighted_rows(micro, groups_in_step);
+        if rows_per_pass == 0 {
+            passes.push(rows);
+        } else {
+            passes.extend(rows.chunks(rows_per_pass).map(<[_]>::to_vec));
+        }
+    }
+    accumulated_step(model, optimizer, &passes, learning_rate, |model, rows| {
+        weighted_residual_loss(model, rows, device)
+    })
 }
 
 /// One optimizer step whose gradients are summed over the micro-batches, each micro-batch's

@@ -244,3 +244,51 @@ fn cached_decoding_matches_full_recompute() {
         }
     }
 }
+
+/// The RCO step in passes of at most one critique (`rows_per_pass`) computes the same loss
+/// and moves the model where the step over whole groups does.
+#[test]
+fn rco_step_in_passes_matches_whole_groups() {
+    use burn::optim::AdamWConfig;
+    use rco_lm::loss::{rco_step_in_passes, RcoGroup};
+    let spec = spec();
+    let device = Default::default();
+    let group = |prompt: &str, critiques: [&str; 3], offsets: [f64; 3]| RcoGroup {
+        rows: critiques
+            .iter()
+            .map(|c| {
+                (
+                    ids(&spec, prompt, true),
+                    ids(&spec, c, false).into_iter().chain([2]).collect(),
+                )
+            })
+            .collect(),
+        offsets: offsets.to_vec(),
+    };
+    let groups = [
+        group("copy:12|13>", ["@2=2", "ok", "=12"], [9.0, 14.0, 11.0]),
+        group("rev:34|34>", ["=43", "@1=4", "ok"], [12.0, 8.0, 10.0]),
+    ];
+    let micro = vec![vec![&groups[0]], vec![&groups[1]]];
+    let step = |rows_per_pass: usize| {
+        let model = checkpoint::init_seeded::<Autodiff<Cpu>>(&spec, &device, 11);
+        let mut optimizer = AdamWConfig::new().init();
+        let (model, loss) =
+            rco_step_in_passes(model, &mut optimizer, &micro, 1e-3, rows_per_pass, &device);
+        let rows: Vec<_> = groups.iter().flat_map(|g| g.rows.clone()).collect();
+        let after = completion_log_probs(&model.valid(), &rows, &device)
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap();
+        (loss, after)
+    };
+    let (whole_loss, whole) = step(0);
+    let (passes_loss, passes) = step(1);
+    assert!(
+        (whole_loss - passes_loss).abs() <= 1e-5 * whole_loss.abs(),
+        "{whole_loss} vs {passes_loss}"
+    );
+    for (a, b) in whole.iter().zip(&passes) {
+        assert!((a - b).abs() < 1e-4, "{whole:?} vs {passes:?}");
+    }
+}

@@ -29,7 +29,7 @@ use rco_lm::local::{
     load_local_with_spec, model_exists, model_problem, save_local, LmTokenizer, LocalLm, LocalSpec,
 };
 use rco_lm::lora::LoraConfig;
-use rco_lm::loss::{dpo_step, nll_step, rco_step, PreferencePair, RcoGroup};
+use rco_lm::loss::{dpo_step, nll_step, rco_step_in_passes, PreferencePair, RcoGroup};
 use rco_lm::sampling::completion_log_probs;
 use rco_lm::LmError;
 use schemars::JsonSchema;
@@ -60,6 +60,18 @@ pub struct RcoTrainerConfig {
     /// Save model and optimizer state every this many steps (and at the end).
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
+    /// At most this many critiques in one forward and backward pass (0: a micro-batch's
+    /// critiques all together). The loss is a sum over critiques, so the gradient is the
+    /// same; fewer at once need less activation memory (a 0.5B critic's four critiques of
+    /// 700 tokens need about 20 GB together, 12 GB one at a time).
+    #[serde(default)]
+    pub rows_per_pass: usize,
+    /// Train on groups whose critiques all earned the same CU too (`false`: leave them out,
+    /// as `sft` does). Their loss and gradient are zero at the start, but AdamW normalises
+    /// the small gradients they get once the critic has moved, so each such step moves the
+    /// weights by about the learning rate in a direction with no signal.
+    #[serde(default = "default_true")]
+    pub train_flat_groups: bool,
     /// `cpu`, `wgpu` or `cuda:N`.
     #[serde(default)]
     pub device: DeviceSpec,
@@ -94,6 +106,9 @@ fn default_accumulation() -> usize {
 }
 fn default_checkpoint_every() -> usize {
     25
+}
+fn default_true() -> bool {
+    true
 }
 
 impl Validate for RcoTrainerConfig {
@@ -186,6 +201,8 @@ impl SftTrainerConfig {
             groups_per_batch: self.groups_per_batch,
             accumulation: self.accumulation,
             checkpoint_every: self.checkpoint_every,
+            rows_per_pass: 0,
+            train_flat_groups: true,
             device: self.device,
             base_model: self.base_model.clone(),
             lora: self.lora.clone(),
@@ -251,6 +268,8 @@ impl DpcoTrainerConfig {
             groups_per_batch: self.groups_per_batch,
             accumulation: self.accumulation,
             checkpoint_every: self.checkpoint_every,
+            rows_per_pass: 0,
+            train_flat_groups: true,
             device: self.device,
             base_model: self.base_model.clone(),
             lora: self.lora.clone(),
@@ -391,12 +410,27 @@ impl RcoTrainer {
             groups
         };
         let encoded = match self.objective {
-            Objective::Rco => Encoded::Groups(encode_groups(
+            Objective::Rco if self.config.train_flat_groups => Encoded::Groups(encode_groups(
                 &tokenizer,
                 self.chat,
                 groups,
                 self.config.beta,
             )?),
+            Objective::Rco => {
+                let informative: Vec<TrainingGroup> = groups
+                    .iter()
+                    .filter(|g| {
+                        !objective::is_flat(&g.critiques.iter().map(|c| c.cu).collect::<Vec<_>>())
+                    })
+                    .cloned()
+                    .collect();
+                Encoded::Groups(encode_groups(
+                    &tokenizer,
+                    self.chat,
+                    &informative,
+                    self.config.beta,
+                )?)
+            }
             Objective::Sft => Encoded::Groups(best_critiques(&tokenizer, self.chat, groups)?),
             Objective::Dpco => Encoded::Pairs(preference_pairs(&tokenizer, self.chat, groups)?),
         };
@@ -490,11 +524,12 @@ impl RcoTrainer {
                             &device,
                         )
                     }
-                    (Encoded::Groups(encoded), Objective::Rco) => rco_step(
+                    (Encoded::Groups(encoded), Objective::Rco) => rco_step_in_passes(
                         model,
                         &mut optimizer,
                         &micro_groups(step, encoded),
                         self.config.learning_rate,
+                        self.config.rows_per_pass,
                         &device,
                     ),
                     (Encoded::Groups(encoded), _) => {

@@ -89,6 +89,20 @@ async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
         preferences: Vec::new(),
     };
     let groups = vec![group; 4];
+
+    // `train_flat_groups = false` leaves out groups whose critiques all have the same CU:
+    // 4 informative groups and 4 flat ones, one group per step, give 4 steps; the summary
+    // still counts the flat groups.
+    let mut flat = groups[0].clone();
+    flat.critiques.iter_mut().for_each(|c| c.cu = 0.5);
+    let mixed: Vec<TrainingGroup> = groups.iter().cloned().chain(vec![flat; 4]).collect();
+    let section = serde_json::json!({"kind": "rco", "epochs": 1, "groups_per_batch": 1, "train_flat_groups": false, "rows_per_pass": 1});
+    let summary = trainer(&section, &base, &dir.path().join("informative"))
+        .train(&mixed, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!((summary.steps, summary.flat_groups), (4, 4), "{summary:?}");
+
     let section = serde_json::json!({"kind": "rco", "beta": 0.5, "learning_rate": 0.002, "epochs": 6, "groups_per_batch": 2, "accumulation": 2, "checkpoint_every": 1});
 
     let summary = trainer(&section, &base, &dir.path().join("rco"))
