@@ -78,6 +78,37 @@ fn every_suite_has_its_documented_items() {
 }
 
 #[test]
+fn sources_pick_the_items_of_one_generator_before_the_item_limits() {
+    rco_plugins::link();
+    let build_items = |config: serde_json::Value, split: &str| {
+        build::<DatasetRole>("data", &config, &BuildContext::new("data", 0))
+            .expect("dataset")
+            .items(split)
+    };
+    let config = json!({"kind": "tasks", "suites": ["math"], "dir": data_dir(),
+        "sources": ["basic_arithmetic"], "train_items": 5, "test_items": 100});
+    let train = build_items(config.clone(), "train").unwrap();
+    let ids: Vec<&str> = train.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        (0..5)
+            .map(|i| format!("basic_arithmetic/train/{i}"))
+            .collect::<Vec<_>>()
+    );
+    let test = build_items(config, "test").unwrap();
+    assert_eq!(test.len(), 100);
+    assert!(test.iter().all(|i| i.id.starts_with("basic_arithmetic/")));
+    // A source no item comes from is an error that names it.
+    let err = build_items(
+        json!({"kind": "tasks", "suites": ["math"], "dir": data_dir(), "sources": ["gsm8k"]}),
+        "train",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`gsm8k`") && err.contains("sources"), "{err}");
+}
+
+#[test]
 fn math_references_are_numbers_the_verifier_reads() {
     for split in ["train", "test"] {
         for item in items("math", split) {

@@ -49,6 +49,12 @@ pub struct TasksDatasetConfig {
     /// Use only the first this many test items of each suite.
     #[serde(default)]
     pub test_items: Option<usize>,
+    /// Use only items from these sources: the part of an item's id before its first `/`
+    /// (the generator or benchmark it came from, e.g. `gsm_symbolic` or `basic_arithmetic`
+    /// in the math suite). All items when empty. `train_items` and `test_items` count the
+    /// items that are left.
+    #[serde(default)]
+    pub sources: Vec<String>,
     /// As in `kind = "jsonl"`; the suites have no `initial_response`, so unset means
     /// `actor`.
     #[serde(default)]
@@ -119,7 +125,13 @@ pub struct TasksDataset {
     suites: Vec<String>,
     train_items: Option<usize>,
     test_items: Option<usize>,
+    sources: Vec<String>,
     initial_response: Option<InitialResponse>,
+}
+
+/// The source an item id names: its part before the first `/` (the whole id without one).
+fn source_of(id: &str) -> &str {
+    id.split('/').next().unwrap_or(id)
 }
 
 impl Dataset for TasksDataset {
@@ -144,9 +156,25 @@ impl Dataset for TasksDataset {
         };
         let mut items = Vec::new();
         let mut ids = HashSet::new();
+        let mut used_sources = HashSet::new();
         for suite in &self.suites {
             let path = self.dir.join(suite).join(format!("{split}.jsonl"));
-            for mut item in read_split(&path, split, &FieldMap::default(), Some(suite), limit)? {
+            let mut suite_items =
+                read_split(&path, split, &FieldMap::default(), Some(suite), None)?;
+            if !self.sources.is_empty() {
+                suite_items.retain(|item| {
+                    let source = source_of(&item.id);
+                    let keep = self.sources.iter().any(|s| s == source);
+                    if keep {
+                        used_sources.insert(source.to_string());
+                    }
+                    keep
+                });
+            }
+            if let Some(limit) = limit {
+                suite_items.truncate(limit);
+            }
+            for mut item in suite_items {
                 // The suite decides the templates and the per-task metrics.
                 item.task = suite.clone();
                 if !ids.insert(item.id.clone()) {
@@ -157,6 +185,13 @@ impl Dataset for TasksDataset {
                 }
                 items.push(item);
             }
+        }
+        if let Some(missing) = self.sources.iter().find(|s| !used_sources.contains(*s)) {
+            return Err(Error::Other(format!(
+                "[data] sources: no {split} item of the suites {} comes from `{missing}` \
+                 (an item's source is the part of its id before the first `/`)",
+                self.suites.join(", ")
+            )));
         }
         Ok(items)
     }
@@ -172,6 +207,7 @@ fn build(config: &TasksDatasetConfig, ctx: &BuildContext) -> Result<Arc<dyn Data
         suites: config.suites(),
         train_items: config.train_items,
         test_items: config.test_items,
+        sources: config.sources.clone(),
         initial_response: config.initial_response,
     }))
 }
