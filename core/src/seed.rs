@@ -31,9 +31,65 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Hex SHA-256 of a file's bytes, read in pieces; of a directory, over its top-level files
+/// in name order (each name, length and content), which is what a model directory holds.
+pub fn sha256_of_path(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut hasher = Sha256::new();
+    let mut files = if path.is_dir() {
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(path)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?;
+        files.retain(|f| f.is_file());
+        files.sort();
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut buffer = vec![0u8; 1 << 20];
+    for file in files.drain(..) {
+        if path.is_dir() {
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
+            hasher.update((name.len() as u64).to_le_bytes());
+            hasher.update(name.as_bytes());
+            hasher.update(std::fs::metadata(&file)?.len().to_le_bytes());
+        }
+        let mut reader = std::fs::File::open(&file)?;
+        loop {
+            let n = reader.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+        }
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_hashes_as_its_bytes_and_a_directory_changes_with_any_file() {
+        let dir = std::env::temp_dir().join(format!("rco-sha-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.bin"), b"weights").unwrap();
+        std::fs::write(dir.join("b.json"), b"{}").unwrap();
+        assert_eq!(
+            sha256_of_path(&dir.join("a.bin")).unwrap(),
+            sha256_hex(b"weights")
+        );
+        let before = sha256_of_path(&dir).unwrap();
+        assert_eq!(sha256_of_path(&dir).unwrap(), before);
+        std::fs::write(dir.join("b.json"), b"{ }").unwrap();
+        assert_ne!(sha256_of_path(&dir).unwrap(), before);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn seeds_are_stable_and_distinct() {

@@ -347,6 +347,10 @@ struct TrainState {
     checkpoint: Option<String>,
     losses: Vec<f64>,
     done: bool,
+    /// With LoRA: SHA-256 of the base checkpoint the adapters were trained on (its file, or
+    /// its directory's files), since the checkpoints hold the adapters only.
+    #[serde(default)]
+    lora_base_sha256: Option<String>,
 }
 
 pub struct RcoTrainer {
@@ -475,6 +479,30 @@ impl RcoTrainer {
             }
             None => base_model,
         };
+        if self.config.lora.is_some() && !state.done {
+            // Adapters resumed on another base would train a different model than the one
+            // their optimizer state belongs to: refuse, naming the files.
+            let sha =
+                rco_core::seed::sha256_of_path(&self.base).map_err(|e| LmError::Checkpoint {
+                    path: self.base.clone(),
+                    message: e.to_string(),
+                })?;
+            match (&state.checkpoint, &state.lora_base_sha256) {
+                (Some(dir), Some(then)) if *then != sha => {
+                    return Err(LmError::Checkpoint {
+                        path: state_dir.join(dir),
+                        message: format!(
+                            "these LoRA adapters were trained on a base with sha256 {}, and {} now has sha256 {}; restore the base file, or delete {} to train from the start",
+                            then.get(..12).unwrap_or(then),
+                            self.base.display(),
+                            sha.get(..12).unwrap_or(&sha),
+                            state_dir.display()
+                        ),
+                    })
+                }
+                _ => state.lora_base_sha256 = Some(sha),
+            }
+        }
         if let (false, Some(dir)) = (state.done, &state.checkpoint) {
             let dir = state_dir.join(dir);
             model = match model {

@@ -516,6 +516,25 @@ async fn rco_trains_smollm2_lora_adapters_merges_them_and_resumes() {
     );
     let size = std::fs::metadata(&adapters).expect("adapters.mpk").len();
     assert!(size < 8_000_000, "adapter checkpoint of {size} bytes");
+    // The checkpoint holds adapters only: resuming them on another base is refused.
+    let other_base = dir.path().join("other-base.gguf");
+    let mut bytes = std::fs::read(&path).expect("read gguf");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x11;
+    std::fs::write(&other_base, &bytes).expect("write gguf");
+    let other = TrainerContext {
+        base_checkpoint: other_base,
+        ..context("resumed")
+    };
+    let refused = build(&section(1), &other)
+        .train(&groups, Arc::new(NoProgress))
+        .await
+        .expect_err("adapters resumed on another base");
+    let message = refused.to_string();
+    assert!(
+        message.contains("LoRA adapters were trained on a base") && message.contains("other-base"),
+        "{message}"
+    );
     let summary = build(&section(1), &ctx)
         .train(&groups, Arc::new(NoProgress))
         .await
