@@ -4,8 +4,21 @@
 /// The final answer of a math response, as written: after the last `####`, else the last
 /// `\boxed{...}`, else after the last "the answer is" / "answer:", else the last number.
 pub fn final_answer(text: &str) -> Option<String> {
-    if let Some(at) = text.rfind("####") {
-        if let Some(n) = first_number(&text[at + 4..]) {
+    // The last `####` marker that has a number on its line (or, when the rest of its line
+    // is blank, on the next line that is not). A marker followed by no number (a model
+    // copying the format's placeholder, `#### N`) is no answer, and the numbers of the
+    // lines after it are not its answer.
+    for (at, _) in text.rmatch_indices("####") {
+        let rest = text[at + 4..].trim_start_matches('#');
+        let mut lines = rest.lines();
+        let line = match lines.next() {
+            Some(line) if line.trim().is_empty() => {
+                lines.find(|l| !l.trim().is_empty()).unwrap_or_default()
+            }
+            Some(line) => line,
+            None => "",
+        };
+        if let Some(n) = first_number(line) {
             return Some(n);
         }
     }
@@ -204,6 +217,12 @@ mod tests {
             ("It costs $2,500.00.", "2500.00"),
             ("Answer: 0.5", "0.5"),
             ("\\boxed{12}", "12"),
+            // A `####` with no number on its line is no answer: neither the numbers of
+            // the lines after it nor a marker placeholder count.
+            ("#### N\nresult = -3 * 1 + 7 * 9\nSo the result is 60", "60"),
+            ("#### 8\nchecked: 2 + 6\n#### N", "8"),
+            ("The total:\n####\n\n15 apples", "15"),
+            ("#### N\n```python\nprint(2 * 3)\n```\n\\boxed{6}", "6"),
         ];
         for (text, expected) in cases {
             assert_eq!(final_answer(text).as_deref(), Some(expected), "{text}");
