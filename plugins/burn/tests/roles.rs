@@ -96,12 +96,21 @@ async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
     let mut flat = groups[0].clone();
     flat.critiques.iter_mut().for_each(|c| c.cu = 0.5);
     let mixed: Vec<TrainingGroup> = groups.iter().cloned().chain(vec![flat; 4]).collect();
-    let section = serde_json::json!({"kind": "rco", "epochs": 1, "groups_per_batch": 1, "train_flat_groups": false, "rows_per_pass": 1});
-    let summary = trainer(&section, &base, &dir.path().join("informative"))
+    // `keep_final_checkpoint = false`: the finished training leaves the critic and
+    // `train/state.json`, not the last step's model and optimizer state.
+    let section = serde_json::json!({"kind": "rco", "epochs": 1, "groups_per_batch": 1, "train_flat_groups": false, "rows_per_pass": 1, "keep_final_checkpoint": false});
+    let informative = dir.path().join("informative");
+    let summary = trainer(&section, &base, &informative)
         .train(&mixed, Arc::new(NoProgress))
         .await
         .unwrap();
     assert_eq!((summary.steps, summary.flat_groups), (4, 4), "{summary:?}");
+    let left: Vec<String> = std::fs::read_dir(informative.join("train"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["state.json"]);
+    open_critic("critic", &informative, DeviceSpec::Cpu, settings(16)).expect("trained critic");
 
     let section = serde_json::json!({"kind": "rco", "beta": 0.5, "learning_rate": 0.002, "epochs": 6, "groups_per_batch": 2, "accumulation": 2, "checkpoint_every": 1});
 
@@ -111,6 +120,8 @@ async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
         .unwrap();
     assert_eq!(summary.steps, 6);
     assert!(summary.last_loss < summary.first_loss, "{summary:?}");
+    // By default the last checkpoint stays.
+    assert!(dir.path().join("rco/train/step-6").is_dir());
     let trained = open_critic(
         "critic",
         &dir.path().join("rco"),
