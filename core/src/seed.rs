@@ -25,10 +25,11 @@ pub fn rng_for(base: u64, parts: &[&str]) -> rand_chacha::ChaCha8Rng {
 
 /// Hex SHA-256 of some bytes (config hashes in run manifests).
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Hex SHA-256 of a file's bytes, read in pieces; of a directory, over its top-level files
@@ -36,7 +37,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn sha256_of_path(path: &std::path::Path) -> std::io::Result<String> {
     use std::io::Read;
     let mut hasher = Sha256::new();
-    let mut files = if path.is_dir() {
+    let is_dir = path.is_dir();
+    let files = if is_dir {
         let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(path)?
             .map(|e| e.map(|e| e.path()))
             .collect::<std::io::Result<_>>()?;
@@ -47,8 +49,8 @@ pub fn sha256_of_path(path: &std::path::Path) -> std::io::Result<String> {
         vec![path.to_path_buf()]
     };
     let mut buffer = vec![0u8; 1 << 20];
-    for file in files.drain(..) {
-        if path.is_dir() {
+    for file in files {
+        if is_dir {
             let name = file.file_name().unwrap_or_default().to_string_lossy();
             hasher.update((name.len() as u64).to_le_bytes());
             hasher.update(name.as_bytes());
@@ -63,11 +65,7 @@ pub fn sha256_of_path(path: &std::path::Path) -> std::io::Result<String> {
             hasher.update(&buffer[..n]);
         }
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
 }
 
 #[cfg(test)]

@@ -87,7 +87,6 @@ pub struct RcoTrainerConfig {
     /// weights, and the adapters alone as a PEFT directory in its `adapter/`.
     #[serde(default)]
     pub lora: Option<LoraConfig>,
-
     /// Keep the last training checkpoint (model and AdamW state, `train/step-N/`) once
     /// training has finished and the critic is written. A finished run never reads it; with
     /// a full fine-tune it is about 16 bytes per parameter (7 GB for a 0.5B critic), so
@@ -195,7 +194,6 @@ pub struct SftTrainerConfig {
     /// weights, and the adapters alone as a PEFT directory in its `adapter/`.
     #[serde(default)]
     pub lora: Option<LoraConfig>,
-
     /// Keep the last training checkpoint (model and AdamW state, `train/step-N/`) once
     /// training has finished and the critic is written. A finished run never reads it; with
     /// a full fine-tune it is about 16 bytes per parameter (7 GB for a 0.5B critic), so
@@ -270,7 +268,6 @@ pub struct DpcoTrainerConfig {
     /// weights, and the adapters alone as a PEFT directory in its `adapter/`.
     #[serde(default)]
     pub lora: Option<LoraConfig>,
-
     /// Keep the last training checkpoint (model and AdamW state, `train/step-N/`) once
     /// training has finished and the critic is written. A finished run never reads it; with
     /// a full fine-tune it is about 16 bytes per parameter (7 GB for a 0.5B critic), so

@@ -1,8 +1,9 @@
 //! Reading the part of an answer a verifier checks: the final number of a math answer, the
 //! program of a code answer.
 
-/// The final answer of a math response, as written: after the last `####`, else the last
-/// `\boxed{...}`, else after the last "the answer is" / "answer:", else the last number.
+/// The final answer of a math response, as written: the number on the line of the last
+/// `####` that has one, else the last `\boxed{...}`, else after the last "the answer is" /
+/// "answer:", else the last number.
 pub fn final_answer(text: &str) -> Option<String> {
     // The last `####` marker that has a number on its line (or, when the rest of its line
     // is blank, on the next line that is not). A marker followed by no number (a model

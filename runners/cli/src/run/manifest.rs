@@ -124,11 +124,8 @@ impl Run {
         let mut out = BTreeMap::new();
         for file in self.dataset()?.files() {
             // A missing file is reported when the items are read, with its path.
-            if let Ok(bytes) = std::fs::read(&file) {
-                out.insert(
-                    file.display().to_string(),
-                    rco_core::seed::sha256_hex(&bytes),
-                );
+            if let Ok(sha) = rco_core::seed::sha256_of_path(&file) {
+                out.insert(file.display().to_string(), sha);
             }
         }
         Ok(out)
