@@ -152,9 +152,13 @@ fn bench<B: Backend>(path: &std::path::Path, device_name: &str, device: B::Devic
         }
     }
 
-    if !step {
-        return;
+    if step {
+        rco_steps::<B>(path, &prompt, device);
     }
+}
+
+/// One RCO optimizer step, full and LoRA, timed.
+fn rco_steps<B: Backend>(path: &std::path::Path, prompt: &[u32], device: B::Device) {
     // One RCO optimizer step on one group: N = 4 critiques of 128 tokens after a 32-token
     // prompt; every weight trained, then LoRA adapters (rank 16 on all seven projections)
     // on the frozen model.

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
+use crate::device::{is_cpu, on_compute_pool};
 use crate::gguf::GgufFile;
 use crate::llama_q8::{BlockProjections, Q8Llama};
 use crate::lora::{BlockAdapters, Lora, LoraConfig};
@@ -581,6 +582,22 @@ impl<B: Backend> Llama<B> {
     /// for the whole pass or not at all ([`Llama::q8_for`] of its rows), and the head of the
     /// same pass follows it: one forward pass is one kind of arithmetic.
     fn hidden(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 4>,
+        cache: &mut KvCache<B>,
+        q8: Option<&Q8Llama>,
+    ) -> Tensor<B, 3> {
+        if is_cpu::<B>() {
+            on_compute_pool(|| self.hidden_here(tokens, positions, attention_mask, cache, q8))
+        } else {
+            self.hidden_here(tokens, positions, attention_mask, cache, q8)
+        }
+    }
+
+    /// [`Llama::hidden`] on this thread.
+    fn hidden_here(
         &self,
         tokens: Tensor<B, 2, Int>,
         positions: Tensor<B, 2, Int>,

@@ -7,6 +7,7 @@ use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer}
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
+use crate::device::{is_cpu, on_compute_pool};
 use crate::model::CausalLm;
 use crate::sampling::completion_log_probs;
 
@@ -121,7 +122,7 @@ pub fn rco_step<B, M, O>(
 where
     B: AutodiffBackend,
     M: CausalLm<B> + AutodiffModule<B>,
-    O: Optimizer<M, B>,
+    O: Optimizer<M, B> + Send,
 {
     rco_step_in_passes(model, optimizer, micro_batches, learning_rate, 0, device)
 }
@@ -140,7 +141,7 @@ pub fn rco_step_in_passes<B, M, O>(
 where
     B: AutodiffBackend,
     M: CausalLm<B> + AutodiffModule<B>,
-    O: Optimizer<M, B>,
+    O: Optimizer<M, B> + Send,
 {
     let groups_in_step: usize = micro_batches.iter().map(Vec::len).sum();
     let mut passes: Vec<Vec<WeightedRow>> = Vec::new();
@@ -164,23 +165,31 @@ fn accumulated_step<B, M, O, T>(
     optimizer: &mut O,
     micro_batches: &[T],
     learning_rate: f64,
-    loss: impl Fn(&M, &T) -> Tensor<B, 1>,
+    loss: impl Fn(&M, &T) -> Tensor<B, 1> + Send,
 ) -> (M, f64)
 where
     B: AutodiffBackend,
     M: CausalLm<B> + AutodiffModule<B>,
-    O: Optimizer<M, B>,
+    O: Optimizer<M, B> + Send,
+    T: Sync,
 {
-    let mut accumulator = GradientsAccumulator::<M>::new();
-    let mut total = 0.0;
-    for micro in micro_batches {
-        let loss = loss(&model, micro);
-        total += loss.clone().into_scalar().elem::<f64>();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        accumulator.accumulate(&model, grads);
+    let step = move || {
+        let mut accumulator = GradientsAccumulator::<M>::new();
+        let mut total = 0.0;
+        for micro in micro_batches {
+            let loss = loss(&model, micro);
+            total += loss.clone().into_scalar().elem::<f64>();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            accumulator.accumulate(&model, grads);
+        }
+        let model = optimizer.step(learning_rate, model, accumulator.grads());
+        (model, total)
+    };
+    if is_cpu::<B::InnerBackend>() {
+        on_compute_pool(step)
+    } else {
+        step()
     }
-    let model = optimizer.step(learning_rate, model, accumulator.grads());
-    (model, total)
 }
 
 /// One optimizer step of supervised fine-tuning over micro-batches of examples, with
@@ -196,7 +205,7 @@ pub fn nll_step<B, M, O>(
 where
     B: AutodiffBackend,
     M: CausalLm<B> + AutodiffModule<B>,
-    O: Optimizer<M, B>,
+    O: Optimizer<M, B> + Send,
 {
     let tokens: usize = micro_batches
         .iter()
@@ -271,7 +280,7 @@ pub fn dpo_step<B, M, O>(
 where
     B: AutodiffBackend,
     M: CausalLm<B> + AutodiffModule<B>,
-    O: Optimizer<M, B>,
+    O: Optimizer<M, B> + Send,
 {
     let pairs_in_step: usize = micro_batches.iter().map(Vec::len).sum();
     accumulated_step(
