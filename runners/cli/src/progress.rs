@@ -1,6 +1,8 @@
 //! Progress of long stages on stderr: bars (indicatif) on a terminal, and one plain line
 //! every few seconds when stderr is not a terminal (a batch scheduler's log file, `nohup`,
-//! CI), so that a long run always shows that it moves and how far it has come.
+//! CI), so that a long run always shows that it moves and how far it has come. A stage whose
+//! steps are long (a batch of real-model generations takes minutes) still prints its line at
+//! least once a minute, with the time elapsed, while no step finishes.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +14,9 @@ use rco_core::{Progress, ProgressFactory};
 
 /// The variable that sets the seconds between progress lines off a terminal (default 5).
 pub const PROGRESS_EVERY_VAR: &str = "RCO_PROGRESS_EVERY";
+
+/// The longest a stage stays silent off a terminal while none of its steps finishes.
+const HEARTBEAT: Duration = Duration::from_secs(60);
 
 /// Bars on a terminal, lines elsewhere.
 pub struct Bars;
@@ -26,7 +31,9 @@ impl ProgressFactory for Bars {
                 .and_then(|s| s.parse::<f64>().ok())
                 .filter(|s| s.is_finite() && *s >= 0.0)
                 .unwrap_or(5.0);
-            Arc::new(Lines::new(label, len, Duration::from_secs_f64(every)))
+            let lines = Arc::new(Lines::new(label, len, Duration::from_secs_f64(every)));
+            Lines::keep_alive(&lines, HEARTBEAT.max(Duration::from_secs_f64(every)));
+            lines
         }
     }
 }
@@ -117,15 +124,48 @@ impl Lines {
     }
 
     fn maybe_print(&self, force: bool) {
-        let Ok(mut state) = self.state.lock() else {
-            return;
-        };
-        if state.finished || (!force && state.last.elapsed() < self.every) {
-            return;
+        if let Some(line) = self.due_line(force, self.every) {
+            eprintln!("{line}");
+        }
+    }
+
+    /// The line to print now, if one is due: `force`d, or `quiet` since the last one. A
+    /// finished stage prints nothing more.
+    fn due_line(&self, force: bool, quiet: Duration) -> Option<String> {
+        let mut state = self.state.lock().ok()?;
+        if state.finished || (!force && state.last.elapsed() < quiet) {
+            return None;
         }
         state.last = Instant::now();
         drop(state);
-        eprintln!("{}", self.line());
+        Some(self.line())
+    }
+
+    fn is_finished(&self) -> bool {
+        self.state.lock().map(|s| s.finished).unwrap_or(true)
+    }
+
+    /// Prints the line whenever `quiet` passes without one, until the stage finishes or is
+    /// dropped (a background thread that holds the lines weakly).
+    fn keep_alive(lines: &Arc<Self>, quiet: Duration) {
+        let weak = Arc::downgrade(lines);
+        let tick = quiet
+            .min(Duration::from_secs(5))
+            .max(Duration::from_millis(10));
+        let spawned = std::thread::Builder::new()
+            .name("rco-progress".into())
+            .spawn(move || loop {
+                std::thread::sleep(tick);
+                let Some(lines) = weak.upgrade() else { break };
+                if lines.is_finished() {
+                    break;
+                }
+                if let Some(line) = lines.due_line(false, quiet) {
+                    eprintln!("{line}");
+                }
+            });
+        // Without a thread the lines still come as steps finish.
+        drop(spawned);
     }
 }
 
@@ -176,5 +216,37 @@ mod tests {
         assert!(lines.line().starts_with("collect: 2 "));
         assert_eq!(duration(Duration::from_secs(3725)), "1h 2m");
         assert_eq!(duration(Duration::from_secs(125)), "2m 5s");
+    }
+
+    #[test]
+    fn a_silent_stage_is_due_a_line_after_the_quiet_time_and_a_finished_one_never() {
+        let lines = Lines::new("collect", 21, Duration::from_secs(3600));
+        let quiet = Duration::from_millis(30);
+        // Nothing moved yet and the quiet time has not passed: no line.
+        assert_eq!(lines.due_line(false, quiet), None);
+        std::thread::sleep(quiet * 2);
+        let line = lines
+            .due_line(false, quiet)
+            .expect("a line once the stage was quiet");
+        assert!(line.starts_with("collect: 0/21 (0.0%) "), "{line}");
+        // Printing a line restarts the quiet time.
+        assert_eq!(lines.due_line(false, quiet), None);
+        std::thread::sleep(quiet * 2);
+        lines.finish();
+        assert!(lines.is_finished());
+        assert_eq!(lines.due_line(false, quiet), None);
+        assert_eq!(lines.due_line(true, quiet), None);
+    }
+
+    #[test]
+    fn the_heartbeat_thread_ends_with_its_stage() {
+        let lines = Arc::new(Lines::new("eval", 4, Duration::from_secs(3600)));
+        Lines::keep_alive(&lines, Duration::from_millis(20));
+        let weak = Arc::downgrade(&lines);
+        std::thread::sleep(Duration::from_millis(60));
+        // The thread holds the lines only while it prints: the stage owns them.
+        drop(lines);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(weak.upgrade().is_none());
     }
 }
