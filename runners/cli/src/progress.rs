@@ -152,7 +152,8 @@ impl Lines {
         let tick = quiet
             .min(Duration::from_secs(5))
             .max(Duration::from_millis(10));
-        let spawned = std::thread::Builder::new()
+        // Without a thread the lines still come as steps finish.
+        let _ = std::thread::Builder::new()
             .name("rco-progress".into())
             .spawn(move || loop {
                 std::thread::sleep(tick);
@@ -164,8 +165,6 @@ impl Lines {
                     eprintln!("{line}");
                 }
             });
-        // Without a thread the lines still come as steps finish.
-        drop(spawned);
     }
 }
 
