@@ -18,7 +18,7 @@ use crate::device::{is_cpu, on_compute_pool};
 use crate::gguf::GgufFile;
 use crate::llama_q8::{BlockProjections, Q8Llama};
 use crate::lora::{BlockAdapters, Lora, LoraConfig};
-use crate::model::{project, CausalLm, KvCache};
+use crate::model::{head_chunk, picked_log_probs, project, CausalLm, KvCache};
 use crate::sampling::MASKED;
 use crate::LmError;
 
@@ -728,6 +728,43 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
         let [b, t, d] = x.dims();
         let last = x.slice([0..b, t - 1..t, 0..d]);
         self.head(last, q8).reshape([b, self.vocab()])
+    }
+
+    fn target_log_probs(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 4>,
+        at: Tensor<B, 1, Int>,
+        targets: Tensor<B, 1, Int>,
+    ) -> Tensor<B, 1> {
+        let [b, t] = tokens.dims();
+        let q8 = self.q8_for(b * t);
+        let x = self.hidden(
+            tokens,
+            positions,
+            attention_mask,
+            &mut KvCache::default(),
+            q8,
+        );
+        let [b, t, d] = x.dims();
+        let [n] = at.dims();
+        let picked = x.reshape([b * t, d]).select(0, at);
+        // The head a chunk of positions at a time: only a chunk's logits are held at once
+        // (all of them when gradients are kept, as the backward pass needs them).
+        let chunk = head_chunk(self.vocab());
+        let parts: Vec<Tensor<B, 1>> = (0..n)
+            .step_by(chunk)
+            .map(|start| {
+                let end = (start + chunk).min(n);
+                let rows = picked.clone().slice([start..end, 0..d]);
+                let logits = self
+                    .head(rows.reshape([1, end - start, d]), q8)
+                    .reshape([end - start, self.vocab()]);
+                picked_log_probs(logits, targets.clone().slice([start..end]))
+            })
+            .collect();
+        Tensor::cat(parts, 0)
     }
 
     fn max_len(&self) -> usize {

@@ -88,6 +88,20 @@ impl<B: Backend> CausalLm<B> for LocalLm<B> {
         }
     }
 
+    fn target_log_probs(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 4>,
+        at: Tensor<B, 1, Int>,
+        targets: Tensor<B, 1, Int>,
+    ) -> Tensor<B, 1> {
+        match self {
+            LocalLm::Tiny(m) => m.target_log_probs(tokens, positions, attention_mask, at, targets),
+            LocalLm::Llama(m) => m.target_log_probs(tokens, positions, attention_mask, at, targets),
+        }
+    }
+
     fn max_len(&self) -> usize {
         match self {
             LocalLm::Tiny(m) => m.max_len(),
@@ -113,6 +127,23 @@ impl LmTokenizer {
             }
             LmTokenizer::Text(t) if chat => t.encode_prompt(&t.chat_prompt(text)?),
             LmTokenizer::Text(t) => t.encode_prompt(text),
+        }
+    }
+
+    /// Ids of a conversation of `(role, text)` turns, ready for the assistant's next turn.
+    /// One user turn is [`LmTokenizer::prompt_ids`]; more need the model's chat template.
+    pub fn conversation_ids(
+        &self,
+        turns: &[(&str, &str)],
+        chat: bool,
+    ) -> Result<Vec<u32>, LmError> {
+        match (self, turns) {
+            (_, [("user", text)]) => self.prompt_ids(text, chat),
+            (LmTokenizer::Text(t), _) if chat => t.encode_prompt(&t.chat_messages(turns)?),
+            _ => Err(LmError::Unsupported(format!(
+                "a conversation of {} turns needs a chat model read with its chat template (`chat = true`); this model reads raw prompts",
+                turns.len()
+            ))),
         }
     }
 

@@ -44,8 +44,43 @@ pub trait CausalLm<B: Backend>: Module<B> + Send + 'static {
         logits.slice([0..b, t - 1..t, 0..vocab]).reshape([b, vocab])
     }
 
+    /// Log-probabilities `[positions]` of `targets` at the flat positions `at` (indices into
+    /// the `batch·time` positions, row after row), from a forward pass over whole sequences
+    /// as [`CausalLm::logits`] takes them: what log-probs of completions need. A model may
+    /// run its head at those positions alone, a few at a time, where the
+    /// `[batch, time, vocab]` logits of a large vocabulary would take gigabytes.
+    fn target_log_probs(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 4>,
+        at: Tensor<B, 1, Int>,
+        targets: Tensor<B, 1, Int>,
+    ) -> Tensor<B, 1> {
+        let logits = self.logits(tokens, positions, attention_mask);
+        let [b, t, vocab] = logits.dims();
+        picked_log_probs(logits.reshape([b * t, vocab]).select(0, at), targets)
+    }
+
     /// The longest sequence the model can read.
     fn max_len(&self) -> usize;
+}
+
+/// Log-probabilities `[rows]` of `targets [rows]` under `logits [rows, vocab]`.
+pub fn picked_log_probs<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    let [rows] = targets.dims();
+    burn::tensor::activation::log_softmax(logits, 1)
+        .gather(1, targets.reshape([rows, 1]))
+        .reshape([rows])
+}
+
+/// How many positions' logits [`CausalLm::target_log_probs`] computes at a time: about
+/// 256 MiB of f32 logits (441 positions of Qwen2.5's 151,936-token vocabulary), at least one.
+pub fn head_chunk(vocab: usize) -> usize {
+    ((256usize << 20) / (vocab.max(1) * 4)).max(1)
 }
 
 /// `linear` applied to `x [batch, time, d_in]` as one 2-D product `[batch·time, d_in]`: the

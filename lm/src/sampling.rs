@@ -1,7 +1,6 @@
 //! Batched sampling and batched completion log-probs, written once for every [`CausalLm`].
 
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -68,30 +67,40 @@ pub fn completion_log_probs<B: Backend, M: CausalLm<B>>(
     let batch = PaddedBatch::<B>::new(&joined, device);
     let time = batch.time;
     let n = rows.len();
-    // Position t predicts token t + 1; weight 1 where token t + 1 belongs to the completion.
-    let mut weights = vec![0f32; n * (time - 1).max(1)];
-    let mut targets = vec![PAD as i32; n * (time - 1).max(1)];
-    for (r, ((prompt, _), row)) in rows.iter().zip(&joined).enumerate() {
-        let pad = batch.pads[r];
-        for (offset, &token) in row.iter().enumerate().skip(1) {
-            let t = pad + offset; // index of the predicted token
-            targets[r * (time - 1) + t - 1] = token as i32;
-            if offset >= prompt.len() {
-                weights[r * (time - 1) + t - 1] = 1.0;
-            }
-        }
-    }
     if time < 2 {
         return Tensor::zeros([n], device);
     }
-    let logits = model.logits(batch.tokens, batch.positions, batch.mask);
-    let [_, _, vocab] = logits.dims();
-    let log_probs = log_softmax(logits.slice([0..n, 0..time - 1, 0..vocab]), 2);
-    let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [n, time - 1]), device)
-        .reshape([n, time - 1, 1]);
-    let picked = log_probs.gather(2, targets).reshape([n, time - 1]);
-    let weights = Tensor::<B, 2>::from_data(TensorData::new(weights, [n, time - 1]), device);
-    (picked * weights).sum_dim(1).reshape([n])
+    // Position t predicts token t + 1. Log-probs are taken at the positions that predict a
+    // completion token (`at`, flat indices into `n·time`); `slot` then lays each row's
+    // log-probs out as `[n, time - 1]`, the index of a picked value or `missing` (a zero)
+    // at prompt and padding positions, and the rows are summed in that layout.
+    let mut at = Vec::new();
+    let mut targets = Vec::new();
+    let mut slot = vec![None; n * (time - 1)];
+    for (r, ((prompt, _), row)) in rows.iter().zip(&joined).enumerate() {
+        let pad = batch.pads[r];
+        for (offset, &token) in row.iter().enumerate().skip(prompt.len().max(1)) {
+            let t = pad + offset; // index of the predicted token
+            slot[r * (time - 1) + t - 1] = Some(at.len() as i32);
+            at.push((r * time + t - 1) as i32);
+            targets.push(token as i32);
+        }
+    }
+    let picked_count = at.len();
+    if picked_count == 0 {
+        return Tensor::zeros([n], device);
+    }
+    let missing = picked_count as i32;
+    let slot: Vec<i32> = slot.into_iter().map(|s| s.unwrap_or(missing)).collect();
+    let at = Tensor::<B, 1, Int>::from_data(TensorData::new(at, [picked_count]), device);
+    let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [picked_count]), device);
+    let picked = model.target_log_probs(batch.tokens, batch.positions, batch.mask, at, targets);
+    let slot = Tensor::<B, 1, Int>::from_data(TensorData::new(slot, [n * (time - 1)]), device);
+    Tensor::cat(vec![picked, Tensor::zeros([1], device)], 0)
+        .select(0, slot)
+        .reshape([n, time - 1])
+        .sum_dim(1)
+        .reshape([n])
 }
 
 /// The end-of-sequence token, and the tokens sampling must never produce.
