@@ -104,7 +104,7 @@ fn main() {
             (0..calls)
                 .map(|i| Call {
                     messages: vec![Message {
-                        role: "user",
+                        role: "user".into(),
                         content: format!("{tag} request {i}: please answer briefly."),
                     }],
                     sample: 0,

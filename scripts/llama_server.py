@@ -5,7 +5,10 @@ Prints `listening on http://127.0.0.1:PORT/v1` once the server is healthy, then 
 its standard input closes (so a test that spawned it stops it by dropping the pipe) or it is
 terminated.
 
-usage: llama_server.py MODEL.gguf [PORT] [PARALLEL]
+usage: llama_server.py MODEL.gguf [PORT] [PARALLEL] [CONTEXT]
+
+PARALLEL requests are served at once (default 4), each with CONTEXT tokens of context
+(default 1024).
 """
 import socket
 import sys
@@ -51,7 +54,8 @@ def main():
     model = sys.argv[1]
     port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
     parallel = int(sys.argv[3]) if len(sys.argv) > 3 else 4
-    server, base = start(model, port, parallel, 1024 * parallel)
+    context = int(sys.argv[4]) if len(sys.argv) > 4 else 1024
+    server, base = start(model, port, parallel, context * parallel)
     print(f"listening on {base}/v1", flush=True)
     try:
         sys.stdin.read()

@@ -4,7 +4,7 @@
 //! which alone knows which slot holds the refinement.
 
 use crate::template::{render, TaskTemplates};
-use crate::{BothOrders, Comparison, Judgement, PointwiseRequest, PromptTemplates, TaskItem};
+use crate::{BothOrders, Comparison, Judgement, PointwiseRequest, PromptTemplates, TaskItem, Turn};
 
 impl TaskTemplates {
     /// The prompt an actor answers to write an item's initial response: `{prompt}`.
@@ -33,6 +33,29 @@ impl TaskTemplates {
                 ("critique", critique),
             ],
         )
+    }
+
+    /// The refinement of an item and one critique as the conversation a chat actor answers:
+    /// one user turn holding [`TaskTemplates::refinement_prompt`], or, with a
+    /// `refinement_followup`, the answer prompt, the initial response as the actor's turn and
+    /// the follow-up rendered with `{prompt}`, `{response}` and `{critique}`.
+    pub fn refinement_turns(&self, item: &TaskItem, critique: &str) -> Vec<Turn> {
+        if self.refinement_followup.is_empty() {
+            return vec![Turn::user(self.refinement_prompt(item, critique))];
+        }
+        let followup = render(
+            &self.refinement_followup,
+            &[
+                ("prompt", &item.prompt),
+                ("response", &item.initial_response),
+                ("critique", critique),
+            ],
+        );
+        vec![
+            Turn::user(self.answer_prompt(item)),
+            Turn::assistant(item.initial_response.clone()),
+            Turn::user(followup),
+        ]
     }
 
     /// The pairwise judge prompt of a comparison: `{prompt}`, `{a}`, `{b}`, `{reference}`.
@@ -87,6 +110,11 @@ impl PromptTemplates {
     /// [`TaskTemplates::refinement_prompt`] with the item's task templates.
     pub fn refinement_prompt(&self, item: &TaskItem, critique: &str) -> String {
         self.for_task(&item.task).refinement_prompt(item, critique)
+    }
+
+    /// [`TaskTemplates::refinement_turns`] with the item's task templates.
+    pub fn refinement_turns(&self, item: &TaskItem, critique: &str) -> Vec<Turn> {
+        self.for_task(&item.task).refinement_turns(item, critique)
     }
 
     /// [`TaskTemplates::pairwise_prompt`] with the comparison's task templates.
@@ -214,6 +242,20 @@ mod tests {
         let item = item();
         assert_eq!(t.critique_prompt(&item), "P|Y0");
         assert_eq!(t.refinement_prompt(&item, "C"), "P|Y0|C");
+        assert_eq!(t.refinement_turns(&item, "C"), vec![Turn::user("P|Y0|C")]);
+        let chat = TaskTemplates {
+            answer: "Q:{prompt}".into(),
+            refinement_followup: "{critique}|{prompt}|{response}".into(),
+            ..t.clone()
+        };
+        assert_eq!(
+            chat.refinement_turns(&item, "C"),
+            vec![
+                Turn::user("Q:P"),
+                Turn::assistant("Y0"),
+                Turn::user("C|P|Y0")
+            ]
+        );
         let [c, _] = BothOrders::comparisons(&item, "Y1", |_| 0);
         assert_eq!(t.pairwise_prompt(&c), "P|Y1|Y0|R");
         let request = PointwiseRequest {

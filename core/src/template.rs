@@ -59,12 +59,17 @@ impl PromptTemplates {
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
         let mut check = |key: String, t: &TaskTemplates| {
-            let allowed: [(&str, &str, &[&str]); 5] = [
+            let allowed: [(&str, &str, &[&str]); 6] = [
                 ("answer", &t.answer, &["prompt"]),
                 ("critique", &t.critique, &["prompt", "response"]),
                 (
                     "refinement",
                     &t.refinement,
+                    &["prompt", "response", "critique"],
+                ),
+                (
+                    "refinement_followup",
+                    &t.refinement_followup,
                     &["prompt", "response", "critique"],
                 ),
                 ("pairwise", &t.pairwise, &["prompt", "a", "b", "reference"]),

@@ -145,6 +145,7 @@ pub async fn actor_conforms(
         .map(|(i, item)| RefineRequest {
             critique: critiques[i % 4].into(),
             prompt: prompt(item, critiques[i % 4]),
+            turns: vec![crate::Turn::user(prompt(item, critiques[i % 4]))],
             m: i % 3 + 1,
             seed: i as u64,
             item: item.clone(),

@@ -100,13 +100,42 @@ pub struct RespondRequest {
     pub seed: u64,
 }
 
+/// One turn of a conversation: `role` is `user`, `assistant` or `system`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Turn {
+    pub role: String,
+    pub content: String,
+}
+
+impl Turn {
+    pub fn user(content: impl Into<String>) -> Self {
+        Self {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self {
+            role: "assistant".into(),
+            content: content.into(),
+        }
+    }
+}
+
 /// Ask an actor for `m` refinements of an item's initial response given one critique.
 #[derive(Debug, Clone)]
 pub struct RefineRequest {
     pub item: TaskItem,
     pub critique: String,
-    /// The refinement prompt rendered from the task's template.
+    /// The refinement prompt rendered from the task's `refinement` template.
     pub prompt: String,
+    /// The refinement as the conversation a chat model answers
+    /// ([`crate::task_templates::TaskTemplates::refinement_turns`]): one user turn holding
+    /// `prompt`, or, when the task has a `refinement_followup`, the answer prompt, the
+    /// initial response as the actor's own turn, and the follow-up holding the critique.
+    /// Chat actors answer this; an actor without turns answers `prompt`.
+    pub turns: Vec<Turn>,
     pub m: usize,
     pub seed: u64,
 }

@@ -183,6 +183,41 @@ impl<B: Backend> Engine<B> {
         seeds: &[u64],
     ) -> Result<Vec<Generation>, LmError> {
         let ids = self.prompts_with_prefix(prompts, answer_prefix)?;
+        self.generations_of(ids, answer_prefix, seeds)
+    }
+
+    /// One completion per (conversation, seed), as [`Engine::generate`]: each conversation
+    /// is `(role, text)` turns ending with the user's, and the model writes the assistant's
+    /// next turn (the chat template applied; a single user turn is a plain prompt).
+    pub fn generate_turns(
+        &self,
+        conversations: &[Vec<(String, String)>],
+        seeds: &[u64],
+    ) -> Result<Vec<String>, LmError> {
+        let ids = conversations
+            .iter()
+            .map(|turns| {
+                let turns: Vec<(&str, &str)> = turns
+                    .iter()
+                    .map(|(role, text)| (role.as_str(), text.as_str()))
+                    .collect();
+                self.tokenizer.conversation_ids(&turns, self.settings.chat)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self
+            .generations_of(ids, "", seeds)?
+            .into_iter()
+            .map(|g| g.text)
+            .collect())
+    }
+
+    /// Completions of prompt ids that end with `answer_prefix`'s ids.
+    fn generations_of(
+        &self,
+        ids: Vec<Vec<u32>>,
+        answer_prefix: &str,
+        seeds: &[u64],
+    ) -> Result<Vec<Generation>, LmError> {
         let model = self.model()?;
         let stop = self.tokenizer.stop();
         let completions = self.sample_rows(&model, &ids, seeds, &stop);

@@ -169,3 +169,44 @@ fn qwen2_blocks_tokens_predictions_and_chat_match_the_references() {
     eprintln!("Qwen2.5-Coder-0.5B-Instruct answers:\n{}", answer[0]);
     assert!(answer[0].contains("def is_prime("), "{}", answer[0]);
 }
+
+/// A conversation through the model's own chat template: its earlier (wrong) answer as its
+/// own turn, then a correction from the user, answered as the assistant's next turn (what an
+/// actor does with a `refinement_followup`).
+#[test]
+fn qwen2_answers_a_conversation_with_its_own_earlier_turn() {
+    let mut lm =
+        rco_lm::engine::Engine::<rco_lm::device::Cpu>::load(&qwen_gguf(), Default::default())
+            .expect("load");
+    lm.settings.sampling = SamplingConfig {
+        temperature: 0.0,
+        max_tokens: 40,
+        ..Default::default()
+    };
+    let turns = [
+        ("user", "What is 17 * 3? Reply with the number only."),
+        ("assistant", "41"),
+        (
+            "user",
+            "That is wrong: 17 * 3 is 17 + 17 + 17. Reply with the corrected number only.",
+        ),
+    ];
+    let rendered = lm
+        .tokenizer
+        .text()
+        .expect("subword tokenizer")
+        .chat_messages(&turns)
+        .expect("template");
+    assert!(
+        rendered.contains("<|im_start|>assistant\n41<|im_end|>\n<|im_start|>user\nThat is wrong")
+            && rendered.ends_with("<|im_start|>assistant\n"),
+        "{rendered}"
+    );
+    let owned: Vec<(String, String)> = turns
+        .iter()
+        .map(|(r, t)| (r.to_string(), t.to_string()))
+        .collect();
+    let corrected = lm.generate_turns(&[owned], &[0]).expect("corrected");
+    eprintln!("after the correction it answers: {}", corrected[0]);
+    assert!(corrected[0].contains("51"), "{}", corrected[0]);
+}

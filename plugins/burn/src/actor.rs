@@ -1,5 +1,5 @@
 //! An actor backed by a local burn model (`kind = "burn"`): initial answers from the task
-//! prompt, refinements from the refinement prompt the runner renders.
+//! prompt, refinements from the refinement conversation the runner renders (its `turns`).
 
 use std::sync::Arc;
 
@@ -40,17 +40,26 @@ impl<B: Backend> Actor for LmActor<B> {
     }
 
     async fn refine(&self, requests: &[RefineRequest]) -> Result<Vec<Vec<Refinement>>> {
-        let mut prompts = Vec::new();
+        // The conversation of each request (one user turn holding `prompt` when it has none).
+        let mut conversations = Vec::new();
         let mut seeds = Vec::new();
         for r in requests {
+            let turns: Vec<(String, String)> = if r.turns.is_empty() {
+                vec![("user".into(), r.prompt.clone())]
+            } else {
+                r.turns
+                    .iter()
+                    .map(|t| (t.role.clone(), t.content.clone()))
+                    .collect()
+            };
             for j in 0..r.m {
-                prompts.push(r.prompt.clone());
+                conversations.push(turns.clone());
                 seeds.push(derive_seed(r.seed, &["refine", &j.to_string()]));
             }
         }
         let texts = self
             .engine
-            .generate(&prompts, &seeds)
+            .generate_turns(&conversations, &seeds)
             .map_err(|e| self.err(e))?;
         let mut flat = texts.into_iter().map(|text| Refinement { text });
         Ok(requests

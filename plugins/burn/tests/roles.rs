@@ -257,6 +257,7 @@ async fn smollm2_plays_critic_actor_and_judge() {
                     ("critique", &c[0].text),
                 ],
             ),
+            turns: templates.default.refinement_turns(i, &c[0].text),
             m: 2,
             seed: 4,
         })

@@ -23,7 +23,7 @@ use crate::config::{parse_retry_after, OpenAiConfig};
 /// One chat message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
-    pub role: &'static str,
+    pub role: String,
     pub content: String,
 }
 

@@ -16,9 +16,25 @@ use crate::config::{OpenAiConfig, OpenAiJudgeConfig};
 
 fn user(content: &str) -> Vec<Message> {
     vec![Message {
-        role: "user",
+        role: "user".into(),
         content: content.to_string(),
     }]
+}
+
+/// The refinement conversation of a request (one user turn holding `prompt` when it has no
+/// turns).
+fn refinement_messages(request: &RefineRequest) -> Vec<Message> {
+    if request.turns.is_empty() {
+        return user(&request.prompt);
+    }
+    request
+        .turns
+        .iter()
+        .map(|t| Message {
+            role: t.role.clone(),
+            content: t.content.clone(),
+        })
+        .collect()
 }
 
 /// `n` calls of the same messages: sample `j` draws seed `derive(seed, j)`.
@@ -70,7 +86,7 @@ impl Actor for OpenAiActor {
     async fn refine(&self, requests: &[RefineRequest]) -> Result<Vec<Vec<Refinement>>> {
         let calls: Vec<Call> = requests
             .iter()
-            .flat_map(|r| samples(&user(&r.prompt), r.m, r.seed))
+            .flat_map(|r| samples(&refinement_messages(r), r.m, r.seed))
             .collect();
         let mut answers = self.client.chat_all(calls).await?.into_iter();
         Ok(requests
@@ -139,7 +155,7 @@ fn judge_messages(prompt: String, prefix: &str) -> Vec<Message> {
     let mut messages = user(&prompt);
     if !prefix.is_empty() {
         messages.push(Message {
-            role: "assistant",
+            role: "assistant".into(),
             content: prefix.to_string(),
         });
     }

@@ -38,7 +38,7 @@ fn calls(n: usize) -> Vec<Call> {
     (0..n)
         .map(|i| Call {
             messages: vec![Message {
-                role: "user",
+                role: "user".into(),
                 content: format!("question {i}"),
             }],
             sample: 0,

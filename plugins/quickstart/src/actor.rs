@@ -420,6 +420,7 @@ mod tests {
             item: items[i].clone(),
             critique: "@1".into(),
             prompt: String::new(),
+            turns: Vec::new(),
             m: 4,
             seed,
         };

@@ -118,6 +118,7 @@ impl Run {
                     item: item.clone(),
                     critique: c.text.clone(),
                     prompt: templates.refinement_prompt(item, &c.text),
+                    turns: templates.refinement_turns(item, &c.text),
                     m,
                     seed: derive_seed(
                         seed,
