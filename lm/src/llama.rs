@@ -648,6 +648,19 @@ impl<B: Backend> Llama<B> {
         positions: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 4>,
     ) -> Tensor<B, 2> {
+        let (x, _) = self.hidden_whole(tokens, positions, attention_mask);
+        let [b, t, d] = x.dims();
+        x.slice([0..b, t - 1..t, 0..d]).reshape([b, d])
+    }
+
+    /// The final hidden states `[batch, time, d_model]` of whole sequences (no cache), and
+    /// the Q8_0 snapshot the pass used, for the head to use too.
+    fn hidden_whole(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 4>,
+    ) -> (Tensor<B, 3>, Option<&Q8Llama>) {
         let [b, t] = tokens.dims();
         let q8 = self.q8_for(b * t);
         let x = self.hidden(
@@ -657,8 +670,7 @@ impl<B: Backend> Llama<B> {
             &mut KvCache::default(),
             q8,
         );
-        let [b, t, d] = x.dims();
-        x.slice([0..b, t - 1..t, 0..d]).reshape([b, d])
+        (x, q8)
     }
 
     fn vocab(&self) -> usize {
@@ -738,15 +750,7 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
         at: Tensor<B, 1, Int>,
         targets: Tensor<B, 1, Int>,
     ) -> Tensor<B, 1> {
-        let [b, t] = tokens.dims();
-        let q8 = self.q8_for(b * t);
-        let x = self.hidden(
-            tokens,
-            positions,
-            attention_mask,
-            &mut KvCache::default(),
-            q8,
-        );
+        let (x, q8) = self.hidden_whole(tokens, positions, attention_mask);
         let [b, t, d] = x.dims();
         let [n] = at.dims();
         let picked = x.reshape([b * t, d]).select(0, at);
