@@ -140,6 +140,17 @@ pub struct RefineRequest {
     pub seed: u64,
 }
 
+impl RefineRequest {
+    /// `turns`, or one user turn holding `prompt` when a request has none.
+    pub fn conversation(&self) -> Vec<Turn> {
+        if self.turns.is_empty() {
+            vec![Turn::user(self.prompt.clone())]
+        } else {
+            self.turns.clone()
+        }
+    }
+}
+
 /// Writes answers and refinements.
 #[async_trait]
 pub trait Actor: Send + Sync {

@@ -40,18 +40,14 @@ impl<B: Backend> Actor for LmActor<B> {
     }
 
     async fn refine(&self, requests: &[RefineRequest]) -> Result<Vec<Vec<Refinement>>> {
-        // The conversation of each request (one user turn holding `prompt` when it has none).
         let mut conversations = Vec::new();
         let mut seeds = Vec::new();
         for r in requests {
-            let turns: Vec<(String, String)> = if r.turns.is_empty() {
-                vec![("user".into(), r.prompt.clone())]
-            } else {
-                r.turns
-                    .iter()
-                    .map(|t| (t.role.clone(), t.content.clone()))
-                    .collect()
-            };
+            let turns: Vec<(String, String)> = r
+                .conversation()
+                .into_iter()
+                .map(|t| (t.role, t.content))
+                .collect();
             for j in 0..r.m {
                 conversations.push(turns.clone());
                 seeds.push(derive_seed(r.seed, &["refine", &j.to_string()]));

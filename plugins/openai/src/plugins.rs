@@ -21,18 +21,14 @@ fn user(content: &str) -> Vec<Message> {
     }]
 }
 
-/// The refinement conversation of a request (one user turn holding `prompt` when it has no
-/// turns).
+/// The refinement conversation of a request ([`RefineRequest::conversation`]).
 fn refinement_messages(request: &RefineRequest) -> Vec<Message> {
-    if request.turns.is_empty() {
-        return user(&request.prompt);
-    }
     request
-        .turns
-        .iter()
+        .conversation()
+        .into_iter()
         .map(|t| Message {
-            role: t.role.clone(),
-            content: t.content.clone(),
+            role: t.role,
+            content: t.content,
         })
         .collect()
 }
