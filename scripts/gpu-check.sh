@@ -60,6 +60,8 @@ else
   unset QWEN_GGUF
   echo "gpu-check: Qwen2.5-Coder-0.5B not available; the benchmark runs SmolLM2 only"
 fi
+# The parity tests also run Qwen2.5 and Gemma 3 (they fail when a model is missing).
+GEMMA_GGUF="$(scripts/fetch-models.sh gemma-3-270m 2>/dev/null)" && export GEMMA_GGUF
 if [ "$bench" = 1 ]; then
   # The benchmark compares with llama.cpp (on the CPU) when its Python package is there.
   python3 -c "import xllamacpp" 2>/dev/null \

@@ -43,6 +43,22 @@ pub fn is_cpu<B: burn::prelude::Backend>() -> bool {
     std::any::TypeId::of::<B>() == std::any::TypeId::of::<Cpu>()
 }
 
+/// The most bytes one weight tensor may take on backend `B`, where the backend has a limit
+/// ([`crate::token_table`] splits tables over it): wgpu binds a tensor as one storage
+/// buffer, and 128 MiB is WebGPU's default binding limit and lavapipe's. `None` elsewhere.
+pub fn weight_bytes_limit<B: burn::prelude::Backend>() -> Option<usize> {
+    #[cfg(feature = "wgpu")]
+    {
+        use burn::backend::{Autodiff, Wgpu};
+        use std::any::TypeId;
+        let id = TypeId::of::<B>();
+        if id == TypeId::of::<Wgpu>() || id == TypeId::of::<Autodiff<Wgpu>>() {
+            return Some(128 << 20);
+        }
+    }
+    None
+}
+
 /// A device named in config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceSpec {

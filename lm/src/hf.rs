@@ -14,9 +14,11 @@ use burn::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
 
+use crate::device::weight_bytes_limit;
 use crate::llama::{Llama, LlamaConfig, RopeLayout, RopeScaling};
 use crate::lora::LoraConfig;
 use crate::text::TextTokenizer;
+use crate::token_table::{TokenTable, VocabHead};
 use crate::weights::Weights;
 use crate::LmError;
 
@@ -102,13 +104,11 @@ pub fn save<B: Backend>(
     };
     std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
     let mut tensors: Vec<(String, Vec<f32>, Vec<usize>)> = Vec::new();
-    let (embed, embed_dims) = rows_of(&Param::from_tensor(
-        model.embedding().weight.val().transpose(),
-    ))?;
+    let table = model.embedding();
     tensors.push((
         "model.embed_tokens.weight".into(),
-        embed,
-        embed_dims.to_vec(),
+        table.values()?,
+        vec![table.vocab(), table.d_model()],
     ));
     for (i, block) in model.blocks().iter().enumerate() {
         let p = |name: &str| format!("model.layers.{i}.{name}.weight");
@@ -173,8 +173,11 @@ pub fn save<B: Backend>(
         vec![config.d_model],
     ));
     if let Some(head) = model.output_head() {
-        let (values, dims) = rows_of(&head.weight)?;
-        tensors.push(("lm_head.weight".into(), values, dims.to_vec()));
+        tensors.push((
+            "lm_head.weight".into(),
+            head.rows()?,
+            vec![head.vocab(), config.d_model],
+        ));
     }
     write_safetensors(&dir.join("model.safetensors"), tensors)?;
     let (class, model_type) = if config.architecture == "qwen2" {
@@ -400,13 +403,13 @@ pub fn load_with_score<B: Backend>(
             device,
         ))
     };
-    model.embedding_mut().weight = Param::from_tensor(Tensor::from_data(
-        TensorData::new(
-            tensor("model.embed_tokens.weight", &[config.vocab_size, d])?,
-            [config.vocab_size, d],
-        ),
+    *model.embedding_mut() = TokenTable::from_values(
+        tensor("model.embed_tokens.weight", &[config.vocab_size, d])?,
+        config.vocab_size,
+        d,
+        weight_bytes_limit::<B>(),
         device,
-    ));
+    );
     for (i, block) in model.blocks_mut().iter_mut().enumerate() {
         let p = |name: &str| format!("model.layers.{i}.{name}.weight");
         let permute = |rows: Vec<f32>, heads: usize| {
@@ -444,10 +447,12 @@ pub fn load_with_score<B: Backend>(
     }
     model.final_norm_mut().gamma = vector(tensor("model.norm.weight", &[d])?);
     if let Some(head) = model.output_head_mut() {
-        head.weight = linear(
+        *head = VocabHead::from_rows(
             tensor("lm_head.weight", &[config.vocab_size, d])?,
             config.vocab_size,
             d,
+            weight_bytes_limit::<B>(),
+            device,
         );
     }
     let score = if classifier {

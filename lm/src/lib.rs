@@ -3,7 +3,8 @@
 //!
 //! # Design
 //! Everything model-specific sits behind [`model::CausalLm`] (token logits for a padded
-//! batch): the tiny character transformer ([`tiny`]) and the Llama decoder ([`llama`]).
+//! batch): the tiny character transformer ([`tiny`]) and the Llama decoder ([`llama`], its
+//! token table in [`token_table`]).
 //! Batched sampling and completion log-probs ([`sampling`]), the supervised warm start and
 //! the RCO loss ([`loss`]) are written once against it and generic over `B: Backend`; the
 //! device (`cpu` = flex, `wgpu`, `cuda:N`) is chosen from a config string at run time
@@ -44,6 +45,7 @@ pub mod sampling;
 pub mod scheduler;
 pub mod text;
 pub mod tiny;
+pub mod token_table;
 pub mod tokenizer;
 pub mod weights;
 

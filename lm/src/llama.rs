@@ -7,19 +7,20 @@
 //! between global ones).
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu_approximate, silu, softmax};
 use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
-use crate::device::{is_cpu, on_compute_pool};
+use crate::device::{is_cpu, on_compute_pool, weight_bytes_limit};
 use crate::gguf::GgufFile;
 use crate::llama_q8::{BlockProjections, Q8Llama};
 use crate::lora::{BlockAdapters, Lora, LoraConfig};
 use crate::model::{head_chunk, picked_log_probs, project, CausalLm, KvCache};
 use crate::sampling::MASKED;
+use crate::token_table::{TokenTable, VocabHead};
 use crate::LmError;
 
 /// The size and conventions of a Llama checkpoint.
@@ -319,7 +320,12 @@ impl LlamaConfig {
         };
         let gemma = self.gemma.is_some();
         Llama {
-            embedding: EmbeddingConfig::new(self.vocab_size, self.d_model).init(device),
+            embedding: TokenTable::random(
+                self.vocab_size,
+                self.d_model,
+                weight_bytes_limit::<B>(),
+                device,
+            ),
             blocks: (0..self.layers)
                 .map(|_| LlamaBlock {
                     attention_norm: RmsNormConfig::new(self.d_model)
@@ -345,7 +351,14 @@ impl LlamaConfig {
             norm: RmsNormConfig::new(self.d_model)
                 .with_epsilon(self.rms_eps)
                 .init(device),
-            output: (!self.tied_embeddings).then(|| linear(self.d_model, self.vocab_size)),
+            output: (!self.tied_embeddings).then(|| {
+                VocabHead::random(
+                    self.vocab_size,
+                    self.d_model,
+                    weight_bytes_limit::<B>(),
+                    device,
+                )
+            }),
             heads: self.heads,
             kv_heads: self.kv_heads,
             head_dim: self.head_dim,
@@ -402,10 +415,10 @@ pub const Q8_MAX_ROWS: usize = 32;
 /// A Llama decoder.
 #[derive(Module, Debug)]
 pub struct Llama<B: Backend> {
-    embedding: Embedding<B>,
+    embedding: TokenTable<B>,
     blocks: Vec<LlamaBlock<B>>,
     norm: RmsNorm<B>,
-    output: Option<Linear<B>>,
+    output: Option<VocabHead<B>>,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -623,7 +636,7 @@ impl<B: Backend> Llama<B> {
             });
         let mut x = self.embedding.forward(tokens);
         if self.gemma.is_some() {
-            x = x.mul_scalar((self.embedding.weight.dims()[1] as f32).sqrt());
+            x = x.mul_scalar((self.embedding.d_model() as f32).sqrt());
         }
         for (layer, block) in self.blocks.iter().enumerate() {
             let local_layer = self.is_local(layer);
@@ -674,7 +687,7 @@ impl<B: Backend> Llama<B> {
     }
 
     fn vocab(&self) -> usize {
-        self.embedding.weight.dims()[0]
+        self.embedding.vocab()
     }
 
     /// Logits of hidden states `[b, t, d]`: the output head, or the token embedding.
@@ -683,12 +696,15 @@ impl<B: Backend> Llama<B> {
             return q8.head(x);
         }
         match &self.output {
-            Some(head) => project(head, x),
+            Some(head) => {
+                let [b, t, d] = x.dims();
+                head.forward(x.reshape([b * t, d]))
+                    .reshape([b, t, self.vocab()])
+            }
             None => {
                 let [b, t, d] = x.dims();
-                let table = self.embedding.weight.val();
-                x.reshape([b * t, d])
-                    .matmul(table.transpose())
+                self.embedding
+                    .logits(x.reshape([b * t, d]))
                     .reshape([b, t, self.vocab()])
             }
         }
@@ -808,8 +824,12 @@ impl<B: Backend> Llama<B> {
             up: &b.up,
             down: &b.down,
         });
-        self.q8 =
-            Q8Llama::new(blocks, self.output.as_ref(), self.embedding.weight.val()).map(Arc::new);
+        self.q8 = Q8Llama::new(
+            blocks,
+            self.output.as_ref().map(VocabHead::whole),
+            self.embedding.whole(),
+        )
+        .map(Arc::new);
         self.q8.is_some()
     }
     /// The Q8_0 snapshot, when there is one and a product has at most
@@ -830,7 +850,7 @@ impl<B: Backend> Llama<B> {
     pub fn add_lora(self, config: &LoraConfig) -> Self {
         let mut model = self.no_grad();
         model.q8 = None;
-        let device = model.embedding.weight.device();
+        let device = model.embedding.device();
         let (rank, scale) = (config.rank, config.scale());
         let make = |name: &str, linear: &Linear<B>| {
             config.targets(name).then(|| {
@@ -897,11 +917,11 @@ impl<B: Backend> Llama<B> {
     pub fn is_q8(&self) -> bool {
         self.q8.is_some()
     }
-    pub fn embedding(&self) -> &Embedding<B> {
+    pub fn embedding(&self) -> &TokenTable<B> {
         &self.embedding
     }
     /// (Mutable access drops the Q8_0 snapshot, which would go stale.)
-    pub fn embedding_mut(&mut self) -> &mut Embedding<B> {
+    pub fn embedding_mut(&mut self) -> &mut TokenTable<B> {
         self.q8 = None;
         &mut self.embedding
     }
@@ -920,11 +940,11 @@ impl<B: Backend> Llama<B> {
         &mut self.norm
     }
     /// The untied output head, if the model has one.
-    pub fn output_head(&self) -> Option<&Linear<B>> {
+    pub fn output_head(&self) -> Option<&VocabHead<B>> {
         self.output.as_ref()
     }
     /// (Mutable access drops the Q8_0 snapshot, which would go stale.)
-    pub fn output_head_mut(&mut self) -> Option<&mut Linear<B>> {
+    pub fn output_head_mut(&mut self) -> Option<&mut VocabHead<B>> {
         self.q8 = None;
         self.output.as_mut()
     }
@@ -970,7 +990,20 @@ pub fn load_gguf<B: Backend>(
         config.heads * config.head_dim,
         config.kv_heads * config.head_dim,
     );
-    model.embedding.weight = Param::from_tensor(matrix("token_embd.weight", config.vocab_size, d)?);
+    let (values, dims) = file.tensor_f32("token_embd.weight")?;
+    if dims != [d, config.vocab_size] {
+        return Err(err(
+            "token_embd.weight",
+            format!("has shape {dims:?}, expected [{d}, {}]", config.vocab_size),
+        ));
+    }
+    model.embedding = TokenTable::from_values(
+        values,
+        config.vocab_size,
+        d,
+        weight_bytes_limit::<B>(),
+        device,
+    );
     for (i, block) in model.blocks.iter_mut().enumerate() {
         let name = |part: &str| format!("blk.{i}.{part}.weight");
         block.attention_norm.gamma = Param::from_tensor(vector(&name("attn_norm"), d)?);
@@ -1008,7 +1041,20 @@ pub fn load_gguf<B: Backend>(
     }
     model.norm.gamma = Param::from_tensor(vector("output_norm.weight", d)?);
     if let Some(head) = model.output.as_mut() {
-        head.weight = linear("output.weight", d, config.vocab_size)?;
+        let (values, dims) = file.tensor_f32("output.weight")?;
+        if dims != [d, config.vocab_size] {
+            return Err(err(
+                "output.weight",
+                format!("has shape {dims:?}, expected [{d}, {}]", config.vocab_size),
+            ));
+        }
+        *head = VocabHead::from_rows(
+            values,
+            config.vocab_size,
+            d,
+            weight_bytes_limit::<B>(),
+            device,
+        );
     }
     Ok((config, model))
 }

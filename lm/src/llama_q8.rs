@@ -54,8 +54,13 @@ fn values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
 
 /// A `Linear`'s weight as `[out, in]` rows (burn keeps `[in, out]`).
 fn quantize_linear<B: Backend>(linear: &Linear<B>) -> Option<Q8Matrix> {
-    let [d_in, d_out] = linear.weight.dims();
-    Q8Matrix::quantize(&values(linear.weight.val().transpose()), d_out, d_in)
+    quantize_weight(linear.weight.val())
+}
+
+/// A `[d_in, d_out]` weight (burn's `Linear` layout) as `d_out` rows of Q8_0 blocks.
+fn quantize_weight<B: Backend>(weight: Tensor<B, 2>) -> Option<Q8Matrix> {
+    let [d_in, d_out] = weight.dims();
+    Q8Matrix::quantize(&values(weight.transpose()), d_out, d_in)
 }
 
 /// `x [b, t, d]` times `matrix`: `[b, t, rows]`, `x`'s rows quantized on the way.
@@ -74,7 +79,7 @@ impl Q8Llama {
     /// `None` when a matrix's input size is not a multiple of 32 (the model then runs in f32).
     pub fn new<'a, B: Backend>(
         blocks: impl Iterator<Item = BlockProjections<'a, B>>,
-        head: Option<&Linear<B>>,
+        head: Option<Tensor<B, 2>>,
         embedding: Tensor<B, 2>,
     ) -> Option<Self> {
         let blocks = blocks
@@ -108,7 +113,7 @@ impl Q8Llama {
             })
             .collect::<Option<Vec<_>>>()?;
         let head = match head {
-            Some(linear) => quantize_linear(linear)?,
+            Some(weight) => quantize_weight(weight)?,
             None => {
                 let [vocab, d] = embedding.dims();
                 Q8Matrix::quantize(&values(embedding), vocab, d)?

@@ -25,7 +25,6 @@ use rco_lm::model::CausalLm;
 use rco_lm::sampling::{completion_log_probs, sample, PaddedBatch, SamplingConfig, StopTokens};
 
 mod common;
-use common::qwen_gguf as qwen;
 use common::smollm2_gguf as smollm2;
 
 fn tiny_spec() -> ModelSpec {
@@ -462,19 +461,21 @@ fn smollm2_matches_flex<B: Backend>(backend: &str, device: B::Device, tolerance:
         .contains("Paris"));
 }
 
+/// A GGUF model on `B` against flex: logits of two prompts and a batched greedy decode.
 /// Qwen2.5-Coder-0.5B (biased projections, split-half rotary embeddings, K-quant blocks
-/// dequantized on load): logits of two prompts and a batched greedy decode against flex.
-/// Not in the wgpu suite: its 151,936 × 896 f32 embedding table is one 544 MB buffer, over
-/// what lavapipe (and wgpu's default limits) will allocate.
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-fn qwen2_matches_flex<B: Backend>(backend: &str, device: B::Device, tolerance: Tolerance) {
-    let path = qwen();
+/// dequantized on load) and Gemma 3 (its norms, GeGLU, scaled embeddings). Their embedding
+/// tables (544 and 671 MB) are over wgpu's 128 MiB binding limit on lavapipe, so there the
+/// table is split into blocks (`rco_lm::token_table`).
+fn gguf_matches_flex<B: Backend>(
+    backend: &str,
+    device: B::Device,
+    tolerance: Tolerance,
+    path: std::path::PathBuf,
+    name: &str,
+) {
     let start = Instant::now();
     let lm = Engine::<B>::load(&path, device).expect("load on the backend");
-    eprintln!(
-        "{backend} Qwen2.5-Coder-0.5B: loaded in {:.2?}",
-        start.elapsed()
-    );
+    eprintln!("{backend} {name}: loaded in {:.2?}", start.elapsed());
     let reference = f32_on_flex(&path);
     let raw = ["def is_prime(n):", "The capital of France is"]
         .map(|p| lm.tokenizer.prompt_ids(p, false).expect("prompt"))
@@ -484,10 +485,10 @@ fn qwen2_matches_flex<B: Backend>(backend: &str, device: B::Device, tolerance: T
     let forward = start.elapsed();
     let (theirs, _) = logits(&*reference.model().expect("model"), &raw, &reference.device);
     let g = gap(&ours, &theirs, vocab);
-    eprintln!("{backend} Qwen2.5-Coder-0.5B, 2 prompts: {g:?}; forward {forward:.2?}");
+    eprintln!("{backend} {name}, 2 prompts: {g:?}; forward {forward:.2?}");
     assert!(
         g.max_logit < tolerance.smollm2_logits * 2.0,
-        "{backend}: Qwen2.5 logits differ from flex by {}",
+        "{backend}: {name} logits differ from flex by {}",
         g.max_logit
     );
     assert_top1_agrees(backend, &g, tolerance);
@@ -501,6 +502,7 @@ fn qwen2_matches_flex<B: Backend>(backend: &str, device: B::Device, tolerance: T
         ends: Vec::new(),
         banned: Vec::new(),
     };
+    let start = Instant::now();
     let ours = sample(
         &*lm.model().expect("model"),
         &raw,
@@ -509,6 +511,7 @@ fn qwen2_matches_flex<B: Backend>(backend: &str, device: B::Device, tolerance: T
         &stop,
         &lm.device,
     );
+    let decode = start.elapsed();
     let theirs = sample(
         &*reference.model().expect("model"),
         &raw,
@@ -518,7 +521,7 @@ fn qwen2_matches_flex<B: Backend>(backend: &str, device: B::Device, tolerance: T
         &reference.device,
     );
     eprintln!(
-        "{backend} Qwen2.5 greedy: {:?}",
+        "{backend} {name} greedy, batch 2 x 8 tokens: {decode:.2?}; {:?}",
         lm.tokenizer.decode(&ours[0]).expect("decode")
     );
     assert_greedy_agrees(
@@ -626,14 +629,49 @@ backend_suite!(
     super::CUDA
 );
 
-#[cfg(feature = "cuda")]
-mod cuda_qwen2 {
-    #[test]
-    fn qwen2_matches_flex() {
-        super::qwen2_matches_flex::<burn::backend::Cuda>(
-            "cuda:0",
-            burn::backend::cuda::CudaDevice::new(0),
-            super::CUDA,
-        );
-    }
+/// The GGUF architectures besides Llama, once per backend.
+macro_rules! gguf_suite {
+    ($module:ident, $backend:ty, $device:expr, $device_name:literal, $tolerance:expr) => {
+        mod $module {
+            #[test]
+            fn qwen2_matches_flex() {
+                super::gguf_matches_flex::<$backend>(
+                    $device_name,
+                    $device,
+                    $tolerance,
+                    super::common::qwen_gguf(),
+                    "Qwen2.5-Coder-0.5B",
+                );
+            }
+
+            #[test]
+            fn gemma3_matches_flex() {
+                super::gguf_matches_flex::<$backend>(
+                    $device_name,
+                    $device,
+                    $tolerance,
+                    super::common::gemma_gguf(),
+                    "Gemma-3-270M",
+                );
+            }
+        }
+    };
 }
+
+#[cfg(feature = "wgpu")]
+gguf_suite!(
+    wgpu_gguf,
+    burn::backend::Wgpu,
+    burn::backend::wgpu::WgpuDevice::default(),
+    "wgpu",
+    super::WGPU
+);
+
+#[cfg(feature = "cuda")]
+gguf_suite!(
+    cuda_gguf,
+    burn::backend::Cuda,
+    burn::backend::cuda::CudaDevice::new(0),
+    "cuda:0",
+    super::CUDA
+);
