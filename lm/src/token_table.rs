@@ -39,7 +39,7 @@ impl<B: Backend> TokenTable<B> {
     /// most `max_bytes` each when given.
     pub fn random(vocab: usize, d: usize, max_bytes: Option<usize>, device: &B::Device) -> Self {
         let rows = block_rows(vocab, d, max_bytes);
-        let mut blocks = (0..vocab.max(1)).step_by(rows).map(|start| {
+        let blocks = (0..vocab.max(1)).step_by(rows).map(|start| {
             let n = rows.min(vocab - start);
             Param::from_tensor(Tensor::random(
                 [n, d],
@@ -47,12 +47,8 @@ impl<B: Backend> TokenTable<B> {
                 device,
             ))
         });
-        let weight = blocks.next().expect("at least one block");
-        let rest: Vec<_> = blocks.collect();
-        Self {
-            weight,
-            rest: (!rest.is_empty()).then_some(rest),
-        }
+        let (weight, rest) = first_and_rest(blocks).expect("at least one block");
+        Self { weight, rest }
     }
 
     /// A table from its values (`vocab × d` row-major), in blocks of at most `max_bytes`
@@ -65,20 +61,15 @@ impl<B: Backend> TokenTable<B> {
         device: &B::Device,
     ) -> Self {
         let rows = block_rows(vocab, d, max_bytes);
-        let mut blocks = values.chunks(rows * d).map(|chunk| {
+        let blocks = values.chunks(rows * d).map(|chunk| {
             Param::from_tensor(Tensor::from_data(
                 TensorData::new(chunk.to_vec(), [chunk.len() / d, d]),
                 device,
             ))
         });
-        let weight = blocks
-            .next()
-            .unwrap_or_else(|| Param::from_tensor(Tensor::zeros([0, d], device)));
-        let rest: Vec<_> = blocks.collect();
-        Self {
-            weight,
-            rest: (!rest.is_empty()).then_some(rest),
-        }
+        let (weight, rest) = first_and_rest(blocks)
+            .unwrap_or_else(|| (Param::from_tensor(Tensor::zeros([0, d], device)), None));
+        Self { weight, rest }
     }
 
     /// The blocks, in row order.
@@ -203,18 +194,14 @@ impl<B: Backend> VocabHead<B> {
     /// A head of random weights, as burn's `Linear` starts, in blocks when `max_bytes` says.
     pub fn random(vocab: usize, d: usize, max_bytes: Option<usize>, device: &B::Device) -> Self {
         let rows = block_rows(vocab, d, max_bytes);
-        let mut blocks = (0..vocab.max(1)).step_by(rows).map(|start| {
+        let blocks = (0..vocab.max(1)).step_by(rows).map(|start| {
             burn::nn::LinearConfig::new(d, rows.min(vocab - start))
                 .with_bias(false)
                 .init(device)
                 .weight
         });
-        let weight = blocks.next().expect("at least one block");
-        let rest: Vec<_> = blocks.collect();
-        Self {
-            weight,
-            rest: (!rest.is_empty()).then_some(rest),
-        }
+        let (weight, rest) = first_and_rest(blocks).expect("at least one block");
+        Self { weight, rest }
     }
 
     /// The blocks, in column order.
@@ -262,6 +249,16 @@ impl<B: Backend> VocabHead<B> {
         }
         Ok(values)
     }
+}
+
+/// The first block, and the others when there are any.
+#[allow(clippy::type_complexity)]
+fn first_and_rest<B: Backend>(
+    mut blocks: impl Iterator<Item = Param<Tensor<B, 2>>>,
+) -> Option<(Param<Tensor<B, 2>>, Option<Vec<Param<Tensor<B, 2>>>>)> {
+    let first = blocks.next()?;
+    let rest: Vec<_> = blocks.collect();
+    Some((first, (!rest.is_empty()).then_some(rest)))
 }
 
 /// Rows per block for a `vocab × d` f32 table under `max_bytes` (all rows when unlimited or
