@@ -695,19 +695,13 @@ impl<B: Backend> Llama<B> {
         if let Some(q8) = q8 {
             return q8.head(x);
         }
-        match &self.output {
-            Some(head) => {
-                let [b, t, d] = x.dims();
-                head.forward(x.reshape([b * t, d]))
-                    .reshape([b, t, self.vocab()])
-            }
-            None => {
-                let [b, t, d] = x.dims();
-                self.embedding
-                    .logits(x.reshape([b * t, d]))
-                    .reshape([b, t, self.vocab()])
-            }
-        }
+        let [b, t, d] = x.dims();
+        let rows = x.reshape([b * t, d]);
+        let logits = match &self.output {
+            Some(head) => head.forward(rows),
+            None => self.embedding.logits(rows),
+        };
+        logits.reshape([b, t, self.vocab()])
     }
 
     /// Cosines and sines of the rotary angles for `positions [b, t]` at base `theta`:
