@@ -11,6 +11,7 @@
 
 pub mod dataset;
 pub mod error;
+pub mod fixed_critic;
 pub mod judge;
 pub mod objective;
 pub mod per_task;
