@@ -184,7 +184,11 @@ impl<B: Backend> VocabHead<B> {
     ) -> Self {
         let TokenTable { weight, rest } =
             TokenTable::<B>::from_values(values, vocab, d, max_bytes, device);
-        let transpose = |p: Param<Tensor<B, 2>>| Param::from_tensor(p.val().transpose());
+        // Untracked first: on an autodiff backend the block is a tracked leaf, its transpose
+        // would be a node of the graph, and a parameter must be a leaf of its own.
+        let transpose = |p: Param<Tensor<B, 2>>| {
+            Param::from_tensor(p.val().set_require_grad(false).transpose())
+        };
         Self {
             weight: transpose(weight),
             rest: rest.map(|rest| rest.into_iter().map(transpose).collect()),
@@ -324,6 +328,24 @@ mod tests {
             .assert_approx_eq::<f32>(&table.logits(x).into_data(), Default::default());
         assert_eq!(split.rows().unwrap(), rows);
         assert_eq!(whole.whole().into_data(), split.whole().into_data());
+    }
+
+    #[test]
+    fn a_head_from_rows_is_trainable_under_autodiff() {
+        // Loading an untied head (Qwen2.5's) for training: every block a leaf with a gradient.
+        type Ad = burn::backend::Autodiff<Cpu>;
+        let (vocab, d) = (7, 3);
+        let rows: Vec<f32> = (0..vocab * d).map(|i| i as f32 * 0.25 - 2.0).collect();
+        let device = Default::default();
+        for max_bytes in [None, Some(24)] {
+            let head = VocabHead::<Ad>::from_rows(rows.clone(), vocab, d, max_bytes, &device);
+            let x = Tensor::<Ad, 2>::from_data([[1.0, -2.0, 0.5], [0.0, 3.0, 1.0]], &device);
+            let grads = head.forward(x).sum().backward();
+            for block in head.blocks() {
+                let grad = block.grad(&grads).expect("every block has a gradient");
+                assert_eq!(grad.dims(), block.dims());
+            }
+        }
     }
 
     #[test]
