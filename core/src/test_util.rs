@@ -351,11 +351,13 @@ pub fn groups(items: &[TaskItem], prompt: impl Fn(&TaskItem) -> String) -> Vec<T
                     text: format!("={}", item.reference.clone().unwrap_or_default()),
                     ref_logprob: Some(-4.0),
                     cu: 1.0,
+                    truncated: false,
                 },
                 ScoredCritique {
                     text: "ok".into(),
                     ref_logprob: Some(-2.0),
                     cu: 0.0,
+                    truncated: false,
                 },
             ],
             // The judge preferred the first critique in both orders.

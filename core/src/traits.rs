@@ -328,6 +328,12 @@ pub struct ScoredCritique {
     #[serde(default)]
     pub ref_logprob: Option<f64>,
     pub cu: f64,
+    /// The critic stopped at its token limit: `text` is a prefix of what it would have
+    /// written. Its log-probs, the reference's and the trained critic's alike, are those of
+    /// the prefix's tokens with no end-of-sequence token after them: the critic did not end
+    /// it, so training neither rewards nor punishes ending there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// What a training run reports.
@@ -396,6 +402,11 @@ pub trait Dataset: Send + Sync {
 pub trait Progress: Send + Sync {
     fn set_length(&self, _len: u64) {}
     fn inc(&self, _delta: u64) {}
+    /// Steps a resumed piece of work finds already done (read back from its records): they
+    /// count in the position, but not in the pace that estimates the time left.
+    fn resume(&self, done: u64) {
+        self.inc(done)
+    }
     fn set_message(&self, _message: &str) {}
     fn finish(&self) {}
 }

@@ -67,7 +67,12 @@ impl<B: Backend> Critic for LmCritic<B> {
             .into_iter()
             .zip(generated.iter().map(|g| g.text.clone()))
             .collect();
-        let log_probs = self.engine.log_probs(&rows).map_err(|e| self.err(e))?;
+        // A critique cut at the token limit is scored as the prefix it is, without an end.
+        let ended: Vec<bool> = generated.iter().map(|g| !g.truncated).collect();
+        let log_probs = self
+            .engine
+            .log_probs_ending(&rows, &ended)
+            .map_err(|e| self.err(e))?;
         let mut flat = generated
             .into_iter()
             .zip(log_probs)

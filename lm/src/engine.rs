@@ -310,13 +310,24 @@ impl<B: Backend> Engine<B> {
 
     /// Summed log-probs of completions (with their EOS) after prompts.
     pub fn log_probs(&self, rows: &[(String, String)]) -> Result<Vec<f64>, LmError> {
+        self.log_probs_ending(rows, &vec![true; rows.len()])
+    }
+
+    /// [`Engine::log_probs`], with an EOS after a row's completion only where `ended` says
+    /// the completion ended (a completion cut at the token limit is scored as a prefix).
+    pub fn log_probs_ending(
+        &self,
+        rows: &[(String, String)],
+        ended: &[bool],
+    ) -> Result<Vec<f64>, LmError> {
         let model = self.model()?;
         let max_len = model.max_len();
         let encoded = rows
             .iter()
-            .map(|(p, c)| {
+            .zip(ended.iter().copied().chain(std::iter::repeat(true)))
+            .map(|((p, c), ended)| {
                 let prompt = self.tokenizer.prompt_ids(p, self.settings.chat)?;
-                let completion = self.tokenizer.completion_ids(c)?;
+                let completion = self.tokenizer.completion_ids_ending(c, ended)?;
                 if prompt.len() + completion.len() > max_len {
                     return Err(LmError::Tokenize(format!(
                         "prompt and completion take {} tokens; the model reads at most {max_len}",

@@ -157,11 +157,16 @@ impl LmTokenizer {
 
     /// Completion ids, ending with the end-of-sequence token.
     pub fn completion_ids(&self, text: &str) -> Result<Vec<u32>, LmError> {
-        let (mut ids, eos) = match self {
-            LmTokenizer::Chars(t) => (t.encode(text)?, t.eos()),
-            LmTokenizer::Text(t) => (t.encode(text)?, t.eos),
-        };
-        ids.push(eos);
+        self.completion_ids_ending(text, true)
+    }
+
+    /// Completion ids, with the end-of-sequence token after them when the completion `ended`
+    /// (a completion cut at a token limit did not: it is scored as the prefix it is).
+    pub fn completion_ids_ending(&self, text: &str, ended: bool) -> Result<Vec<u32>, LmError> {
+        let mut ids = self.text_ids(text)?;
+        if ended {
+            ids.push(self.eos());
+        }
         Ok(ids)
     }
 

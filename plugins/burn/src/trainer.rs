@@ -426,9 +426,29 @@ impl RcoTrainer {
         let state_dir = self.output.join("train");
         let state_path = state_dir.join("state.json");
         let (base_model, tokenizer, spec) = load_local_with_spec::<B>(&self.base, &device)?;
+        // The reference log-probs, computed again from the base where the collected ones
+        // cannot serve: all of them for a remote critic; a truncated critique's always, since
+        // records written before truncated critiques were scored as prefixes scored them
+        // with an end-of-sequence token after the cut (tens of nats off), and a prefix is
+        // cheap to score once.
+        // Scored without autodiff (`valid()`): a forward pass on the autodiff backend keeps
+        // its graph, many GB for a 0.5B model.
         let rescored;
-        let groups = if self.rescore_reference && self.objective != Objective::Sft {
-            rescored = rescore(&base_model, &tokenizer, self.chat, groups, &device)?;
+        let groups = if self.objective == Objective::Sft {
+            groups
+        } else if self.rescore_reference {
+            let base = base_model.valid();
+            rescored = rescore(&base, &tokenizer, self.chat, groups, &device, |_| true)?;
+            &rescored[..]
+        } else if groups
+            .iter()
+            .flat_map(|g| &g.critiques)
+            .any(|c| c.truncated)
+        {
+            let base = base_model.valid();
+            rescored = rescore(&base, &tokenizer, self.chat, groups, &device, |c| {
+                c.truncated
+            })?;
             &rescored[..]
         } else {
             groups
@@ -545,7 +565,7 @@ impl RcoTrainer {
             optimizer = optimizer.load_record(record);
         }
         progress.set_length(schedule.len() as u64);
-        progress.inc(state.step as u64);
+        progress.resume(state.step as u64);
         if !state.done {
             if resumed_from_step > 0 {
                 tracing::info!(
@@ -711,23 +731,31 @@ impl RcoTrainer {
 
 /// Tokenizes each group as the critic did when it scored the critiques (same prompt format),
 /// and computes its residual offsets.
-/// The groups with each critique's reference log-prob computed by `model`.
+/// The groups with the reference log-prob of each critique that `which` picks computed by
+/// `model` (a truncated critique as its prefix, with no end-of-sequence token).
 fn rescore<B: burn::tensor::backend::Backend>(
     model: &LocalLm<B>,
     tokenizer: &LmTokenizer,
     chat: bool,
     groups: &[TrainingGroup],
     device: &B::Device,
+    which: impl Fn(&rco_core::ScoredCritique) -> bool,
 ) -> Result<Vec<TrainingGroup>, LmError> {
     let mut out = groups.to_vec();
     for group in &mut out {
         let prompt = tokenizer.prompt_ids(&group.prompt, chat)?;
-        let rows = group
-            .critiques
+        let mut picked: Vec<&mut rco_core::ScoredCritique> =
+            group.critiques.iter_mut().filter(|c| which(c)).collect();
+        let rows = picked
             .iter()
-            .map(|c| Ok((prompt.clone(), tokenizer.completion_ids(&c.text)?)))
+            .map(|c| {
+                Ok((
+                    prompt.clone(),
+                    tokenizer.completion_ids_ending(&c.text, !c.truncated)?,
+                ))
+            })
             .collect::<Result<Vec<_>, LmError>>()?;
-        for (chunk, critiques) in rows.chunks(8).zip(group.critiques.chunks_mut(8)) {
+        for (chunk, critiques) in rows.chunks(8).zip(picked.chunks_mut(8)) {
             let values = completion_log_probs(model, chunk, device)
                 .into_data()
                 .convert::<f64>()
@@ -759,7 +787,10 @@ pub fn best_critiques(
                 .expect("a group that is not flat has critiques");
             let prompt = tokenizer.prompt_ids(&g.prompt, chat)?;
             Ok(RcoGroup {
-                rows: vec![(prompt, tokenizer.completion_ids(&best.text)?)],
+                rows: vec![(
+                    prompt,
+                    tokenizer.completion_ids_ending(&best.text, !best.truncated)?,
+                )],
                 offsets: vec![0.0],
             })
         })
@@ -814,8 +845,14 @@ pub fn preference_pairs(
                 })
             };
             pairs.push(PreferencePair {
-                chosen: (prompt.clone(), tokenizer.completion_ids(&chosen.text)?),
-                rejected: (prompt.clone(), tokenizer.completion_ids(&rejected.text)?),
+                chosen: (
+                    prompt.clone(),
+                    tokenizer.completion_ids_ending(&chosen.text, !chosen.truncated)?,
+                ),
+                rejected: (
+                    prompt.clone(),
+                    tokenizer.completion_ids_ending(&rejected.text, !rejected.truncated)?,
+                ),
                 reference_margin: reference(chosen)? - reference(rejected)?,
             });
         }
@@ -839,7 +876,7 @@ pub fn encode_groups(
             let rows = g
                 .critiques
                 .iter()
-                .map(|c| Ok((prompt.clone(), tokenizer.completion_ids(&c.text)?)))
+                .map(|c| Ok((prompt.clone(), tokenizer.completion_ids_ending(&c.text, !c.truncated)?)))
                 .collect::<Result<Vec<_>, LmError>>()?;
             let ref_logprobs = g
                 .critiques

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use rco_core::{LogProbRequest, NoProgress, ScoredCritique, TrainingGroup};
+use rco_core::{
+    Critic, CritiqueRequest, LogProbRequest, NoProgress, ScoredCritique, TaskItem, TrainingGroup,
+};
 use rco_lm::checkpoint::{self, ModelSpec};
 use rco_lm::critic::open_critic;
 use rco_lm::device::{Cpu, DeviceSpec};
@@ -96,6 +98,7 @@ async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
                 text: t.to_string(),
                 cu,
                 ref_logprob: Some(*lp),
+                truncated: false,
             })
             .collect(),
         preferences: Vec::new(),
@@ -188,6 +191,93 @@ async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
 
 /// SmolLM2 as the `burn` critic, actor and self-rewarding judge, built from config sections
 /// through the registry.
+#[tokio::test]
+async fn a_truncated_critique_is_scored_and_trained_as_its_prefix() {
+    let _one = one_training();
+    let spec = spec();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    checkpoint::save(
+        &base,
+        &spec,
+        checkpoint::init::<Cpu>(&spec, &Default::default()),
+    )
+    .unwrap();
+    // Three characters at most: the untrained model rarely ends that soon.
+    let mut short = settings(16);
+    short.sampling.temperature = 1.0;
+    short.sampling.max_tokens = 3;
+    let critic = open_critic("critic", &base, DeviceSpec::Cpu, short).unwrap();
+    let prompt = "copy:12|13>".to_string();
+    let request = CritiqueRequest {
+        item: TaskItem::default(),
+        prompt: prompt.clone(),
+        n: 8,
+        seed: 3,
+    };
+    let cut: Vec<_> = critic
+        .critique_one(request)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.truncated)
+        .take(4)
+        .collect();
+    assert!(cut.len() >= 2, "{} of 8 critiques cut", cut.len());
+    // The critic's reference for a cut critique is its prefix's: scored with an end after
+    // it (as a finished critique is), the same text is less likely by log p(end | prefix).
+    let requests: Vec<LogProbRequest> = cut
+        .iter()
+        .map(|c| LogProbRequest {
+            prompt: prompt.clone(),
+            completion: c.text.clone(),
+        })
+        .collect();
+    let with_end = critic.log_probs(&requests).await.unwrap();
+    for (c, ended) in cut.iter().zip(&with_end) {
+        let prefix = c.ref_logprob.unwrap();
+        assert!(
+            prefix > ended + 1e-3,
+            "{:?}: prefix {prefix}, with an end {ended}",
+            c.text
+        );
+    }
+    // A group recorded before cut critiques were scored as prefixes: references with the
+    // end, and no `truncated` flag in groups.jsonl (the runner takes it from
+    // critiques.jsonl). The trainer scores the cut ones again, so at the base its first
+    // loss is the loss at log p_theta = log p_ref: the residuals are the targets alone.
+    let cus: Vec<f64> = (0..cut.len()).map(|i| (i % 2) as f64).collect();
+    let group = TrainingGroup {
+        item_id: "a".into(),
+        prompt: prompt.clone(),
+        critiques: cut
+            .iter()
+            .zip(&cus)
+            .zip(&with_end)
+            .map(|((c, cu), ended)| ScoredCritique {
+                text: c.text.clone(),
+                cu: *cu,
+                ref_logprob: Some(*ended),
+                truncated: true,
+            })
+            .collect(),
+        preferences: Vec::new(),
+    };
+    let beta = 0.5;
+    let section = serde_json::json!({"kind": "rco", "beta": beta, "learning_rate": 1e-6, "epochs": 1, "groups_per_batch": 1});
+    let summary = trainer(&section, &base, &dir.path().join("rco"))
+        .train(&[group], Arc::new(NoProgress))
+        .await
+        .unwrap();
+    let zeros = vec![0.0; cus.len()];
+    let at_reference = rco_core::objective::group_loss(&zeros, &zeros, &cus, beta);
+    assert!(
+        (summary.first_loss - at_reference).abs() < 1e-3 * at_reference.max(1.0),
+        "first loss {} against {at_reference} at the reference",
+        summary.first_loss
+    );
+}
+
 #[tokio::test]
 async fn smollm2_plays_critic_actor_and_judge() {
     use rco_core::registry::{build, ActorRole, CriticRole, JudgeRole};
@@ -345,6 +435,7 @@ async fn two_plus_two(path: &std::path::Path) -> (Vec<LogProbRequest>, Vec<f64>,
                 text: t.to_string(),
                 cu,
                 ref_logprob: Some(*lp),
+                truncated: false,
             })
             .collect(),
         preferences: Vec::new(),

@@ -169,7 +169,7 @@ pub async fn judge_eval(
             loaded.reask_invalid,
         ));
         let bar = progress.start("judge-eval", pairs.len() as u64);
-        bar.inc(done.len() as u64);
+        bar.resume(done.len() as u64);
         let seed = loaded.seed;
         let per_call = (judge.max_batch_size() / 2).max(1);
         for batch in todo.chunks(per_call) {

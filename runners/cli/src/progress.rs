@@ -60,6 +60,10 @@ impl Progress for Bar {
     fn inc(&self, delta: u64) {
         self.0.inc(delta);
     }
+    fn resume(&self, done: u64) {
+        self.0.inc(done);
+        self.0.reset_eta();
+    }
     fn set_message(&self, message: &str) {
         self.0.set_message(message.to_string());
     }
@@ -73,6 +77,8 @@ pub struct Lines {
     label: String,
     len: AtomicU64,
     pos: AtomicU64,
+    /// Steps found done when the work resumed: in the position, not in the pace.
+    resumed: AtomicU64,
     started: Instant,
     every: Duration,
     state: Mutex<LineState>,
@@ -91,6 +97,7 @@ impl Lines {
             label: label.to_string(),
             len: AtomicU64::new(len),
             pos: AtomicU64::new(0),
+            resumed: AtomicU64::new(0),
             started: now,
             every,
             state: Mutex::new(LineState {
@@ -111,8 +118,7 @@ impl Lines {
             line.push_str(&format!("/{len} ({:.1}%)", 100.0 * pos as f64 / len as f64));
         }
         line.push_str(&format!(" {} elapsed", duration(elapsed)));
-        if len > 0 && pos > 0 && pos < len {
-            let eta = elapsed.mul_f64((len - pos) as f64 / pos as f64);
+        if let Some(eta) = eta(elapsed, len, pos, self.resumed.load(Ordering::Relaxed)) {
             line.push_str(&format!(", eta {}", duration(eta)));
         }
         if let Ok(state) = self.state.lock() {
@@ -176,6 +182,10 @@ impl Progress for Lines {
         self.pos.fetch_add(delta, Ordering::Relaxed);
         self.maybe_print(false);
     }
+    fn resume(&self, done: u64) {
+        self.resumed.fetch_add(done, Ordering::Relaxed);
+        self.pos.fetch_add(done, Ordering::Relaxed);
+    }
     fn set_message(&self, message: &str) {
         if let Ok(mut state) = self.state.lock() {
             state.message = message.to_string();
@@ -187,6 +197,14 @@ impl Progress for Lines {
             state.finished = true;
         }
     }
+}
+
+/// The time left at this process's own pace: `pos` of `len` steps done, `resumed` of them
+/// found done in the records (they took no time here). `None` before a step of its own.
+fn eta(elapsed: Duration, len: u64, pos: u64, resumed: u64) -> Option<Duration> {
+    let done_here = pos.saturating_sub(resumed);
+    (len > 0 && done_here > 0 && pos < len)
+        .then(|| elapsed.mul_f64((len - pos) as f64 / done_here as f64))
 }
 
 fn duration(d: Duration) -> String {
@@ -215,6 +233,22 @@ mod tests {
         assert!(lines.line().starts_with("collect: 2 "));
         assert_eq!(duration(Duration::from_secs(3725)), "1h 2m");
         assert_eq!(duration(Duration::from_secs(125)), "2m 5s");
+    }
+
+    #[test]
+    fn the_eta_of_resumed_work_counts_only_the_steps_done_here() {
+        let minute = Duration::from_secs(60);
+        // 4 of 12 items resumed from the records, 4 more done in a minute: 4 left, a minute.
+        assert_eq!(eta(minute, 12, 8, 4), Some(minute));
+        // Nothing done here yet: no pace to go by.
+        assert_eq!(eta(minute, 12, 4, 4), None);
+        assert_eq!(eta(minute, 12, 0, 0), None);
+        assert_eq!(eta(minute, 12, 12, 4), None);
+        let lines = Lines::new("collect", 12, Duration::from_secs(3600));
+        lines.resume(4);
+        let line = lines.line();
+        assert!(line.starts_with("collect: 4/12 (33.3%) "), "{line}");
+        assert!(!line.contains("eta"), "{line}");
     }
 
     #[test]

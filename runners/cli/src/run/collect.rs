@@ -142,7 +142,7 @@ impl Run {
             return Ok(());
         }
         let bar = self.progress.start("collect", items.len() as u64);
-        bar.inc(items.iter().filter(|i| committed.contains(&i.id)).count() as u64);
+        bar.resume(items.iter().filter(|i| committed.contains(&i.id)).count() as u64);
         let pass = Pass {
             critic: critic.as_ref(),
             actor: actor.as_ref(),
@@ -255,6 +255,7 @@ impl Run {
                         text: c.critique.text.clone(),
                         ref_logprob: c.critique.ref_logprob,
                         cu,
+                        truncated: c.critique.truncated,
                     });
                 }
             }

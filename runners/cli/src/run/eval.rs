@@ -45,7 +45,7 @@ impl Run {
         let bar = self
             .progress
             .start("eval", (critics.len() * actors.len() * items.len()) as u64);
-        bar.inc(done.len() as u64);
+        bar.resume(done.len() as u64);
         for variant in &critics {
             let variant = variant.as_str();
             // The base and the trained critic are built once; a critic of `[eval.critics]`

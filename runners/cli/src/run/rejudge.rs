@@ -97,7 +97,7 @@ impl Run {
                 &format!("rejudge ({name})"),
                 (done.len() + todo.len()) as u64,
             );
-            bar.inc(done.len() as u64);
+            bar.resume(done.len() as u64);
             let seed = self.loaded.config.seed;
             for (id, refined) in todo {
                 let item = items.get(id).with_context(|| {

@@ -86,7 +86,7 @@ impl Run {
                 InitialResponse::Dataset => format!("check y0 ({split})"),
             };
             let bar = self.progress.start(&label, items.len() as u64);
-            bar.inc((items.len() - todo.len()) as u64);
+            bar.resume((items.len() - todo.len()) as u64);
             let seed = self.loaded.config.seed;
             let templates = &self.loaded.config.templates;
             for chunk in todo.chunks(batch.max(1)) {

@@ -74,7 +74,25 @@ impl Run {
     /// A round's collected groups with critiques, once its collection is finished.
     fn finished_groups(&self, round: usize) -> anyhow::Result<Vec<TrainingGroup>> {
         let items = self.items("train")?;
-        let groups: Vec<TrainingGroup> = self.store.read(&super::round_file(GROUPS_FILE, round))?;
+        let mut groups: Vec<TrainingGroup> =
+            self.store.read(&super::round_file(GROUPS_FILE, round))?;
+        // Groups written before they recorded which critiques were cut at the critic's token
+        // limit: the critiques' own records say.
+        let critiques: Vec<super::records::CritiqueRecord> = self
+            .store
+            .read(&super::round_file(super::DETAIL_FILES[0], round))
+            .unwrap_or_default();
+        let truncated: HashSet<(&str, &str)> = critiques
+            .iter()
+            .filter(|c| c.truncated)
+            .map(|c| (c.item_id.as_str(), c.text.as_str()))
+            .collect();
+        for group in &mut groups {
+            for critique in &mut group.critiques {
+                critique.truncated |=
+                    truncated.contains(&(group.item_id.as_str(), critique.text.as_str()));
+            }
+        }
         let done: HashSet<&str> = groups.iter().map(|g| g.item_id.as_str()).collect();
         // Items left out of collection because their first answer was already correct.
         let left_out = self.left_out_of_collection()?;
