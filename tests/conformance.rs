@@ -23,6 +23,7 @@ const COVERED: &[(Role, &str)] = &[
     (Role::Dataset, "quickstart"),
     (Role::Dataset, "tasks"),
     (Role::Critic, "burn"),
+    (Role::Critic, "fixed"),
     (Role::Critic, "openai"),
     (Role::Critic, "quickstart"),
     (Role::Critic, "self-refine"),
@@ -154,6 +155,10 @@ async fn critics_conform() {
         ctx.actor = Some(check::<ActorRole>(actor, &context("actor")));
         check::<CriticRole>(&json!({"kind": "self-refine"}), &ctx)
     };
+    let fixed = check::<CriticRole>(
+        &json!({"kind": "fixed", "text": "check the last digit"}),
+        &CriticContext::new(context("critic")),
+    );
     let self_quickstart = with_actor(&json!({"kind": "quickstart", "strength": "strong"}));
     let self_burn = with_actor(
         &json!({"kind": "burn", "checkpoint": base.to_string_lossy(), "sampling": {"temperature": 1.0, "max_tokens": 4}}),
@@ -161,6 +166,7 @@ async fn critics_conform() {
     for (name, critic) in [
         ("quickstart", quickstart),
         ("burn", burn),
+        ("fixed", fixed),
         ("openai", remote),
         ("self-refine (quickstart actor)", self_quickstart),
         ("self-refine (burn actor)", self_burn),
