@@ -430,25 +430,15 @@ impl RcoTrainer {
         // cannot serve: all of them for a remote critic; a truncated critique's always, since
         // records written before truncated critiques were scored as prefixes scored them
         // with an end-of-sequence token after the cut (tens of nats off), and a prefix is
-        // cheap to score once.
-        // Scored without autodiff (`valid()`): a forward pass on the autodiff backend keeps
-        // its graph, many GB for a 0.5B model.
+        // cheap to score once. Scored without autodiff (`valid()`): a forward pass on the
+        // autodiff backend keeps its graph, many GB for a 0.5B model.
+        let again = |c: &rco_core::ScoredCritique| self.rescore_reference || c.truncated;
         let rescored;
-        let groups = if self.objective == Objective::Sft {
-            groups
-        } else if self.rescore_reference {
-            let base = base_model.valid();
-            rescored = rescore(&base, &tokenizer, self.chat, groups, &device, |_| true)?;
-            &rescored[..]
-        } else if groups
-            .iter()
-            .flat_map(|g| &g.critiques)
-            .any(|c| c.truncated)
+        let groups = if self.objective != Objective::Sft
+            && groups.iter().flat_map(|g| &g.critiques).any(again)
         {
             let base = base_model.valid();
-            rescored = rescore(&base, &tokenizer, self.chat, groups, &device, |c| {
-                c.truncated
-            })?;
+            rescored = rescore(&base, &tokenizer, self.chat, groups, &device, again)?;
             &rescored[..]
         } else {
             groups

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use rco_core::{
-    Critic, CritiqueRequest, LogProbRequest, NoProgress, ScoredCritique, TaskItem, TrainingGroup,
+    CritiqueRequest, LogProbRequest, NoProgress, ScoredCritique, TaskItem, TrainingGroup,
 };
 use rco_lm::checkpoint::{self, ModelSpec};
 use rco_lm::critic::open_critic;
