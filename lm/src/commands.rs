@@ -68,6 +68,22 @@ pub fn log_prob_text(
     top: usize,
     quantize: Quantize,
 ) -> Result<LogProbReport, LmError> {
+    log_prob_text_ending(path, device, prompt, completion, false, raw, top, quantize)
+}
+
+/// As [`log_prob_text`], with the end-of-sequence token after the completion when `ended`:
+/// how a critic scores a finished critique (its reference log-prob) and the trainer trains it.
+#[allow(clippy::too_many_arguments)]
+pub fn log_prob_text_ending(
+    path: &Path,
+    device: &str,
+    prompt: &str,
+    completion: &str,
+    ended: bool,
+    raw: bool,
+    top: usize,
+    quantize: Quantize,
+) -> Result<LogProbReport, LmError> {
     let spec = DeviceSpec::parse(device)?.compiled()?;
     crate::with_backend!(spec, |B, device| {
         let settings = Settings {
@@ -77,7 +93,11 @@ pub fn log_prob_text(
         };
         let lm = Engine::<B>::open(path, device, settings)?;
         let prompt_ids = lm.prompt_ids(prompt)?;
-        let completion_ids = lm.tokenizer.text_ids(completion)?;
+        let completion_ids = if completion.is_empty() {
+            Vec::new()
+        } else {
+            lm.tokenizer.completion_ids_ending(completion, ended)?
+        };
         let total = if completion_ids.is_empty() {
             0.0
         } else {

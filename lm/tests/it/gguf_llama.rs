@@ -412,6 +412,54 @@ fn greedy_decoding_matches_f32_reference_and_llama_cpp() {
     );
 }
 
+/// `rco logprob` scores a completion as a prefix; with `--end` the end-of-sequence token
+/// follows it and adds exactly its log-probability after the completion.
+#[test]
+fn logprob_scores_a_prefix_and_with_end_a_finished_completion() {
+    use rco_lm::engine::{Quantize, Settings};
+    let path = gguf();
+    let (prompt, completion) = ("Name a primary colour.", "Red.");
+    let score = |ended| {
+        rco_lm::commands::log_prob_text_ending(
+            &path,
+            "cpu",
+            prompt,
+            completion,
+            ended,
+            false,
+            3,
+            Quantize::None,
+        )
+        .expect("logprob")
+    };
+    let (prefix, finished) = (score(false), score(true));
+    let engine = Engine::<Cpu>::open(
+        &path,
+        Default::default(),
+        Settings {
+            chat: true,
+            quantize: Quantize::None,
+            ..Settings::default()
+        },
+    )
+    .expect("engine");
+    let eos = engine.tokenizer.eos();
+    let ids: Vec<u32> = prefix.completion_tokens.iter().map(|t| t.0).collect();
+    assert_eq!(ids, engine.tokenizer.text_ids(completion).expect("ids"));
+    assert_eq!(finished.completion_tokens.len(), ids.len() + 1);
+    assert_eq!(finished.completion_tokens.last().map(|t| t.0), Some(eos));
+    let mut context = engine.prompt_ids(prompt).expect("prompt");
+    context.extend(&ids);
+    let eos_lp = f64::from(engine.next_token_log_probs(&context).expect("forward")[eos as usize]);
+    assert!(eos_lp < 0.0);
+    assert!(
+        (finished.total - prefix.total - eos_lp).abs() < 1e-3,
+        "finished {} = prefix {} + end {eos_lp}",
+        finished.total,
+        prefix.total
+    );
+}
+
 /// A model written as a Hugging Face directory reads back with identical logits and tokens.
 #[test]
 fn hugging_face_export_round_trips() {

@@ -494,6 +494,25 @@ impl RcoTrainer {
             }
         };
         let resumed_from_step = state.step;
+        // A run killed while writing a checkpoint leaves a `step-N` directory that
+        // `state.json` never named: its files may be partial, and each holds a model's
+        // weights and optimizer state. Only the committed one is kept.
+        match remove_uncommitted(&state_dir, state.checkpoint.as_deref()) {
+            Ok(removed) => {
+                for dir in removed {
+                    tracing::warn!(
+                        "removed {}: a checkpoint directory left unfinished by an earlier process ({} names {})",
+                        dir.display(),
+                        state_path.display(),
+                        state.checkpoint.as_deref().unwrap_or("none")
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(
+                "could not clear unfinished checkpoints under {}: {e}",
+                state_dir.display()
+            ),
+        }
         let mut optimizer = AdamWConfig::new()
             .with_weight_decay(self.config.weight_decay as f32)
             .init::<B, _>();
@@ -719,8 +738,31 @@ impl RcoTrainer {
     }
 }
 
-/// Tokenizes each group as the critic did when it scored the critiques (same prompt format),
-/// and computes its residual offsets.
+/// Removes each `step-N` directory under `dir` other than `committed` (the one `state.json`
+/// names), and returns the removed paths. A missing `dir` removes nothing.
+fn remove_uncommitted(dir: &Path, committed: Option<&str>) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let is_step = name
+            .strip_prefix("step-")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if is_step && Some(name) != committed && entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 /// The groups with the reference log-prob of each critique that `which` picks computed by
 /// `model` (a truncated critique as its prefix, with no end-of-sequence token).
 fn rescore<B: burn::tensor::backend::Backend>(
@@ -983,4 +1025,37 @@ rco_core::register_plugin! {
     example: "kind = \"dpco\"\nbeta = 0.1\nlearning_rate = 1e-3\nepochs = 2\ngroups_per_batch = 8\n",
     config: DpcoTrainerConfig,
     build: build_dpco,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_directories_the_state_does_not_name_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let train = dir.path().join("train");
+        for step in ["step-4", "step-8", "step-12"] {
+            std::fs::create_dir_all(train.join(step)).unwrap();
+            std::fs::write(train.join(step).join("model-partial.mpk"), b"partial").unwrap();
+        }
+        std::fs::write(train.join("state.json"), b"{}").unwrap();
+        std::fs::create_dir_all(train.join("step-notes")).unwrap();
+
+        let removed = remove_uncommitted(&train, Some("step-8")).unwrap();
+
+        assert_eq!(removed, vec![train.join("step-12"), train.join("step-4")]);
+        assert!(train.join("step-8/model-partial.mpk").is_file());
+        assert!(train.join("state.json").is_file());
+        assert!(train.join("step-notes").is_dir(), "not a step directory");
+        assert!(!train.join("step-4").exists() && !train.join("step-12").exists());
+        // Nothing committed yet (killed while writing the first checkpoint): all go.
+        assert_eq!(
+            remove_uncommitted(&train, None).unwrap(),
+            vec![train.join("step-8")]
+        );
+        assert!(remove_uncommitted(&dir.path().join("missing"), None)
+            .unwrap()
+            .is_empty());
+    }
 }

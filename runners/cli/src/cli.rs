@@ -74,6 +74,9 @@ enum Command {
         quantize: Quantize,
     },
     /// Log-probability of a completion after a prompt, and the most likely next tokens.
+    ///
+    /// The completion is scored as a prefix, with no end-of-sequence token after it; `--end`
+    /// adds one, as critics score a finished critique (`ref_logprob`) and trainers train it.
     Logprob {
         #[arg(long)]
         model: PathBuf,
@@ -81,6 +84,9 @@ enum Command {
         prompt: String,
         #[arg(long, default_value = "")]
         completion: String,
+        /// Score the completion as finished: the model's end-of-sequence token after it.
+        #[arg(long)]
+        end: bool,
         #[arg(long, default_value_t = 5)]
         top: usize,
         #[arg(long, default_value = "cpu")]
@@ -480,16 +486,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             model,
             prompt,
             completion,
+            end,
             top,
             device,
             raw,
             quantize,
         } => {
-            let report = rco_lm::commands::log_prob_text(
+            let report = rco_lm::commands::log_prob_text_ending(
                 &model,
                 &device,
                 &prompt,
                 &completion,
+                end,
                 raw,
                 top,
                 quantize,
