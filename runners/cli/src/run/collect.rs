@@ -85,6 +85,9 @@ impl Run {
             &groups_file,
             "item_id",
         )?;
+        if cfg.critique_comparisons {
+            self.compare_committed_critiques(&groups_file).await?;
+        }
         let left_out = self.left_out_of_collection()?;
         if items
             .iter()
@@ -272,6 +275,64 @@ impl Run {
                 .await?;
         }
         Ok(out)
+    }
+
+    /// Compares the critiques of the committed groups that were collected without
+    /// `collect.critique_comparisons` (turned on afterwards, to train DPCO on a collection
+    /// made for RCO): the comparisons, seeds and records collection makes, a batch of items
+    /// at a time, each batch committed by rewriting the groups file.
+    async fn compare_committed_critiques(&self, groups_file: &str) -> anyhow::Result<()> {
+        let mut groups: Vec<TrainingGroup> = self.store.read(groups_file)?;
+        let missing: Vec<usize> = (0..groups.len())
+            .filter(|&g| groups[g].critiques.len() >= 2 && groups[g].preferences.is_empty())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            "collect: comparing the critiques of {} group(s) collected without collect.critique_comparisons",
+            missing.len()
+        );
+        let items = self.collected_items()?;
+        let judge = self.critique_judge()?;
+        let reward = self.reward()?;
+        let bar = self
+            .progress
+            .start("compare critiques", missing.len() as u64);
+        let per_batch = self.loaded.config.collect.items_per_batch.max(1);
+        for batch in missing.chunks(per_batch) {
+            let batch_items = batch
+                .iter()
+                .map(|&g| {
+                    items.get(&groups[g].item_id).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{groups_file} has a group for item `{}`, which is not among the run's training items",
+                            groups[g].item_id
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut compared: Vec<TrainingGroup> =
+                batch.iter().map(|&g| groups[g].clone()).collect();
+            self.compare_critiques(&batch_items, &mut compared, judge.as_ref(), reward.as_ref())
+                .await?;
+            for (&g, group) in batch.iter().zip(compared) {
+                groups[g] = group;
+            }
+            let mut text = String::new();
+            for group in &groups {
+                text.push_str(&serde_json::to_string(group)?);
+                text.push('\n');
+            }
+            self.store.write_file(groups_file, text.as_bytes())?;
+            bar.inc(batch.len() as u64);
+        }
+        bar.finish();
+        self.metrics.record(serde_json::json!({
+            "stage": "collect",
+            "critique_comparisons_added": missing.len(),
+        }));
+        Ok(())
     }
 
     /// Judges every two critiques of each group against each other in both orders and

@@ -14,12 +14,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use rco_core::seed::derive_seed;
 use rco_core::store::RunStore;
-use rco_core::{BothOrders, BuildContext, Judge, TaskItem};
+use rco_core::{BothOrders, BuildContext, Judge};
 use serde::{Deserialize, Serialize};
 
 use super::collect::{DETAIL_FILES, GROUPS_FILE};
-use super::records::{CuRecord, InitialRecord, RefinementRecord, VerdictRecord};
-use super::respond::INITIAL_FILE;
+use super::records::{CuRecord, RefinementRecord, VerdictRecord};
 use super::Run;
 use crate::config::JudgeOnly;
 
@@ -190,28 +189,6 @@ impl Run {
         );
         store.write_file("agreement.json", &serde_json::to_vec_pretty(&agreement)?)?;
         Ok(agreement)
-    }
-
-    /// The collected items, each with the first answer its critiques were written for.
-    fn collected_items(&self) -> anyhow::Result<HashMap<String, TaskItem>> {
-        let actor = self.loaded.collect_actor();
-        let first: HashMap<String, String> = self
-            .store
-            .read::<InitialRecord>(INITIAL_FILE)?
-            .into_iter()
-            .filter(|r| r.actor == actor && r.split == "train")
-            .map(|r| (r.item_id, r.text))
-            .collect();
-        Ok(self
-            .items("train")?
-            .into_iter()
-            .map(|mut item| {
-                if let Some(text) = first.get(&item.id) {
-                    item.initial_response = text.clone();
-                }
-                (item.id.clone(), item)
-            })
-            .collect())
     }
 }
 

@@ -325,6 +325,41 @@ fn dpco_baseline_trains_on_direct_critique_preferences() {
         .arg("configs/baselines/quickstart-dpco.toml")
         .env("RCO_COLLECT__CRITIQUE_COMPARISONS", "false");
     fails_with(&mut command, &["critique_comparisons"]);
+
+    // Comparisons turned on after the collection (DPCO added to a run collected for RCO):
+    // the collect stage compares the committed groups' critiques, a batch at a time, into
+    // the very records the collection above made with them from the start.
+    let later = tmp.path().join("later");
+    let mut command = rco_into(
+        "collect",
+        Path::new("configs/baselines/quickstart-dpco.toml"),
+        &later,
+    );
+    small(&mut command)
+        .env("RCO_COLLECT__CRITIQUE_COMPARISONS", "false")
+        .env("RCO_TRAINER__KIND", "rco");
+    let output = command.output().expect("rco collect");
+    assert!(output.status.success(), "{}", text(&output));
+    let without = records(&later.join("groups.jsonl"));
+    assert_eq!(without.len(), groups.len());
+    assert!(without
+        .iter()
+        .all(|g| g["preferences"].as_array().is_none_or(Vec::is_empty)));
+    let mut command = rco_into(
+        "collect",
+        Path::new("configs/baselines/quickstart-dpco.toml"),
+        &later,
+    );
+    small(&mut command).arg("--force");
+    let output = command.output().expect("rco collect");
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(records(&later.join("groups.jsonl")), groups);
+    let added: Vec<serde_json::Value> = records(&later.join("metrics.jsonl"))
+        .into_iter()
+        .filter(|m| m.get("critique_comparisons_added").is_some())
+        .collect();
+    assert_eq!(added.len(), 1);
+    assert_eq!(added[0]["critique_comparisons_added"], 128);
 }
 
 /// Iterative RCO on the reduced quickstart (`rounds = 2`): round 2 collects with the
