@@ -6,6 +6,60 @@ use async_trait::async_trait;
 
 use crate::{Comparison, Judge, Judgement, PointwiseRequest, PointwiseScore, Result, Verdict};
 
+/// A judgement from a judge's log-probabilities of `A`, `B` and `C` (tie) as the token after
+/// the pairwise answer prefix: the verdict of the most likely, and `prob_a` = P(A) + P(C) / 2
+/// over the three (which `reward.mode = "soft"` averages over both orders). A letter the
+/// judge gave no probability is `f64::NEG_INFINITY`; with none of the three it is
+/// [`Verdict::Invalid`].
+pub fn judgement_from_choice_log_probs(log_probs: &[f64]) -> Judgement {
+    let max = log_probs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let p: Vec<f64> = log_probs.iter().map(|l| (l - max).exp()).collect();
+    let total: f64 = p.iter().sum();
+    if !(total.is_finite() && total > 0.0) || p.len() != 3 {
+        return Judgement::hard(Verdict::Invalid {
+            reason: format!("no probability for A, B or C: {log_probs:?}"),
+        });
+    }
+    let (a, b, c) = (p[0] / total, p[1] / total, p[2] / total);
+    let verdict = if a >= b && a >= c {
+        Verdict::A
+    } else if b >= c {
+        Verdict::B
+    } else {
+        Verdict::Tie
+    };
+    Judgement {
+        verdict,
+        prob_a: Some(a + c / 2.0),
+    }
+}
+
+/// A judge section's `verdict_probabilities` reads the next token after the pairwise answer
+/// prefix: every task's templates must have one.
+pub fn verdict_prefix_problems(
+    verdict_probabilities: bool,
+    templates: &crate::PromptTemplates,
+) -> Vec<crate::ConfigProblem> {
+    if !verdict_probabilities {
+        return Vec::new();
+    }
+    let missing: Vec<String> = templates
+        .named()
+        .filter(|(_, t)| t.pairwise_answer_prefix.is_empty())
+        .map(|(k, _)| format!("templates.{k}"))
+        .collect();
+    if missing.is_empty() {
+        return Vec::new();
+    }
+    vec![crate::ConfigProblem::new(
+        "verdict_probabilities",
+        format!(
+            "needs `pairwise_answer_prefix` (for example \"Verdict: [[\") in {}",
+            missing.join(", ")
+        ),
+    )]
+}
+
 /// Reads a pairwise verdict from a judge's answer: the last of `[[A]]`, `[[B]]`, `[[C]]` (tie).
 /// An answer with none is [`Verdict::Invalid`] carrying the answer's text.
 pub fn parse_pairwise(answer: &str) -> Verdict {
@@ -171,6 +225,34 @@ impl Judge for ReaskInvalid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn choice_log_probs_become_a_soft_judgement() {
+        let j = judgement_from_choice_log_probs(&[(0.6f64).ln(), (0.3f64).ln(), (0.1f64).ln()]);
+        assert_eq!(j.verdict, Verdict::A);
+        assert!((j.prob_a.unwrap() - 0.65).abs() < 1e-12);
+        let j = judgement_from_choice_log_probs(&[(0.1f64).ln(), (0.2f64).ln(), (0.7f64).ln()]);
+        assert_eq!(j.verdict, Verdict::Tie);
+        // A letter without probability (not among a server's top tokens) counts as none.
+        let j = judgement_from_choice_log_probs(&[f64::NEG_INFINITY, (0.2f64).ln(), (0.1f64).ln()]);
+        assert_eq!(j.verdict, Verdict::B);
+        assert!((j.prob_a.unwrap() - 1.0 / 6.0).abs() < 1e-12);
+        assert!(!judgement_from_choice_log_probs(&[f64::NEG_INFINITY; 3])
+            .verdict
+            .is_valid());
+    }
+
+    #[test]
+    fn verdict_probabilities_need_a_pairwise_answer_prefix_everywhere() {
+        let mut templates = crate::PromptTemplates::default();
+        assert!(verdict_prefix_problems(false, &templates).is_empty());
+        let p = verdict_prefix_problems(true, &templates);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, "verdict_probabilities");
+        assert!(p[0].message.contains("templates.default"), "{p:?}");
+        templates.default.pairwise_answer_prefix = "Verdict: [[".into();
+        assert!(verdict_prefix_problems(true, &templates).is_empty());
+    }
 
     /// Unreadable whenever the seed is even.
     struct Flaky;

@@ -92,35 +92,12 @@ pub struct BurnJudgeConfig(pub BurnModelConfig);
 impl Validate for BurnJudgeConfig {
     fn problems(&self, ctx: &ValidateContext) -> Vec<ConfigProblem> {
         let mut p = self.0.problems(ctx);
-        p.extend(verdict_prefix_problems(&self.0, &ctx.templates));
+        p.extend(rco_core::judge::verdict_prefix_problems(
+            self.0.verdict_probabilities,
+            &ctx.templates,
+        ));
         p
     }
-}
-
-/// `verdict_probabilities` reads the next token after the pairwise answer prefix: every
-/// task's templates must have one.
-pub fn verdict_prefix_problems(
-    config: &BurnModelConfig,
-    templates: &rco_core::PromptTemplates,
-) -> Vec<ConfigProblem> {
-    if !config.verdict_probabilities {
-        return Vec::new();
-    }
-    let missing: Vec<String> = templates
-        .named()
-        .filter(|(_, t)| t.pairwise_answer_prefix.is_empty())
-        .map(|(k, _)| format!("templates.{k}"))
-        .collect();
-    if missing.is_empty() {
-        return Vec::new();
-    }
-    vec![ConfigProblem::new(
-        "verdict_probabilities",
-        format!(
-            "needs `pairwise_answer_prefix` (for example \"Verdict: [[\") in {}",
-            missing.join(", ")
-        ),
-    )]
 }
 
 impl BurnModelConfig {

@@ -14,7 +14,7 @@ use rco_core::{
 };
 use rco_lm::engine::Engine;
 
-use crate::config::{placement, verdict_prefix_problems, BurnJudgeConfig};
+use crate::config::{placement, BurnJudgeConfig};
 
 pub struct LmJudge<B: Backend> {
     name: String,
@@ -54,7 +54,11 @@ impl<B: Backend> Judge for LmJudge<B> {
                     .engine
                     .choice_log_probs(&prompts[range], prefix, &["A", "B", "C"])
                     .map_err(|e| self.err(e))?;
-                out.extend(scores.iter().map(|lp| judgement_from(lp)));
+                out.extend(
+                    scores
+                        .iter()
+                        .map(|lp| rco_core::judge::judgement_from_choice_log_probs(lp)),
+                );
                 continue;
             }
             let answers = self
@@ -89,31 +93,6 @@ impl<B: Backend> Judge for LmJudge<B> {
     }
 }
 
-/// The verdict of the most likely of A, B, C, and P(A better) = P(A) + P(C) / 2 over the
-/// three.
-fn judgement_from(log_probs: &[f64]) -> Judgement {
-    let max = log_probs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let p: Vec<f64> = log_probs.iter().map(|l| (l - max).exp()).collect();
-    let total: f64 = p.iter().sum();
-    if !(total.is_finite() && total > 0.0) || p.len() != 3 {
-        return Judgement::hard(rco_core::Verdict::Invalid {
-            reason: format!("no probability for A, B or C: {log_probs:?}"),
-        });
-    }
-    let (a, b, c) = (p[0] / total, p[1] / total, p[2] / total);
-    let verdict = if a >= b && a >= c {
-        rco_core::Verdict::A
-    } else if b >= c {
-        rco_core::Verdict::B
-    } else {
-        rco_core::Verdict::Tie
-    };
-    Judgement {
-        verdict,
-        prob_a: Some(a + c / 2.0),
-    }
-}
-
 /// Consecutive runs of equal values, as (value, index range).
 fn runs<'a>(values: impl Iterator<Item = &'a str>) -> Vec<(&'a str, std::ops::Range<usize>)> {
     let mut out: Vec<(&str, std::ops::Range<usize>)> = Vec::new();
@@ -128,7 +107,8 @@ fn runs<'a>(values: impl Iterator<Item = &'a str>) -> Vec<(&'a str, std::ops::Ra
 
 fn build(config: &BurnJudgeConfig, ctx: &BuildContext) -> Result<Arc<dyn Judge>> {
     let config = &config.0;
-    let problems = verdict_prefix_problems(config, &ctx.templates);
+    let problems =
+        rco_core::judge::verdict_prefix_problems(config.verdict_probabilities, &ctx.templates);
     if !problems.is_empty() {
         return Err(rco_core::Error::Config(
             problems.into_iter().map(|p| p.under(&ctx.name)).collect(),
@@ -166,13 +146,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn verdict_probabilities_become_a_soft_judgement() {
-        let j = judgement_from(&[(0.6f64).ln(), (0.3f64).ln(), (0.1f64).ln()]);
-        assert_eq!(j.verdict, rco_core::Verdict::A);
-        assert!((j.prob_a.unwrap() - 0.65).abs() < 1e-12);
-        let j = judgement_from(&[(0.1f64).ln(), (0.2f64).ln(), (0.7f64).ln()]);
-        assert_eq!(j.verdict, rco_core::Verdict::Tie);
-        assert!(!judgement_from(&[f64::NEG_INFINITY; 3]).verdict.is_valid());
+    fn comparisons_of_one_prefix_run_together() {
         assert_eq!(
             runs(["x", "x", "y", "x"].into_iter()),
             vec![("x", 0..2), ("y", 2..3), ("x", 3..4)]

@@ -256,6 +256,12 @@ pub struct DpcoTrainerConfig {
     /// Save model and optimizer state every this many steps (and at the end).
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
+    /// At most this many pairs (two critiques each) in one forward and backward pass (0: a
+    /// micro-batch's pairs all together). The loss is a sum over pairs, so the gradient is
+    /// the same; fewer at once need less activation memory (a group of four critiques has
+    /// up to six pairs, twelve sequences, too many at once for a 0.5B critic in 24 GB).
+    #[serde(default)]
+    pub pairs_per_pass: usize,
     /// `cpu`, `wgpu` or `cuda:N`.
     #[serde(default)]
     pub device: DeviceSpec,
@@ -287,7 +293,8 @@ impl DpcoTrainerConfig {
             groups_per_batch: self.groups_per_batch,
             accumulation: self.accumulation,
             checkpoint_every: self.checkpoint_every,
-            rows_per_pass: 0,
+            // For pairs, in the shared trainer: pairs per pass.
+            rows_per_pass: self.pairs_per_pass,
             train_flat_groups: true,
             device: self.device,
             base_model: self.base_model.clone(),
@@ -588,9 +595,21 @@ impl RcoTrainer {
                 let started = std::time::Instant::now();
                 let (next, loss) = match (&encoded, self.objective) {
                     (Encoded::Pairs(pairs), _) => {
+                        // Each micro-batch's pairs, `rows_per_pass` (DPCO's
+                        // `pairs_per_pass`) at a time: the loss is normalised by the step's
+                        // pair count, so the gradient does not change.
+                        let per_pass = self.config.rows_per_pass;
                         let micro: Vec<Vec<&PreferencePair>> = step
                             .iter()
-                            .map(|ids| ids.iter().flat_map(|&i| pairs[i].iter()).collect())
+                            .flat_map(|ids| {
+                                let all: Vec<&PreferencePair> =
+                                    ids.iter().flat_map(|&i| pairs[i].iter()).collect();
+                                if per_pass == 0 || all.len() <= per_pass {
+                                    vec![all]
+                                } else {
+                                    all.chunks(per_pass).map(<[_]>::to_vec).collect()
+                                }
+                            })
                             .collect();
                         dpo_step(
                             model,

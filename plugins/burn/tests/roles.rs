@@ -189,6 +189,91 @@ async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
     assert_eq!(resumed_critic.log_probs(&requests).await.unwrap(), after);
 }
 
+/// DPCO with `pairs_per_pass = 1` (each pair's forward and backward pass alone, gradients
+/// summed) trains the critic that all of a group's pairs in one pass train.
+#[tokio::test]
+async fn dpco_in_passes_of_one_pair_trains_the_same_critic() {
+    let _one = one_training();
+    let spec = spec();
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    checkpoint::save(&base, &spec, checkpoint::init::<Cpu>(&spec, &device)).unwrap();
+    let critic = open_critic("critic", &base, DeviceSpec::Cpu, settings(16)).unwrap();
+    let prompt = "copy:12|13>".to_string();
+    let texts = ["@2=2", "ok", "@1=5", "@2"];
+    let requests: Vec<LogProbRequest> = texts
+        .iter()
+        .map(|t| LogProbRequest {
+            prompt: prompt.clone(),
+            completion: t.to_string(),
+        })
+        .collect();
+    let before = critic.log_probs(&requests).await.unwrap();
+    let hard = |v| rco_core::Judgement::hard(v);
+    let preferences = [
+        (0, 1, 1.0),
+        (0, 2, 1.0),
+        (0, 3, 0.75),
+        (1, 2, 0.75),
+        (1, 3, 0.5),
+        (2, 3, 0.0),
+    ]
+    .into_iter()
+    .map(|(a, b, score)| rco_core::CritiquePreference {
+        a,
+        b,
+        score: Some(score),
+        pair: rco_core::BothOrders {
+            refined_first: hard(rco_core::Verdict::A),
+            refined_second: hard(rco_core::Verdict::B),
+        },
+    })
+    .collect();
+    let group = TrainingGroup {
+        item_id: "a".into(),
+        prompt: prompt.clone(),
+        critiques: texts
+            .iter()
+            .zip(&before)
+            .map(|(t, lp)| ScoredCritique {
+                text: t.to_string(),
+                cu: 0.5,
+                ref_logprob: Some(*lp),
+                truncated: false,
+            })
+            .collect(),
+        preferences,
+    };
+    let groups = vec![group; 2];
+    let mut trained = Vec::new();
+    for per_pass in [0, 1] {
+        let section = serde_json::json!({"kind": "dpco", "learning_rate": 0.002, "epochs": 2, "groups_per_batch": 1, "pairs_per_pass": per_pass});
+        let out = dir.path().join(format!("dpco-{per_pass}"));
+        let summary = trainer(&section, &base, &out)
+            .train(&groups, Arc::new(NoProgress))
+            .await
+            .unwrap();
+        assert_eq!(summary.steps, 4, "{summary:?}");
+        let critic = open_critic("critic", &out, DeviceSpec::Cpu, settings(16)).unwrap();
+        trained.push((summary, critic.log_probs(&requests).await.unwrap()));
+    }
+    let ((whole, at_once), (split, one_by_one)) = (&trained[0], &trained[1]);
+    assert!(
+        (whole.first_loss - split.first_loss).abs() < 1e-5,
+        "{whole:?} {split:?}"
+    );
+    assert!(
+        (whole.last_loss - split.last_loss).abs() < 1e-4,
+        "{whole:?} {split:?}"
+    );
+    for (a, b) in at_once.iter().zip(one_by_one) {
+        assert!((a - b).abs() < 1e-3, "{at_once:?} {one_by_one:?}");
+    }
+    // The preferred critique went up.
+    assert!(at_once[0] > before[0], "{before:?} -> {at_once:?}");
+}
+
 /// SmolLM2 as the `burn` critic, actor and self-rewarding judge, built from config sections
 /// through the registry.
 #[tokio::test]

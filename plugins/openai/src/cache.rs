@@ -32,6 +32,10 @@ pub struct Answer {
     pub completion_tokens: u64,
     #[serde(default)]
     pub finish_reason: Option<String>,
+    /// The most likely tokens at the answer's first position with their log-probabilities,
+    /// when asked for (`top_logprobs`) and given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_top_logprobs: Option<Vec<(String, f64)>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -179,6 +183,7 @@ mod tests {
             prompt_tokens: 3,
             completion_tokens: 2,
             finish_reason: Some("stop".into()),
+            first_top_logprobs: None,
         }
     }
 

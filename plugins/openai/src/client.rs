@@ -20,6 +20,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::cache::{self, Answer, CallCache};
 use crate::config::{parse_retry_after, OpenAiConfig};
 
+/// Alternatives asked for at each position by a judge with `verdict_probabilities` (the
+/// most OpenAI's API gives).
+pub const TOP_LOGPROBS: u32 = 20;
+
 /// One chat message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
@@ -263,8 +267,11 @@ impl Client {
             // Seeds fit JSON's exact integer range.
             body.insert("seed".into(), json!(call.seed >> 11));
         }
-        if self.config.logprobs {
+        if self.config.logprobs || self.config.verdict_probabilities {
             body.insert("logprobs".into(), json!(true));
+        }
+        if self.config.verdict_probabilities {
+            body.insert("top_logprobs".into(), json!(TOP_LOGPROBS));
         }
         // An answer prefix: the server continues it rather than answering after it.
         let prefilled = call.messages.last().is_some_and(|m| m.role == "assistant");
@@ -436,7 +443,11 @@ impl Client {
                 _ => Failure::Fatal(message),
             });
         }
-        parse_completion(&text, self.config.logprobs).map_err(|message| Failure::Retry {
+        parse_completion(
+            &text,
+            self.config.logprobs || self.config.verdict_probabilities,
+        )
+        .map_err(|message| Failure::Retry {
             reason: "bad_body".into(),
             message,
             after: None,
@@ -526,6 +537,27 @@ pub fn parse_completion(text: &str, logprobs: bool) -> std::result::Result<Answe
     } else {
         None
     };
+    // The first position's alternatives (`verdict_probabilities`).
+    let first_top_logprobs = if logprobs {
+        choice
+            .get("logprobs")
+            .and_then(|l| l.get("content"))
+            .and_then(|c| c.get(0))
+            .and_then(|t| t.get("top_logprobs"))
+            .and_then(Value::as_array)
+            .map(|top| {
+                top.iter()
+                    .filter_map(|t| {
+                        Some((
+                            t.get("token")?.as_str()?.to_string(),
+                            t.get("logprob")?.as_f64()?,
+                        ))
+                    })
+                    .collect()
+            })
+    } else {
+        None
+    };
     let usage = value.get("usage");
     let count = |key: &str| {
         usage
@@ -542,6 +574,7 @@ pub fn parse_completion(text: &str, logprobs: bool) -> std::result::Result<Answe
             .get("finish_reason")
             .and_then(Value::as_str)
             .map(str::to_string),
+        first_top_logprobs,
     })
 }
 

@@ -51,6 +51,14 @@ pub struct OpenAiConfig {
     /// reference log-prob the RCO loss needs).
     #[serde(default)]
     pub logprobs: bool,
+    /// Judges only: read the verdict from the server's probabilities of `A`, `B` and `C` as
+    /// the first token after the pairwise answer prefix (which must then be set), asked as
+    /// `logprobs` with `top_logprobs = 20`, instead of from the sampled text. Each judgement
+    /// then carries `prob_a` = P(A) + P(C) / 2, which `reward.mode = "soft"` averages over
+    /// both orders: a judge that prefers one slot still tells the answers apart by how
+    /// much. A letter outside the top 20 counts as probability 0.
+    #[serde(default)]
+    pub verdict_probabilities: bool,
     /// Keep every answer in the call cache, so that a rerun repeats no finished call.
     #[serde(default = "yes")]
     pub cache: bool,
@@ -279,6 +287,10 @@ impl Validate for OpenAiJudgeConfig {
     /// continue the final assistant message.
     fn problems(&self, ctx: &ValidateContext) -> Vec<ConfigProblem> {
         let mut p = self.0.problems(ctx);
+        p.extend(rco_core::judge::verdict_prefix_problems(
+            self.0.verdict_probabilities,
+            &ctx.templates,
+        ));
         if !self.0.continue_final_message {
             for (name, t) in ctx.templates.named() {
                 for (key, prefix) in [

@@ -11,6 +11,7 @@ use rco_core::{
     RespondRequest, Result,
 };
 
+use crate::cache::Answer;
 use crate::client::{Call, Client, Message};
 use crate::config::{OpenAiConfig, OpenAiJudgeConfig};
 
@@ -186,7 +187,13 @@ impl Judge for OpenAiJudge {
         let answers = self.ask(asks.collect()).await?;
         Ok(answers
             .iter()
-            .map(|a| Judgement::hard(parse_pairwise(a)))
+            .map(|(text, answer)| {
+                if self.client.config().verdict_probabilities {
+                    verdict_from_top_logprobs(answer)
+                } else {
+                    Judgement::hard(parse_pairwise(text))
+                }
+            })
             .collect())
     }
 
@@ -200,13 +207,37 @@ impl Judge for OpenAiJudge {
             )
         });
         let answers = self.ask(asks.collect()).await?;
-        Ok(answers.iter().map(|a| parse_rating(a)).collect())
+        Ok(answers.iter().map(|(text, _)| parse_rating(text)).collect())
     }
 }
 
+/// The judgement in the probabilities the server gave its answer's first token (the one
+/// after the pairwise answer prefix): each letter's probability summed over the tokens that
+/// spell it (` A` and `A`); a letter outside the top tokens has none.
+fn verdict_from_top_logprobs(answer: &Answer) -> Judgement {
+    let Some(top) = &answer.first_top_logprobs else {
+        return Judgement::hard(rco_core::Verdict::Invalid {
+            reason: "the server gave no top_logprobs for the verdict token (verdict_probabilities needs a server that returns them)".into(),
+        });
+    };
+    let log_probs: Vec<f64> = ["A", "B", "C"]
+        .iter()
+        .map(|letter| {
+            let p: f64 = top
+                .iter()
+                .filter(|(token, _)| token.trim() == *letter)
+                .map(|(_, lp)| lp.exp())
+                .sum();
+            p.ln()
+        })
+        .collect();
+    rco_core::judge::judgement_from_choice_log_probs(&log_probs)
+}
+
 impl OpenAiJudge {
-    /// One call per (prompt, answer prefix, seed); each whole answer, prefix included.
-    async fn ask(&self, asks: Vec<(String, String, u64)>) -> Result<Vec<String>> {
+    /// One call per (prompt, answer prefix, seed); each whole answer's text, prefix
+    /// included, and the answer.
+    async fn ask(&self, asks: Vec<(String, String, u64)>) -> Result<Vec<(String, Answer)>> {
         let calls = asks
             .iter()
             .map(|(prompt, prefix, seed)| Call {
@@ -217,9 +248,9 @@ impl OpenAiJudge {
             .collect();
         let answers = self.client.chat_all(calls).await?;
         Ok(answers
-            .iter()
+            .into_iter()
             .zip(&asks)
-            .map(|(a, (_, prefix, _))| with_prefix(prefix, &a.text))
+            .map(|(a, (_, prefix, _))| (with_prefix(prefix, &a.text), a))
             .collect())
     }
 }
@@ -298,6 +329,40 @@ mod tests {
 
     use super::*;
     use crate::testing::{default_answer, ServerOptions, TestServer};
+
+    /// A chat completion whose first token has these alternatives, as llama.cpp and OpenAI
+    /// write `logprobs.content[0].top_logprobs`.
+    fn with_top(top: &[(&str, f64)]) -> Answer {
+        let top: Vec<Value> = top
+            .iter()
+            .map(|(token, lp)| json!({"token": token, "logprob": lp, "bytes": []}))
+            .collect();
+        let body = json!({"choices": [{"message": {"content": "A]]"}, "finish_reason": "length",
+            "logprobs": {"content": [{"token": "A", "logprob": -0.1, "top_logprobs": top}]}}]});
+        crate::client::parse_completion(&body.to_string(), true).expect("parsed")
+    }
+
+    #[test]
+    fn verdict_probabilities_are_read_from_the_first_tokens_alternatives() {
+        let answer = with_top(&[
+            ("A", 0.6f64.ln()),
+            (" A", 0.1f64.ln()),
+            ("B", 0.2f64.ln()),
+            ("The", 0.1f64.ln()),
+        ]);
+        let j = verdict_from_top_logprobs(&answer);
+        assert_eq!(j.verdict, rco_core::Verdict::A);
+        // P(A) = 0.7, P(B) = 0.2, no C among the alternatives: over the three, 0.7 / 0.9.
+        assert!((j.prob_a.unwrap() - 0.7 / 0.9).abs() < 1e-9, "{j:?}");
+        let j = verdict_from_top_logprobs(&with_top(&[("The", -0.1)]));
+        assert!(!j.verdict.is_valid());
+        let plain = crate::client::parse_completion(
+            &json!({"choices": [{"message": {"content": "A]]"}}]}).to_string(),
+            true,
+        )
+        .expect("parsed");
+        assert!(!verdict_from_top_logprobs(&plain).verdict.is_valid());
+    }
 
     /// A judge on `url` with a pairwise answer prefix and none for pointwise prompts.
     fn judge(url: &str, extra: Value) -> OpenAiJudge {

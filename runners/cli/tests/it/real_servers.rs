@@ -93,6 +93,86 @@ fn collection_against_llama_cpp_serving_smollm2() {
     collect_against(&server.url, "llama.cpp");
 }
 
+/// The same SmolLM2 file judging the same pairs with `verdict_probabilities`: in process
+/// (burn, f32 weights, its own chat template) and behind llama.cpp (the judge reads the
+/// server's `top_logprobs` for the token after `Verdict: [[`). Both give every judgement a
+/// probability, and the two agree on it (measured: within 0.021 on these 8 judgements).
+#[test]
+fn verdict_probabilities_from_llama_cpp_agree_with_the_in_process_judge() {
+    let server = llama_cpp();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pairs: Vec<String> = [
+        ("What is 7 + 5?", "12", "13"),
+        ("What is the capital of France?", "Paris", "Berlin"),
+        ("Name a primary colour.", "Red", "The number four."),
+        ("What is 3 times 4?", "7", "12"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (prompt, chosen, rejected))| {
+        serde_json::json!({"id": format!("p{i}"), "prompt": prompt, "chosen": chosen, "rejected": rejected})
+            .to_string()
+    })
+    .collect();
+    let pairs = write(tmp.path(), "pairs.jsonl", &pairs.join("\n"));
+    let templates = "[templates.default]\npairwise_answer_prefix = \"Verdict: [[\"\n";
+    let burn = format!(
+        "[judge]\nkind = \"burn\"\ncheckpoint = {:?}\nverdict_probabilities = true\nquantize = \"none\"\nsampling = {{ temperature = 0.0, max_tokens = 1 }}\n\n{templates}",
+        gguf().display().to_string()
+    );
+    let remote = format!(
+        "[judge]\nkind = \"openai\"\nbase_urls = [\"{}\"]\nmodel = \"smollm2\"\nverdict_probabilities = true\ncache = false\nsampling = {{ temperature = 0.0, max_tokens = 1 }}\n\n{templates}",
+        server.url
+    );
+    let judged = |name: &str, toml: &str| {
+        let config = write(tmp.path(), &format!("{name}.toml"), toml);
+        let out = tmp.path().join(name);
+        let output = rco()
+            .arg("judge-eval")
+            .arg(&config)
+            .arg(&pairs)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .expect("rco judge-eval");
+        assert!(output.status.success(), "{name}: {}", text(&output));
+        let mut records = records(&out.join("judge_eval.jsonl"));
+        records.sort_by_key(|r| r["id"].as_str().map(str::to_string));
+        records
+            .iter()
+            .flat_map(|r| {
+                ["refined_first", "refined_second"].map(|order| {
+                    let j = &r["pair"][order];
+                    (
+                        j["verdict"]["verdict"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        j["prob_a"]
+                            .as_f64()
+                            .expect("a probability for every judgement"),
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let local = judged("burn", &burn);
+    let served = judged("llama-cpp", &remote);
+    eprintln!("in process: {local:?}\nllama.cpp:  {served:?}");
+    assert_eq!(local.len(), 8);
+    assert_eq!(served.len(), 8);
+    for ((lv, lp), (sv, sp)) in local.iter().zip(&served) {
+        assert!((0.0..=1.0).contains(sp), "{sp}");
+        assert!(
+            (lp - sp).abs() < 0.05,
+            "P(A better): in process {lp}, llama.cpp {sp}"
+        );
+        if (lp - 0.5).abs() > 0.1 {
+            assert_eq!(lv, sv, "P(A better): in process {lp}, llama.cpp {sp}");
+        }
+    }
+}
+
 #[test]
 fn collection_against_rco_serve_serving_smollm2() {
     let mut command = rco();
