@@ -67,18 +67,29 @@ fn one_training() -> std::sync::MutexGuard<'static, ()> {
     ONE_TRAINING.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-#[tokio::test]
-async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
-    let _one = one_training();
+/// A fresh tiny base critic, four critiques of one quickstart prompt, and their log-probs
+/// under it.
+struct Fixture {
+    base: std::path::PathBuf,
+    prompt: String,
+    texts: [&'static str; 4],
+    requests: Vec<LogProbRequest>,
+    before: Vec<f64>,
+}
+
+/// The [`Fixture`], its base critic saved in `dir/base`.
+async fn fixture(dir: &std::path::Path) -> Fixture {
     let spec = spec();
-    let device = Default::default();
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("base");
-    checkpoint::save(&base, &spec, checkpoint::init::<Cpu>(&spec, &device)).unwrap();
+    let base = dir.join("base");
+    checkpoint::save(
+        &base,
+        &spec,
+        checkpoint::init::<Cpu>(&spec, &Default::default()),
+    )
+    .unwrap();
     let critic = open_critic("critic", &base, DeviceSpec::Cpu, settings(16)).unwrap();
     let prompt = "copy:12|13>".to_string();
     let texts = ["@2=2", "ok", "@1=5", "@2"];
-    let cus = [1.0, 0.5, 0.0, 0.5];
     let requests: Vec<LogProbRequest> = texts
         .iter()
         .map(|t| LogProbRequest {
@@ -87,6 +98,27 @@ async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
         })
         .collect();
     let before = critic.log_probs(&requests).await.unwrap();
+    Fixture {
+        base,
+        prompt,
+        texts,
+        requests,
+        before,
+    }
+}
+
+#[tokio::test]
+async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
+    let _one = one_training();
+    let dir = tempfile::tempdir().unwrap();
+    let Fixture {
+        base,
+        prompt,
+        texts,
+        requests,
+        before,
+    } = fixture(dir.path()).await;
+    let cus = [1.0, 0.5, 0.0, 0.5];
     let group = TrainingGroup {
         item_id: "a".into(),
         prompt: prompt.clone(),
@@ -194,22 +226,14 @@ async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
 #[tokio::test]
 async fn dpco_in_passes_of_one_pair_trains_the_same_critic() {
     let _one = one_training();
-    let spec = spec();
-    let device = Default::default();
     let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("base");
-    checkpoint::save(&base, &spec, checkpoint::init::<Cpu>(&spec, &device)).unwrap();
-    let critic = open_critic("critic", &base, DeviceSpec::Cpu, settings(16)).unwrap();
-    let prompt = "copy:12|13>".to_string();
-    let texts = ["@2=2", "ok", "@1=5", "@2"];
-    let requests: Vec<LogProbRequest> = texts
-        .iter()
-        .map(|t| LogProbRequest {
-            prompt: prompt.clone(),
-            completion: t.to_string(),
-        })
-        .collect();
-    let before = critic.log_probs(&requests).await.unwrap();
+    let Fixture {
+        base,
+        prompt,
+        texts,
+        requests,
+        before,
+    } = fixture(dir.path()).await;
     let hard = |v| rco_core::Judgement::hard(v);
     let preferences = [
         (0, 1, 1.0),
