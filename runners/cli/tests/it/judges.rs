@@ -122,13 +122,7 @@ async fn judge_eval_finds_the_verifiers_perfect_and_a_biased_judge_biased() {
     let judge_eval = |config: std::path::PathBuf,
                       pairs: std::path::PathBuf,
                       out: std::path::PathBuf| async move {
-        let mut command = crate::util::rco();
-        command
-            .arg("judge-eval")
-            .arg(&config)
-            .arg(&pairs)
-            .arg("--out")
-            .arg(&out);
+        let mut command = crate::util::judge_eval(&config, &pairs, &out);
         tokio::task::spawn_blocking(move || command.output().expect("rco"))
             .await
             .unwrap()
@@ -215,12 +209,7 @@ async fn pairrm_judges_pairs_in_both_orders() {
             ),
         );
         let out = dir.path().join(format!("out-{both_orders}"));
-        let done = crate::util::rco()
-            .arg("judge-eval")
-            .arg(&config)
-            .arg(&pairs)
-            .arg("--out")
-            .arg(&out)
+        let done = crate::util::judge_eval(&config, &pairs, &out)
             .output()
             .expect("rco");
         assert!(done.status.success(), "{}", text(&done));

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::util::{gguf, json, rco, rco_into, records, text, workspace, write, Server};
+use crate::util::{gguf, json, judge_eval, rco, rco_into, records, text, workspace, write, Server};
 
 /// `scripts/llama_server.py` serving SmolLM2 with 4 slots.
 fn llama_cpp() -> Server {
@@ -127,12 +127,7 @@ fn verdict_probabilities_from_llama_cpp_agree_with_the_in_process_judge() {
     let judged = |name: &str, toml: &str| {
         let config = write(tmp.path(), &format!("{name}.toml"), toml);
         let out = tmp.path().join(name);
-        let output = rco()
-            .arg("judge-eval")
-            .arg(&config)
-            .arg(&pairs)
-            .arg("--out")
-            .arg(&out)
+        let output = judge_eval(&config, &pairs, &out)
             .output()
             .expect("rco judge-eval");
         assert!(output.status.success(), "{name}: {}", text(&output));

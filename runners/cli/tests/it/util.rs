@@ -28,6 +28,18 @@ pub fn rco_into(subcommand: &str, config: &Path, out: &Path) -> Command {
     command
 }
 
+/// `rco judge-eval CONFIG PAIRS --out OUT`.
+pub fn judge_eval(config: &Path, pairs: &Path, out: &Path) -> Command {
+    let mut command = rco();
+    command
+        .arg("judge-eval")
+        .arg(config)
+        .arg(pairs)
+        .arg("--out")
+        .arg(out);
+    command
+}
+
 /// `rco SUBCOMMAND CONFIG --out OUT` with `envs` set, off the async runtime.
 pub async fn run(
     subcommand: &str,
