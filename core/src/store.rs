@@ -217,6 +217,12 @@ impl RunStore {
     pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
         write_atomic(&self.path(name), bytes)
     }
+
+    /// Replaces a table with `records`, atomically: a reader sees the old table or the new.
+    pub fn write_table<T: Serialize>(&self, table: &str, records: &[T]) -> Result<()> {
+        let path = self.path(table);
+        write_atomic(&path, jsonl_text(&path, records)?.as_bytes())
+    }
 }
 
 impl DirLock {
@@ -262,8 +268,8 @@ pub fn append_jsonl<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
     append_lines(path, records).map(drop)
 }
 
-/// [`append_jsonl`], returning the open file.
-fn append_lines<T: Serialize>(path: &Path, records: &[T]) -> Result<File> {
+/// `records` as JSON lines, each ending with a newline; `path` names the table in errors.
+fn jsonl_text<T: Serialize>(path: &Path, records: &[T]) -> Result<String> {
     let mut text = String::new();
     for record in records {
         let line = serde_json::to_string(record).map_err(|e| Error::File {
@@ -273,6 +279,12 @@ fn append_lines<T: Serialize>(path: &Path, records: &[T]) -> Result<File> {
         text.push_str(&line);
         text.push('\n');
     }
+    Ok(text)
+}
+
+/// [`append_jsonl`], returning the open file.
+fn append_lines<T: Serialize>(path: &Path, records: &[T]) -> Result<File> {
+    let text = jsonl_text(path, records)?;
     let mut file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -371,6 +383,22 @@ fn temp_path(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_written_table_replaces_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::open(dir.path()).unwrap();
+        store
+            .append("t.jsonl", &[json!({"a": 1}), json!({"a": 2})])
+            .unwrap();
+        store.write_table("t.jsonl", &[json!({"a": 3})]).unwrap();
+        assert_eq!(
+            store.read::<Value>("t.jsonl").unwrap(),
+            vec![json!({"a": 3})]
+        );
+        store.append("t.jsonl", &[json!({"a": 4})]).unwrap();
+        assert_eq!(store.read::<Value>("t.jsonl").unwrap().len(), 2);
+    }
 
     #[test]
     fn a_committed_unit_with_a_torn_detail_line_is_redone() {

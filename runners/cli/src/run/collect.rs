@@ -319,12 +319,7 @@ impl Run {
             for (&g, group) in batch.iter().zip(compared) {
                 groups[g] = group;
             }
-            let mut text = String::new();
-            for group in &groups {
-                text.push_str(&serde_json::to_string(group)?);
-                text.push('\n');
-            }
-            self.store.write_file(groups_file, text.as_bytes())?;
+            self.store.write_table(groups_file, &groups)?;
             bar.inc(batch.len() as u64);
         }
         bar.finish();

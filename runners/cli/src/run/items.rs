@@ -29,12 +29,7 @@ impl Run {
                     item,
                 }));
             }
-            let mut text = String::new();
-            for record in &stored {
-                text.push_str(&serde_json::to_string(record)?);
-                text.push('\n');
-            }
-            self.store.write_file(ITEMS_FILE, text.as_bytes())?;
+            self.store.write_table(ITEMS_FILE, &stored)?;
         }
         Ok(stored
             .into_iter()

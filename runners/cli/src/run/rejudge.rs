@@ -169,12 +169,7 @@ impl Run {
                 disagreements: e.disagreements,
             })
             .collect();
-        let mut text = String::new();
-        for r in &cu_records {
-            text.push_str(&serde_json::to_string(r)?);
-            text.push('\n');
-        }
-        store.write_file("cu.jsonl", text.as_bytes())?;
+        store.write_table("cu.jsonl", &cu_records)?;
         let invalid = verdicts
             .iter()
             .flat_map(|v| [&v.pair.refined_first, &v.pair.refined_second])
