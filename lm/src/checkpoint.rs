@@ -106,12 +106,15 @@ pub fn read_spec(dir: &Path) -> Result<ModelSpec, LmError> {
 
 /// Builds an untrained model of a spec's architecture, its weights drawn from `seed`.
 pub fn init_seeded<B: Backend>(spec: &ModelSpec, device: &B::Device, seed: u64) -> TinyLm<B> {
-    B::seed(device, seed);
-    init(spec, device)
+    crate::rng::seeded::<B, _>(device, seed, || draw(spec, device))
 }
 
 /// Builds an untrained model of a spec's architecture (weights from the backend's RNG).
 pub fn init<B: Backend>(spec: &ModelSpec, device: &B::Device) -> TinyLm<B> {
+    crate::rng::unseeded::<B, _>(|| draw(spec, device))
+}
+
+fn draw<B: Backend>(spec: &ModelSpec, device: &B::Device) -> TinyLm<B> {
     match &spec.architecture {
         Architecture::Tiny(config) => config.init(device),
     }

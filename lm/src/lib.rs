@@ -41,6 +41,7 @@ pub mod pairrm;
 pub mod parity;
 pub mod quant;
 pub mod reward;
+pub mod rng;
 pub mod sampling;
 pub mod scheduler;
 pub mod text;

@@ -239,7 +239,8 @@ pub struct PreferencePair {
 /// The DPO loss of a micro-batch of pairs, scaled so that summing it over the micro-batches
 /// of a step gives the mean pair loss of the step (`pairs_in_step` pairs in all):
 /// `−log σ(β · ((log p(c⁺) − log p(c⁻)) − (log p_ref(c⁺) − log p_ref(c⁻))))`, written as
-/// `softplus(−x)` in the form that neither overflows nor loses precision.
+/// `softplus(−x)` in the form that neither overflows nor loses precision, and whose gradient
+/// is right at `x = 0`: where the critic is still the reference, the first step's.
 pub fn dpo_loss<B, M>(
     model: &M,
     pairs: &[&PreferencePair],
@@ -262,9 +263,17 @@ where
     let margins: Vec<f32> = pairs.iter().map(|p| p.reference_margin as f32).collect();
     let reference = Tensor::<B, 1>::from_data(TensorData::new(margins, [n]), device);
     let x = (chosen - rejected - reference).mul_scalar(beta as f32);
-    // softplus(−x) = max(−x, 0) + log(1 + exp(−|x|)).
-    let loss = x.clone().neg().clamp_min(0.0) + x.abs().neg().exp().log1p();
-    loss.sum().div_scalar(pairs_in_step.max(1) as f32)
+    neg_log_sigmoid(x)
+        .sum()
+        .div_scalar(pairs_in_step.max(1) as f32)
+}
+
+/// `−log σ(x) = softplus(−x) = max(−x, 0) + log(1 + exp(−|x|))`, with `max(−x, 0)` written
+/// as `(|x| − x) / 2`: autodiff takes `clamp_min`'s slope at 0 as 1 and `abs`'s as 0, so
+/// the `clamp_min` form had the slope −1 at x = 0 instead of −1/2 (a pair's gradient
+/// doubled in the first step, where the critic is the reference and x can be exactly 0).
+fn neg_log_sigmoid<B: Backend>(x: Tensor<B, 1>) -> Tensor<B, 1> {
+    (x.clone().abs() - x.clone()).mul_scalar(0.5) + x.abs().neg().exp().log1p()
 }
 
 /// One optimizer step of DPO over micro-batches of pairs, with gradient accumulation;
@@ -290,4 +299,115 @@ where
         learning_rate,
         |model, micro| dpo_loss(model, micro, pairs_in_step, beta, device),
     )
+}
+
+/// [`dpo_step`] with at most `rows_per_pass` critiques (sequences) in each backward pass, so
+/// that a pair's two critiques need not go through together: the same gradient, with the
+/// activation memory of `rows_per_pass` sequences instead of two per pair. DPO's loss is
+/// not a sum over sequences, so this first scores every critique of the step without
+/// gradients (the loss and each pair's weight `σ(−x)` come from those scores), then takes
+/// the gradient of `Σ w · log p(c)` with the weights held fixed, `rows_per_pass` sequences
+/// at a time; that gradient is DPO's. It costs one forward pass more than [`dpo_step`].
+pub fn dpo_step_in_rows<B, M, O>(
+    model: M,
+    optimizer: &mut O,
+    micro_batches: &[Vec<&PreferencePair>],
+    beta: f64,
+    learning_rate: f64,
+    rows_per_pass: usize,
+    device: &B::Device,
+) -> (M, f64)
+where
+    B: AutodiffBackend,
+    M: CausalLm<B> + AutodiffModule<B>,
+    M::InnerModule: CausalLm<B::InnerBackend>,
+    O: Optimizer<M, B> + Send,
+{
+    let pairs: Vec<&PreferencePair> = micro_batches.iter().flatten().copied().collect();
+    let rows: Vec<Example> = pairs
+        .iter()
+        .flat_map(|p| [p.chosen.clone(), p.rejected.clone()])
+        .collect();
+    let per_pass = rows_per_pass.max(1);
+    // The scores, without autodiff: a forward pass on the autodiff backend keeps its graph.
+    let inner = model.valid();
+    let to_score = &rows;
+    let score = move || -> Vec<f64> {
+        to_score
+            .chunks(per_pass)
+            .flat_map(|chunk| {
+                let data = completion_log_probs(&inner, chunk, device).into_data();
+                data.iter::<f64>().collect::<Vec<f64>>()
+            })
+            .collect()
+    };
+    let scores = if is_cpu::<B::InnerBackend>() {
+        on_compute_pool(score)
+    } else {
+        score()
+    };
+    let n = pairs.len().max(1) as f64;
+    let mut loss = 0.0;
+    let mut weighted: Vec<(&Example, f32)> = Vec::with_capacity(rows.len());
+    for (i, pair) in pairs.iter().enumerate() {
+        let x = beta * (scores[2 * i] - scores[2 * i + 1] - pair.reference_margin);
+        // softplus(−x), and its derivative in x, −σ(−x), without overflow.
+        loss += (-x).max(0.0) + (-x.abs()).exp().ln_1p();
+        let sigmoid_neg = if x >= 0.0 {
+            let e = (-x).exp();
+            e / (1.0 + e)
+        } else {
+            1.0 / (1.0 + x.exp())
+        };
+        let w = (beta * sigmoid_neg / n) as f32;
+        weighted.push((&rows[2 * i], -w));
+        weighted.push((&rows[2 * i + 1], w));
+    }
+    let passes: Vec<Vec<(&Example, f32)>> = weighted.chunks(per_pass).map(<[_]>::to_vec).collect();
+    let (model, _) = accumulated_step(model, optimizer, &passes, learning_rate, |model, rows| {
+        let sequences: Vec<Example> = rows.iter().map(|(row, _)| (*row).clone()).collect();
+        let weights: Vec<f32> = rows.iter().map(|r| r.1).collect();
+        let weights = Tensor::<B, 1>::from_data(TensorData::new(weights, [rows.len()]), device);
+        (completion_log_probs(model, &sequences, device) * weights).sum()
+    });
+    (model, loss / n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Autodiff;
+
+    use crate::device::Cpu;
+
+    /// The value and the slope, `−σ(−x)`, of DPO's per-pair loss, at 0 too and far out.
+    #[test]
+    fn neg_log_sigmoid_has_the_right_value_and_slope_everywhere() {
+        let points = [0.0f32, 1e-3, -1e-3, 2.0, -2.0, 60.0, -60.0];
+        let device = Default::default();
+        let x = Tensor::<Autodiff<Cpu>, 1>::from_floats(points, &device).require_grad();
+        let loss = neg_log_sigmoid(x.clone());
+        let values = loss.clone().into_data().into_vec::<f32>().unwrap();
+        let grads = loss.sum().backward();
+        let slopes = x
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap();
+        for ((x, value), slope) in points.iter().zip(values).zip(slopes) {
+            let x = *x as f64;
+            let sigmoid_neg = 1.0 / (1.0 + x.exp());
+            let want = (1.0 + (-x).exp()).ln();
+            assert!(
+                (value as f64 - want).abs() < 1e-5 * want.max(1.0),
+                "−log σ({x}) = {value}, want {want}"
+            );
+            assert!(
+                (slope as f64 + sigmoid_neg).abs() < 1e-6,
+                "slope at {x}: {slope}, want {}",
+                -sigmoid_neg
+            );
+        }
+    }
 }

@@ -62,8 +62,9 @@ fn rows() -> Vec<(Vec<u32>, Vec<u32>)> {
 #[test]
 fn adapters_start_as_the_base_train_alone_and_merge_to_the_same_function() {
     let device = Default::default();
-    Train::seed(&device, 7);
-    let base = LocalLm::Llama(small_config().init::<Train>(&device));
+    let base = rco_lm::rng::seeded::<Train, _>(&device, 7, || {
+        LocalLm::Llama(small_config().init::<Train>(&device))
+    });
     let before = values(completion_log_probs(&base, &rows(), &device));
     let query_before = match &base {
         LocalLm::Llama(m) => values(m.blocks()[0].query.weight.val()),
@@ -181,8 +182,8 @@ fn smollm2_adapters_export_as_peft_and_merge_into_the_hugging_face_weights() {
         alpha: 16.0,
         target_modules: vec!["q_proj".into(), "v_proj".into()],
     };
-    Train::seed(&device, 3);
-    let mut model = base.add_lora(&lora).expect("adapters");
+    let mut model = rco_lm::rng::try_seeded::<Train, _, _>(&device, 3, || base.add_lora(&lora))
+        .expect("adapters");
     let prompt = tokenizer
         .prompt_ids("Name a colour.", true)
         .expect("prompt");

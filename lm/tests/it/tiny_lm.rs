@@ -292,3 +292,101 @@ fn rco_step_in_passes_matches_whole_groups() {
         assert!((a - b).abs() < 1e-4, "{whole:?} vs {passes:?}");
     }
 }
+
+/// DPO with one critique per backward pass (`dpo_step_in_rows`: the pair's scores first,
+/// then each critique's gradient with its pair's weight held fixed) computes the same loss
+/// and gradient as the step over whole pairs (plain SGD, so the update is the gradient),
+/// also for a pair at x = 0, where the critic is still the reference.
+#[test]
+fn dpo_step_in_rows_matches_whole_pairs() {
+    use burn::optim::SgdConfig;
+    use rco_lm::loss::{dpo_step, dpo_step_in_rows, PreferencePair};
+    let spec = spec();
+    let device = Default::default();
+    let row = |prompt: &str, critique: &str| {
+        (
+            ids(&spec, prompt, true),
+            ids(&spec, critique, false)
+                .into_iter()
+                .chain([2])
+                .collect::<Vec<u32>>(),
+        )
+    };
+    // Reference margins far apart, so the pairs' weights σ(−x) differ.
+    let pairs = [
+        PreferencePair {
+            chosen: row("copy:12|13>", "@2=2"),
+            rejected: row("copy:12|13>", "ok"),
+            reference_margin: 0.5,
+        },
+        PreferencePair {
+            chosen: row("rev:34|34>", "=43"),
+            rejected: row("rev:34|34>", "@1=4"),
+            reference_margin: -3.0,
+        },
+        PreferencePair {
+            chosen: row("rev:34|34>", "ok"),
+            rejected: row("rev:34|34>", "=43"),
+            reference_margin: 6.0,
+        },
+        // The start's own margin, as where the critic is the reference: x = 0 exactly.
+        PreferencePair {
+            chosen: row("copy:5|6>", "=5"),
+            rejected: row("copy:5|6>", "ok"),
+            reference_margin: 0.0,
+        },
+    ];
+    let start = || checkpoint::init_seeded::<Autodiff<Cpu>>(&spec, &device, 11);
+    let mut pairs = pairs;
+    let own = completion_log_probs(
+        &start().valid(),
+        &[pairs[3].chosen.clone(), pairs[3].rejected.clone()],
+        &device,
+    )
+    .into_data()
+    .into_vec::<f32>()
+    .unwrap();
+    pairs[3].reference_margin = own[0] as f64 - own[1] as f64;
+    let micro = vec![vec![&pairs[0], &pairs[1]], vec![&pairs[2], &pairs[3]]];
+    let rows: Vec<_> = pairs
+        .iter()
+        .flat_map(|p| [p.chosen.clone(), p.rejected.clone()])
+        .collect();
+    let after = |model: &rco_lm::tiny::TinyLm<Autodiff<Cpu>>| {
+        completion_log_probs(&model.valid(), &rows, &device)
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap()
+    };
+    let (model, whole_loss) = dpo_step(
+        start(),
+        &mut SgdConfig::new().init(),
+        &micro,
+        0.5,
+        0.5,
+        &device,
+    );
+    let whole = after(&model);
+    for per_pass in [1, 3] {
+        let (model, rows_loss) = dpo_step_in_rows(
+            start(),
+            &mut SgdConfig::new().init(),
+            &micro,
+            0.5,
+            0.5,
+            per_pass,
+            &device,
+        );
+        assert!(
+            (whole_loss - rows_loss).abs() <= 1e-5 * whole_loss.abs(),
+            "{per_pass} per pass: {whole_loss} vs {rows_loss}"
+        );
+        let moved = after(&model);
+        for (a, b) in whole.iter().zip(&moved) {
+            assert!(
+                (a - b).abs() < 1e-4,
+                "{per_pass} per pass: {whole:?} vs {moved:?}"
+            );
+        }
+    }
+}

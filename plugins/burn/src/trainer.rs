@@ -29,7 +29,9 @@ use rco_lm::local::{
     load_local_with_spec, model_exists, model_problem, save_local, LmTokenizer, LocalLm, LocalSpec,
 };
 use rco_lm::lora::LoraConfig;
-use rco_lm::loss::{dpo_step, nll_step, rco_step_in_passes, PreferencePair, RcoGroup};
+use rco_lm::loss::{
+    dpo_step, dpo_step_in_rows, nll_step, rco_step_in_passes, PreferencePair, RcoGroup,
+};
 use rco_lm::sampling::completion_log_probs;
 use rco_lm::LmError;
 use schemars::JsonSchema;
@@ -262,6 +264,15 @@ pub struct DpcoTrainerConfig {
     /// up to six pairs, twelve sequences, too many at once for a 0.5B critic in 24 GB).
     #[serde(default)]
     pub pairs_per_pass: usize,
+    /// At most this many critiques in one backward pass, so that a pair's two critiques
+    /// need not go through together (0: pairs, as `pairs_per_pass` says). DPO's loss is not
+    /// a sum over critiques, so every critique of a step is first scored without gradients
+    /// (one forward pass more); the gradient is the same. `1` needs the activation memory
+    /// of one critique, as the `rco` trainer's `rows_per_pass = 1` does (a 0.5B critic's
+    /// pair of 1,000-token critiques does not fit in 24 GB together). Takes the place of
+    /// `pairs_per_pass`; set one of the two.
+    #[serde(default)]
+    pub rows_per_pass: usize,
     /// `cpu`, `wgpu` or `cuda:N`.
     #[serde(default)]
     pub device: DeviceSpec,
@@ -293,8 +304,9 @@ impl DpcoTrainerConfig {
             groups_per_batch: self.groups_per_batch,
             accumulation: self.accumulation,
             checkpoint_every: self.checkpoint_every,
-            // For pairs, in the shared trainer: pairs per pass.
-            rows_per_pass: self.pairs_per_pass,
+            // For pairs, in the shared trainer: critiques per pass when set, else pairs
+            // per pass (`RcoTrainer::pairs_per_pass`).
+            rows_per_pass: self.rows_per_pass,
             train_flat_groups: true,
             device: self.device,
             base_model: self.base_model.clone(),
@@ -307,6 +319,12 @@ impl DpcoTrainerConfig {
 impl Validate for DpcoTrainerConfig {
     fn problems(&self, ctx: &ValidateContext) -> Vec<ConfigProblem> {
         let mut p = self.shared().problems(ctx);
+        if self.rows_per_pass > 0 && self.pairs_per_pass > 0 {
+            p.push(ConfigProblem::new(
+                "rows_per_pass",
+                "set `rows_per_pass` (critiques per pass) or `pairs_per_pass`, not both",
+            ));
+        }
         let compared = ctx
             .config
             .pointer("/collect/critique_comparisons")
@@ -386,6 +404,8 @@ pub struct RcoTrainer {
     /// Where each step's loss, learning rate and throughput go.
     metrics: Arc<dyn rco_core::Metrics>,
     config: RcoTrainerConfig,
+    /// DPCO's `pairs_per_pass`, used where its `rows_per_pass` (`config.rows_per_pass`) is 0.
+    pairs_per_pass: usize,
     seed: u64,
     base: PathBuf,
     /// Compute reference log-probs with the base model (a remote critic's were not).
@@ -526,13 +546,11 @@ impl RcoTrainer {
         // With LoRA, the base (which also made the reference log-probs) is frozen and only
         // fresh adapters train: no second copy of the weights.
         let mut model = match &self.config.lora {
-            Some(lora) => {
-                B::seed(
-                    &device,
-                    rco_core::seed::derive_seed(self.seed, &["lora-init"]),
-                );
-                base_model.add_lora(lora)?
-            }
+            Some(lora) => rco_lm::rng::try_seeded::<B, _, _>(
+                &device,
+                rco_core::seed::derive_seed(self.seed, &["lora-init"]),
+                || base_model.add_lora(lora),
+            )?,
             None => base_model,
         };
         if self.config.lora.is_some() && !state.done {
@@ -594,11 +612,27 @@ impl RcoTrainer {
             for (index, step) in schedule.iter().enumerate().skip(state.step) {
                 let started = std::time::Instant::now();
                 let (next, loss) = match (&encoded, self.objective) {
+                    (Encoded::Pairs(pairs), _) if self.config.rows_per_pass > 0 => {
+                        // `rows_per_pass` critiques at a time, a pair's two possibly apart.
+                        let micro: Vec<Vec<&PreferencePair>> = step
+                            .iter()
+                            .map(|ids| ids.iter().flat_map(|&i| pairs[i].iter()).collect())
+                            .collect();
+                        dpo_step_in_rows(
+                            model,
+                            &mut optimizer,
+                            &micro,
+                            self.config.beta,
+                            self.config.learning_rate,
+                            self.config.rows_per_pass,
+                            &device,
+                        )
+                    }
                     (Encoded::Pairs(pairs), _) => {
-                        // Each micro-batch's pairs, `rows_per_pass` (DPCO's
-                        // `pairs_per_pass`) at a time: the loss is normalised by the step's
-                        // pair count, so the gradient does not change.
-                        let per_pass = self.config.rows_per_pass;
+                        // Each micro-batch's pairs, `pairs_per_pass` at a time: the loss is
+                        // normalised by the step's pair count, so the gradient does not
+                        // change.
+                        let per_pass = self.pairs_per_pass;
                         let micro: Vec<Vec<&PreferencePair>> = step
                             .iter()
                             .flat_map(|ids| {
@@ -970,21 +1004,27 @@ impl Trainer for RcoTrainer {
 }
 
 fn build(config: &RcoTrainerConfig, ctx: &TrainerContext) -> Result<Box<dyn Trainer>> {
-    build_with(config, ctx, Objective::Rco)
+    build_with(config, ctx, Objective::Rco, 0)
 }
 
 fn build_sft(config: &SftTrainerConfig, ctx: &TrainerContext) -> Result<Box<dyn Trainer>> {
-    build_with(&config.shared(), ctx, Objective::Sft)
+    build_with(&config.shared(), ctx, Objective::Sft, 0)
 }
 
 fn build_dpco(config: &DpcoTrainerConfig, ctx: &TrainerContext) -> Result<Box<dyn Trainer>> {
-    build_with(&config.shared(), ctx, Objective::Dpco)
+    build_with(
+        &config.shared(),
+        ctx,
+        Objective::Dpco,
+        config.pairs_per_pass,
+    )
 }
 
 fn build_with(
     config: &RcoTrainerConfig,
     ctx: &TrainerContext,
     objective: Objective,
+    pairs_per_pass: usize,
 ) -> Result<Box<dyn Trainer>> {
     // A remote critic has no local base model: the trainer starts from `base_model`.
     let (base, rescore_reference) = match &config.base_model {
@@ -1007,6 +1047,7 @@ fn build_with(
         objective,
         metrics: ctx.metrics.clone(),
         config: config.clone(),
+        pairs_per_pass,
         seed: ctx.seed,
         rescore_reference,
         base,
