@@ -307,7 +307,9 @@ where
 /// not a sum over sequences, so this first scores every critique of the step without
 /// gradients (the loss and each pair's weight `σ(−x)` come from those scores), then takes
 /// the gradient of `Σ w · log p(c)` with the weights held fixed, `rows_per_pass` sequences
-/// at a time; that gradient is DPO's. It costs one forward pass more than [`dpo_step`].
+/// at a time; that gradient is DPO's. A critique in several pairs (each critique of a group
+/// of four is in three) goes through once in each pass, with its pairs' weights summed, so
+/// a group of four critiques takes four sequences where its six pairs would take twelve.
 pub fn dpo_step_in_rows<B, M, O>(
     model: M,
     optimizer: &mut O,
@@ -324,10 +326,20 @@ where
     O: Optimizer<M, B> + Send,
 {
     let pairs: Vec<&PreferencePair> = micro_batches.iter().flatten().copied().collect();
-    let rows: Vec<Example> = pairs
-        .iter()
-        .flat_map(|p| [p.chosen.clone(), p.rejected.clone()])
-        .collect();
+    // Each distinct critique once, and each pair's two as indices into them.
+    let mut rows: Vec<&Example> = Vec::new();
+    let mut index: std::collections::HashMap<&Example, usize> = Default::default();
+    let mut pair_rows: Vec<(usize, usize)> = Vec::with_capacity(pairs.len());
+    for pair in &pairs {
+        let [chosen, rejected] = [&pair.chosen, &pair.rejected].map(|example| {
+            *index.entry(example).or_insert_with(|| {
+                rows.push(example);
+                rows.len() - 1
+            })
+        });
+        pair_rows.push((chosen, rejected));
+    }
+    let rows: Vec<Example> = rows.into_iter().cloned().collect();
     let per_pass = rows_per_pass.max(1);
     // The scores, without autodiff: a forward pass on the autodiff backend keeps its graph.
     let inner = model.valid();
@@ -348,9 +360,9 @@ where
     };
     let n = pairs.len().max(1) as f64;
     let mut loss = 0.0;
-    let mut weighted: Vec<(&Example, f32)> = Vec::with_capacity(rows.len());
-    for (i, pair) in pairs.iter().enumerate() {
-        let x = beta * (scores[2 * i] - scores[2 * i + 1] - pair.reference_margin);
+    let mut weights = vec![0.0f64; rows.len()];
+    for (pair, &(chosen, rejected)) in pairs.iter().zip(&pair_rows) {
+        let x = beta * (scores[chosen] - scores[rejected] - pair.reference_margin);
         // softplus(−x), and its derivative in x, −σ(−x), without overflow.
         loss += (-x).max(0.0) + (-x.abs()).exp().ln_1p();
         let sigmoid_neg = if x >= 0.0 {
@@ -359,10 +371,15 @@ where
         } else {
             1.0 / (1.0 + x.exp())
         };
-        let w = (beta * sigmoid_neg / n) as f32;
-        weighted.push((&rows[2 * i], -w));
-        weighted.push((&rows[2 * i + 1], w));
+        let w = beta * sigmoid_neg / n;
+        weights[chosen] -= w;
+        weights[rejected] += w;
     }
+    let weighted: Vec<(&Example, f32)> = rows
+        .iter()
+        .zip(&weights)
+        .map(|(row, &w)| (row, w as f32))
+        .collect();
     let passes: Vec<Vec<(&Example, f32)>> = weighted.chunks(per_pass).map(<[_]>::to_vec).collect();
     let (model, _) = accumulated_step(model, optimizer, &passes, learning_rate, |model, rows| {
         let sequences: Vec<Example> = rows.iter().map(|(row, _)| (*row).clone()).collect();

@@ -195,7 +195,7 @@ fn reduced_quickstart_improves_the_critic_and_resumes_after_kill() {
 
 /// The DPCO baseline on the reduced quickstart: every two critiques of each group judged
 /// directly in both orders, DPO on the decided pairs, the trained critic named `dpco`.
-/// Measured: dpco − base = +20.6 [+15.3, +25.3] with the weak actor (RCO on the same
+/// Measured: dpco − base = +20.8 [+15.6, +25.6] with the weak actor (RCO on the same
 /// items: +18.6 [+12.8, +24.2]).
 #[test]
 fn dpco_baseline_trains_on_direct_critique_preferences() {
