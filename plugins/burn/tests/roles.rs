@@ -77,6 +77,34 @@ struct Fixture {
     before: Vec<f64>,
 }
 
+impl Fixture {
+    /// The four critiques as one training group with these CUs and direct preferences,
+    /// each with its log-prob under the base as the reference.
+    fn group(
+        &self,
+        cus: [f64; 4],
+        preferences: Vec<rco_core::CritiquePreference>,
+    ) -> TrainingGroup {
+        TrainingGroup {
+            item_id: "a".into(),
+            prompt: self.prompt.clone(),
+            critiques: self
+                .texts
+                .iter()
+                .zip(cus)
+                .zip(&self.before)
+                .map(|((t, cu), lp)| ScoredCritique {
+                    text: t.to_string(),
+                    cu,
+                    ref_logprob: Some(*lp),
+                    truncated: false,
+                })
+                .collect(),
+            preferences,
+        }
+    }
+}
+
 /// The [`Fixture`], its base critic saved in `dir/base`.
 async fn fixture(dir: &std::path::Path) -> Fixture {
     let spec = spec();
@@ -111,31 +139,14 @@ async fn fixture(dir: &std::path::Path) -> Fixture {
 async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
     let _one = one_training();
     let dir = tempfile::tempdir().unwrap();
+    let fixture = fixture(dir.path()).await;
+    let groups = vec![fixture.group([1.0, 0.5, 0.0, 0.5], Vec::new()); 4];
     let Fixture {
         base,
-        prompt,
-        texts,
         requests,
         before,
-    } = fixture(dir.path()).await;
-    let cus = [1.0, 0.5, 0.0, 0.5];
-    let group = TrainingGroup {
-        item_id: "a".into(),
-        prompt: prompt.clone(),
-        critiques: texts
-            .iter()
-            .zip(cus)
-            .zip(&before)
-            .map(|((t, cu), lp)| ScoredCritique {
-                text: t.to_string(),
-                cu,
-                ref_logprob: Some(*lp),
-                truncated: false,
-            })
-            .collect(),
-        preferences: Vec::new(),
-    };
-    let groups = vec![group; 4];
+        ..
+    } = fixture;
 
     // `train_flat_groups = false` leaves out groups whose critiques all have the same CU:
     // 4 informative groups and 4 flat ones, one group per step, give 4 steps; the summary
@@ -229,13 +240,7 @@ async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
 async fn dpco_in_passes_of_one_pair_trains_the_same_critic() {
     let _one = one_training();
     let dir = tempfile::tempdir().unwrap();
-    let Fixture {
-        base,
-        prompt,
-        texts,
-        requests,
-        before,
-    } = fixture(dir.path()).await;
+    let fixture = fixture(dir.path()).await;
     let hard = |v| rco_core::Judgement::hard(v);
     let preferences = [
         (0, 1, 1.0),
@@ -256,22 +261,13 @@ async fn dpco_in_passes_of_one_pair_trains_the_same_critic() {
         },
     })
     .collect();
-    let group = TrainingGroup {
-        item_id: "a".into(),
-        prompt: prompt.clone(),
-        critiques: texts
-            .iter()
-            .zip(&before)
-            .map(|(t, lp)| ScoredCritique {
-                text: t.to_string(),
-                cu: 0.5,
-                ref_logprob: Some(*lp),
-                truncated: false,
-            })
-            .collect(),
-        preferences,
-    };
-    let groups = vec![group; 2];
+    let groups = vec![fixture.group([0.5; 4], preferences); 2];
+    let Fixture {
+        base,
+        requests,
+        before,
+        ..
+    } = fixture;
     let mut trained = Vec::new();
     for (key, per_pass) in [
         ("pairs_per_pass", 0),
