@@ -6,11 +6,15 @@
   canonical solution against a mutant of it (an operator, a comparison or a constant
   changed) that fails the problem's tests, found by running them; problems with no such
   mutant are left out.
+- qa (`qa/test.jsonl`, the ToMi stories): the reference location against another location
+  the story names, each as a short answer ("In the crate."); stories that name no other
+  location are left out.
 
 Usage: scripts/judge_pairs.py [DATA_DIR] [OUT_DIR]   (default: $RCO_DATA_DIR or
-~/.cache/rco/data, and DATA_DIR/pairs). Writes OUT_DIR/{math,code}.jsonl, deterministically,
-and prints OUT_DIR. Each line: {"id", "subset", "task", "prompt", "chosen", "rejected",
-"reference", "tests"?, "entry_point"?}.
+~/.cache/rco/data, and DATA_DIR/pairs). Writes OUT_DIR/{math,code,qa}.jsonl,
+deterministically, and prints OUT_DIR; a suite that is not built is left out. Each line:
+{"id", "subset", "task", "prompt", "chosen", "rejected", "reference", "tests"?,
+"entry_point"?}.
 """
 import json
 import os
@@ -51,6 +55,29 @@ def math_pairs(data):
             "prompt": item["prompt"],
             "chosen": f"Working through the problem gives {ref}.\n#### {ref}",
             "rejected": f"Working through the problem gives {wrong}.\n#### {wrong}",
+            "reference": ref,
+        })
+    return rows
+
+
+def qa_pairs(data):
+    rows = []
+    for item in read(os.path.join(data, "qa", "test.jsonl")):
+        if not item["id"].startswith("tomi/"):
+            continue
+        ref = item["reference"]
+        story = item["prompt"].split("\n\nQuestion:")[0]
+        places = re.findall(r"(?:is in|to) the (\w+)", story)
+        wrong = next((p for p in places if p != ref), None)
+        if wrong is None:
+            continue
+        rows.append({
+            "id": "qa/" + item["id"],
+            "subset": "qa-tomi-correct-vs-wrong",
+            "task": "qa",
+            "prompt": item["prompt"],
+            "chosen": f"In the {ref}.",
+            "rejected": f"In the {wrong}.",
             "reference": ref,
         })
     return rows
@@ -109,8 +136,11 @@ def main():
     data = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("RCO_DATA_DIR") or os.path.expanduser("~/.cache/rco/data")
     out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(data, "pairs")
     os.makedirs(out, exist_ok=True)
-    write(os.path.join(out, "math.jsonl"), math_pairs(data))
-    write(os.path.join(out, "code.jsonl"), code_pairs(data))
+    built = [s for s in ("math", "code", "qa") if os.path.exists(os.path.join(data, s, "test.jsonl"))]
+    if not built:
+        sys.exit(f"no task suite built in {data}: run scripts/fetch-data.sh first")
+    for suite in built:
+        write(os.path.join(out, suite + ".jsonl"), {"math": math_pairs, "code": code_pairs, "qa": qa_pairs}[suite](data))
     print(out)
 
 

@@ -112,6 +112,27 @@ fn built_pairs(out: &std::path::Path) -> std::path::PathBuf {
 async fn judge_eval_finds_the_verifiers_perfect_and_a_biased_judge_biased() {
     let dir = tempfile::tempdir().unwrap();
     let pairs = built_pairs(&dir.path().join("pairs"));
+    // The ToMi pairs: the reference location against another one the story names.
+    let qa = records(&pairs.join("qa.jsonl"));
+    assert_eq!(qa.len(), 83);
+    for pair in &qa {
+        let reference = pair["reference"].as_str().unwrap();
+        let rejected = pair["rejected"].as_str().unwrap();
+        let wrong = rejected
+            .strip_prefix("In the ")
+            .unwrap()
+            .trim_end_matches('.');
+        assert_eq!(pair["chosen"], format!("In the {reference}."), "{pair}");
+        assert_ne!(wrong, reference, "{pair}");
+        assert!(
+            pair["prompt"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("the {wrong}")),
+            "{pair}"
+        );
+        assert_eq!(pair["subset"], "qa-tomi-correct-vs-wrong");
+    }
     // Both suites in one file: one subset each.
     let mut both = std::fs::read_to_string(pairs.join("math.jsonl")).unwrap();
     both.push_str(&std::fs::read_to_string(pairs.join("code.jsonl")).unwrap());
