@@ -273,6 +273,13 @@ pub struct DpcoTrainerConfig {
     /// `pairs_per_pass`; set one of the two.
     #[serde(default)]
     pub rows_per_pass: usize,
+    /// Pairs the judge all but tied are left out: a pair trains only when its preference
+    /// score (P(A better), both orders averaged under a soft reward) is more than this far
+    /// from 1/2. The default 0 takes every pair the judge did not score exactly 1/2, a
+    /// 0.51 as fully as a 1.0; a judge unsure of everything then trains the critic on its
+    /// noise. Between 0 and 0.5.
+    #[serde(default)]
+    pub min_margin: f64,
     /// `cpu`, `wgpu` or `cuda:N`.
     #[serde(default)]
     pub device: DeviceSpec,
@@ -323,6 +330,15 @@ impl Validate for DpcoTrainerConfig {
             p.push(ConfigProblem::new(
                 "rows_per_pass",
                 "set `rows_per_pass` (critiques per pass) or `pairs_per_pass`, not both",
+            ));
+        }
+        if !(0.0..0.5).contains(&self.min_margin) {
+            p.push(ConfigProblem::new(
+                "min_margin",
+                format!(
+                    "must be at least 0 and below 0.5 (a preference score's distance from a tie), got {}",
+                    self.min_margin
+                ),
             ));
         }
         let compared = ctx
@@ -398,14 +414,23 @@ struct TrainState {
     lora_base_sha256: Option<String>,
 }
 
+/// The settings only DPCO's pairs have.
+#[derive(Debug, Clone, Copy, Default)]
+struct PairOptions {
+    /// `pairs_per_pass`, used where `rows_per_pass` (`config.rows_per_pass`) is 0.
+    per_pass: usize,
+    /// `min_margin`: pairs whose score is within it of 1/2 are left out.
+    min_margin: f64,
+}
+
 pub struct RcoTrainer {
     name: String,
     objective: Objective,
     /// Where each step's loss, learning rate and throughput go.
     metrics: Arc<dyn rco_core::Metrics>,
     config: RcoTrainerConfig,
-    /// DPCO's `pairs_per_pass`, used where its `rows_per_pass` (`config.rows_per_pass`) is 0.
-    pairs_per_pass: usize,
+    /// DPCO's own settings.
+    pairs: PairOptions,
     seed: u64,
     base: PathBuf,
     /// Compute reference log-probs with the base model (a remote critic's were not).
@@ -493,11 +518,26 @@ impl RcoTrainer {
                 )?)
             }
             Objective::Sft => Encoded::Groups(best_critiques(&tokenizer, self.chat, groups)?),
-            Objective::Dpco => Encoded::Pairs(preference_pairs(&tokenizer, self.chat, groups)?),
+            Objective::Dpco => {
+                let pairs = preference_pairs(&tokenizer, self.chat, groups, self.pairs.min_margin)?;
+                let compared = groups
+                    .iter()
+                    .flat_map(|g| &g.preferences)
+                    .filter(|p| p.score.is_some())
+                    .count();
+                tracing::info!(
+                    "trainer `{}`: {} of {compared} compared critique pairs decided (score more than {} from 1/2), in {} groups",
+                    self.name,
+                    pairs.iter().map(Vec::len).sum::<usize>(),
+                    self.pairs.min_margin,
+                    pairs.len()
+                );
+                Encoded::Pairs(pairs)
+            }
         };
         if encoded.is_empty() {
             return Err(LmError::Tokenize(match self.objective {
-                Objective::Dpco => "no group has a decided critique pair: the judge preferred neither critique of every pair compared (or `collect.critique_comparisons` was off when the groups were collected)".into(),
+                Objective::Dpco => format!("no group has a decided critique pair: the judge preferred neither critique of every pair compared by more than `min_margin` ({}) (or `collect.critique_comparisons` was off when the groups were collected)", self.pairs.min_margin),
                 _ => "no group has a best critique: every group's critiques have the same CU".into(),
             }));
         }
@@ -632,7 +672,7 @@ impl RcoTrainer {
                         // Each micro-batch's pairs, `pairs_per_pass` at a time: the loss is
                         // normalised by the step's pair count, so the gradient does not
                         // change.
-                        let per_pass = self.pairs_per_pass;
+                        let per_pass = self.pairs.per_pass;
                         let micro: Vec<Vec<&PreferencePair>> = step
                             .iter()
                             .flat_map(|ids| {
@@ -890,12 +930,13 @@ fn micro_groups<'a>(step: &[Vec<usize>], encoded: &'a [RcoGroup]) -> Vec<Vec<&'a
 }
 
 /// Each group's directly judged critique pairs that the judge decided (preference score
-/// above or below one half), chosen critique first, with the reference log-prob margin;
-/// groups without a decided pair are left out.
+/// more than `min_margin` above or below one half), chosen critique first, with the
+/// reference log-prob margin; groups without a decided pair are left out.
 pub fn preference_pairs(
     tokenizer: &LmTokenizer,
     chat: bool,
     groups: &[TrainingGroup],
+    min_margin: f64,
 ) -> Result<Vec<Vec<PreferencePair>>, LmError> {
     let mut out = Vec::new();
     for g in groups {
@@ -903,6 +944,9 @@ pub fn preference_pairs(
         let mut pairs = Vec::new();
         for p in &g.preferences {
             let Some(score) = p.score else { continue };
+            if (score - 0.5).abs() <= min_margin {
+                continue;
+            }
             let (chosen, rejected) = if score > 0.5 {
                 (p.a, p.b)
             } else if score < 0.5 {
@@ -1004,11 +1048,16 @@ impl Trainer for RcoTrainer {
 }
 
 fn build(config: &RcoTrainerConfig, ctx: &TrainerContext) -> Result<Box<dyn Trainer>> {
-    build_with(config, ctx, Objective::Rco, 0)
+    build_with(config, ctx, Objective::Rco, PairOptions::default())
 }
 
 fn build_sft(config: &SftTrainerConfig, ctx: &TrainerContext) -> Result<Box<dyn Trainer>> {
-    build_with(&config.shared(), ctx, Objective::Sft, 0)
+    build_with(
+        &config.shared(),
+        ctx,
+        Objective::Sft,
+        PairOptions::default(),
+    )
 }
 
 fn build_dpco(config: &DpcoTrainerConfig, ctx: &TrainerContext) -> Result<Box<dyn Trainer>> {
@@ -1016,7 +1065,10 @@ fn build_dpco(config: &DpcoTrainerConfig, ctx: &TrainerContext) -> Result<Box<dy
         &config.shared(),
         ctx,
         Objective::Dpco,
-        config.pairs_per_pass,
+        PairOptions {
+            per_pass: config.pairs_per_pass,
+            min_margin: config.min_margin,
+        },
     )
 }
 
@@ -1024,7 +1076,7 @@ fn build_with(
     config: &RcoTrainerConfig,
     ctx: &TrainerContext,
     objective: Objective,
-    pairs_per_pass: usize,
+    pairs: PairOptions,
 ) -> Result<Box<dyn Trainer>> {
     // A remote critic has no local base model: the trainer starts from `base_model`.
     let (base, rescore_reference) = match &config.base_model {
@@ -1047,7 +1099,7 @@ fn build_with(
         objective,
         metrics: ctx.metrics.clone(),
         config: config.clone(),
-        pairs_per_pass,
+        pairs,
         seed: ctx.seed,
         rescore_reference,
         base,

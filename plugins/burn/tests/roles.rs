@@ -302,6 +302,78 @@ async fn dpco_in_passes_of_one_pair_trains_the_same_critic() {
     assert!(at_once[0] > before[0], "{before:?} -> {at_once:?}");
 }
 
+/// DPCO's `min_margin`: pairs the judge scored within it of a tie do not train. With a
+/// decisive pair and two near ties, a margin of 0.1 trains the critic that the decisive pair
+/// alone trains; a margin above every pair's distance leaves nothing, and says so.
+#[tokio::test]
+async fn dpco_min_margin_leaves_out_the_pairs_the_judge_all_but_tied() {
+    let _one = one_training();
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = fixture(dir.path()).await;
+    let preference = |a, b, score| rco_core::CritiquePreference {
+        a,
+        b,
+        score: Some(score),
+        pair: rco_core::BothOrders {
+            refined_first: rco_core::Judgement::hard(rco_core::Verdict::A),
+            refined_second: rco_core::Judgement::hard(rco_core::Verdict::B),
+        },
+    };
+    let all = vec![fixture.group(
+        [0.5; 4],
+        vec![
+            preference(0, 1, 0.9),
+            preference(0, 2, 0.52),
+            preference(3, 1, 0.45),
+        ],
+    )];
+    let decisive = vec![fixture.group([0.5; 4], vec![preference(0, 1, 0.9)])];
+    let mut trained = Vec::new();
+    for (name, groups, margin) in [("all", &all, 0.1), ("decisive", &decisive, 0.0)] {
+        let section = serde_json::json!({"kind": "dpco", "learning_rate": 0.002, "epochs": 2, "min_margin": margin});
+        let out = dir.path().join(name);
+        let summary = trainer(&section, &fixture.base, &out)
+            .train(groups, Arc::new(NoProgress))
+            .await
+            .unwrap();
+        assert_eq!(summary.steps, 2, "{summary:?}");
+        let critic = open_critic("critic", &out, DeviceSpec::Cpu, settings(16)).unwrap();
+        trained.push((summary, critic.log_probs(&fixture.requests).await.unwrap()));
+    }
+    let ((margin, with_margin), (alone, decisive_only)) = (&trained[0], &trained[1]);
+    assert!(
+        (margin.first_loss - alone.first_loss).abs() < 1e-6,
+        "{margin:?} {alone:?}"
+    );
+    for (a, b) in with_margin.iter().zip(decisive_only) {
+        assert!((a - b).abs() < 1e-4, "{with_margin:?} {decisive_only:?}");
+    }
+    // Without the margin the near ties train too: another critic.
+    let section = serde_json::json!({"kind": "dpco", "learning_rate": 0.002, "epochs": 2});
+    let out = dir.path().join("no-margin");
+    trainer(&section, &fixture.base, &out)
+        .train(&all, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    let critic = open_critic("critic", &out, DeviceSpec::Cpu, settings(16)).unwrap();
+    let no_margin = critic.log_probs(&fixture.requests).await.unwrap();
+    assert!(
+        no_margin
+            .iter()
+            .zip(decisive_only)
+            .any(|(a, b)| (a - b).abs() > 1e-3),
+        "{no_margin:?} {decisive_only:?}"
+    );
+    // Every pair within the margin: nothing to train on, named.
+    let section = serde_json::json!({"kind": "dpco", "min_margin": 0.45});
+    let err = trainer(&section, &fixture.base, &dir.path().join("none"))
+        .train(&all, Arc::new(NoProgress))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("min_margin"), "{err}");
+}
+
 /// SmolLM2 as the `burn` critic, actor and self-rewarding judge, built from config sections
 /// through the registry.
 #[tokio::test]
