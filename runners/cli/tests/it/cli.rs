@@ -587,6 +587,51 @@ fn bad_datasets_name_the_file_and_line() {
     );
 }
 
+/// `configs/paper/*.toml` pass `rco check` with the models they name in the repository's
+/// `models/` (here links to the files the tests fetched: a check reads a model's header,
+/// so the 1.5B model's name may point at the 0.5B file) and the suites the tests built.
+#[test]
+fn paper_configs_check_with_the_models_they_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let qwen = std::env::var("QWEN_GGUF").expect(
+        "QWEN_GGUF is not set: run the tests through scripts/test.sh, which fetches the model",
+    );
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    for (name, file) in [
+        ("Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf", Path::new(&qwen)),
+        ("Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf", Path::new(&qwen)),
+        ("SmolLM2-135M-Instruct.Q4_1.gguf", &*crate::util::gguf()),
+    ] {
+        std::os::unix::fs::symlink(file, models.join(name)).unwrap();
+    }
+    let paper = dir.path().join("configs/paper");
+    std::fs::create_dir_all(&paper).unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(workspace().join("configs/paper")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let copy = paper.join(path.file_name().unwrap());
+        std::fs::copy(&path, &copy).unwrap();
+        let output = rco()
+            .arg("check")
+            .arg(&copy)
+            .env("OPENAI_API_KEY", "placeholder")
+            .output()
+            .expect("run rco");
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            path.display(),
+            text(&output)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 9, "{checked}");
+}
+
 #[test]
 fn schema_file_is_current_and_example_configs_load() {
     let output = rco().arg("schema").output().expect("run rco");
