@@ -132,15 +132,19 @@ def code_pairs(data):
     return rows
 
 
+# Each suite's pair builder, by suite name.
+PAIRS = {"math": math_pairs, "code": code_pairs, "qa": qa_pairs}
+
+
 def main():
     data = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("RCO_DATA_DIR") or os.path.expanduser("~/.cache/rco/data")
     out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(data, "pairs")
     os.makedirs(out, exist_ok=True)
-    built = [s for s in ("math", "code", "qa") if os.path.exists(os.path.join(data, s, "test.jsonl"))]
+    built = {s: f for s, f in PAIRS.items() if os.path.exists(os.path.join(data, s, "test.jsonl"))}
     if not built:
         sys.exit(f"no task suite built in {data}: run scripts/fetch-data.sh first")
-    for suite in built:
-        write(os.path.join(out, suite + ".jsonl"), {"math": math_pairs, "code": code_pairs, "qa": qa_pairs}[suite](data))
+    for suite, pairs in built.items():
+        write(os.path.join(out, suite + ".jsonl"), pairs(data))
     print(out)
 
 

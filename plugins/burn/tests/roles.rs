@@ -67,6 +67,35 @@ fn one_training() -> std::sync::MutexGuard<'static, ()> {
     ONE_TRAINING.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// One group's critiques with their CUs, each with its log-prob under the base as the
+/// reference.
+fn scored(texts: &[&str], cus: &[f64], before: &[f64]) -> Vec<ScoredCritique> {
+    texts
+        .iter()
+        .zip(cus)
+        .zip(before)
+        .map(|((t, cu), lp)| ScoredCritique {
+            text: t.to_string(),
+            cu: *cu,
+            ref_logprob: Some(*lp),
+            truncated: false,
+        })
+        .collect()
+}
+
+/// A direct comparison of critiques `a` and `b` that scored `score` (P(a better)).
+fn preference(a: usize, b: usize, score: f64) -> rco_core::CritiquePreference {
+    rco_core::CritiquePreference {
+        a,
+        b,
+        score: Some(score),
+        pair: rco_core::BothOrders {
+            refined_first: rco_core::Judgement::hard(rco_core::Verdict::A),
+            refined_second: rco_core::Judgement::hard(rco_core::Verdict::B),
+        },
+    }
+}
+
 /// A fresh tiny base critic, four critiques of one quickstart prompt, and their log-probs
 /// under it.
 struct Fixture {
@@ -88,18 +117,7 @@ impl Fixture {
         TrainingGroup {
             item_id: "a".into(),
             prompt: self.prompt.clone(),
-            critiques: self
-                .texts
-                .iter()
-                .zip(cus)
-                .zip(&self.before)
-                .map(|((t, cu), lp)| ScoredCritique {
-                    text: t.to_string(),
-                    cu,
-                    ref_logprob: Some(*lp),
-                    truncated: false,
-                })
-                .collect(),
+            critiques: scored(&self.texts, &cus, &self.before),
             preferences,
         }
     }
@@ -241,7 +259,6 @@ async fn dpco_in_passes_of_one_pair_trains_the_same_critic() {
     let _one = one_training();
     let dir = tempfile::tempdir().unwrap();
     let fixture = fixture(dir.path()).await;
-    let hard = |v| rco_core::Judgement::hard(v);
     let preferences = [
         (0, 1, 1.0),
         (0, 2, 1.0),
@@ -251,15 +268,7 @@ async fn dpco_in_passes_of_one_pair_trains_the_same_critic() {
         (2, 3, 0.0),
     ]
     .into_iter()
-    .map(|(a, b, score)| rco_core::CritiquePreference {
-        a,
-        b,
-        score: Some(score),
-        pair: rco_core::BothOrders {
-            refined_first: hard(rco_core::Verdict::A),
-            refined_second: hard(rco_core::Verdict::B),
-        },
-    })
+    .map(|(a, b, score)| preference(a, b, score))
     .collect();
     let groups = vec![fixture.group([0.5; 4], preferences); 2];
     let Fixture {
@@ -310,15 +319,6 @@ async fn dpco_min_margin_leaves_out_the_pairs_the_judge_all_but_tied() {
     let _one = one_training();
     let dir = tempfile::tempdir().unwrap();
     let fixture = fixture(dir.path()).await;
-    let preference = |a, b, score| rco_core::CritiquePreference {
-        a,
-        b,
-        score: Some(score),
-        pair: rco_core::BothOrders {
-            refined_first: rco_core::Judgement::hard(rco_core::Verdict::A),
-            refined_second: rco_core::Judgement::hard(rco_core::Verdict::B),
-        },
-    };
     let all = vec![fixture.group(
         [0.5; 4],
         vec![
@@ -618,17 +618,7 @@ async fn two_plus_two(path: &std::path::Path) -> (Vec<LogProbRequest>, Vec<f64>,
     let group = TrainingGroup {
         item_id: "a".into(),
         prompt,
-        critiques: texts
-            .iter()
-            .zip([1.0, 0.0])
-            .zip(&before)
-            .map(|((t, cu), lp)| ScoredCritique {
-                text: t.to_string(),
-                cu,
-                ref_logprob: Some(*lp),
-                truncated: false,
-            })
-            .collect(),
+        critiques: scored(&texts, &[1.0, 0.0], &before),
         preferences: Vec::new(),
     };
     (requests, before, group)
