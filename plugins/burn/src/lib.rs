@@ -14,6 +14,7 @@ pub mod actor;
 pub mod config;
 pub mod critic;
 pub mod judge;
+pub mod optimizer;
 pub mod pairrm_judge;
 pub mod reward_judge;
 pub mod trainer;

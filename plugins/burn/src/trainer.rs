@@ -1,5 +1,5 @@
-//! The trainers of burn critics, sharing AdamW, gradient accumulation and checkpoint/resume
-//! of model and optimizer state:
+//! The trainers of burn critics, sharing the optimizer (AdamW or SGD, [`crate::optimizer`]),
+//! gradient accumulation and checkpoint/resume of model and optimizer state:
 //! - `kind = "rco"`: regresses the critic onto the closed-form optimum of the
 //!   KL-regularised objective (method.md);
 //! - `kind = "sft"`: rejection-sampling fine-tuning, the baseline: the NLL of the
@@ -14,7 +14,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, Optimizer};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamWConfig, Optimizer, SgdConfig};
 use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use rand::seq::SliceRandom;
@@ -37,6 +39,8 @@ use rco_lm::LmError;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::optimizer::OptimizerKind;
+
 /// RCO training of a burn critic.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -44,12 +48,19 @@ pub struct RcoTrainerConfig {
     /// KL weight `beta` of the objective (method.md default 0.1).
     #[serde(default = "default_beta")]
     pub beta: f64,
-    /// AdamW learning rate.
+    /// The optimizer's learning rate.
     #[serde(default = "default_lr")]
     pub learning_rate: f64,
-    /// AdamW decoupled weight decay.
+    /// Weight decay: decoupled from the gradient under AdamW, added to it (L2) under SGD.
     #[serde(default)]
     pub weight_decay: f64,
+    /// `adamw` (the default) or `sgd`: AdamW moves each weight by about the learning rate
+    /// per step whatever the gradient's size; SGD by the learning rate times the gradient.
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// SGD's momentum (0, the default: none). Only with `optimizer = "sgd"`.
+    #[serde(default)]
+    pub momentum: f64,
     /// Passes over the collected groups.
     #[serde(default = "default_epochs")]
     pub epochs: usize,
@@ -89,7 +100,7 @@ pub struct RcoTrainerConfig {
     /// weights, and the adapters alone as a PEFT directory in its `adapter/`.
     #[serde(default)]
     pub lora: Option<LoraConfig>,
-    /// Keep the last training checkpoint (model and AdamW state, `train/step-N/`) once
+    /// Keep the last training checkpoint (model and optimizer state, `train/step-N/`) once
     /// training has finished and the critic is written. A finished run never reads it; with
     /// a full fine-tune it is about 16 bytes per parameter (7 GB for a 0.5B critic), so
     /// `false` removes it (`train/state.json` stays).
@@ -144,6 +155,7 @@ impl Validate for RcoTrainerConfig {
                 p.push(ConfigProblem::new(key, "must be at least 1"));
             }
         }
+        p.extend(self.optimizer.momentum_problems(self.momentum));
         if let Err(e) = self.device.compiled() {
             p.push(ConfigProblem::new("device", e.to_string()));
         }
@@ -166,12 +178,19 @@ impl Validate for RcoTrainerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SftTrainerConfig {
-    /// AdamW learning rate.
+    /// The optimizer's learning rate.
     #[serde(default = "default_lr")]
     pub learning_rate: f64,
-    /// AdamW decoupled weight decay.
+    /// Weight decay: decoupled from the gradient under AdamW, added to it (L2) under SGD.
     #[serde(default)]
     pub weight_decay: f64,
+    /// `adamw` (the default) or `sgd`: AdamW moves each weight by about the learning rate
+    /// per step whatever the gradient's size; SGD by the learning rate times the gradient.
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// SGD's momentum (0, the default: none). Only with `optimizer = "sgd"`.
+    #[serde(default)]
+    pub momentum: f64,
     /// Passes over the groups that have a best critique.
     #[serde(default = "default_epochs")]
     pub epochs: usize,
@@ -196,7 +215,7 @@ pub struct SftTrainerConfig {
     /// weights, and the adapters alone as a PEFT directory in its `adapter/`.
     #[serde(default)]
     pub lora: Option<LoraConfig>,
-    /// Keep the last training checkpoint (model and AdamW state, `train/step-N/`) once
+    /// Keep the last training checkpoint (model and optimizer state, `train/step-N/`) once
     /// training has finished and the critic is written. A finished run never reads it; with
     /// a full fine-tune it is about 16 bytes per parameter (7 GB for a 0.5B critic), so
     /// `false` removes it (`train/state.json` stays).
@@ -211,6 +230,8 @@ impl SftTrainerConfig {
             beta: default_beta(),
             learning_rate: self.learning_rate,
             weight_decay: self.weight_decay,
+            optimizer: self.optimizer,
+            momentum: self.momentum,
             epochs: self.epochs,
             groups_per_batch: self.groups_per_batch,
             accumulation: self.accumulation,
@@ -240,12 +261,19 @@ pub struct DpcoTrainerConfig {
     /// DPO's `beta`: how far the critic may move from the reference (default 0.1).
     #[serde(default = "default_beta")]
     pub beta: f64,
-    /// AdamW learning rate.
+    /// The optimizer's learning rate.
     #[serde(default = "default_lr")]
     pub learning_rate: f64,
-    /// AdamW decoupled weight decay.
+    /// Weight decay: decoupled from the gradient under AdamW, added to it (L2) under SGD.
     #[serde(default)]
     pub weight_decay: f64,
+    /// `adamw` (the default) or `sgd`: AdamW moves each weight by about the learning rate
+    /// per step whatever the gradient's size; SGD by the learning rate times the gradient.
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// SGD's momentum (0, the default: none). Only with `optimizer = "sgd"`.
+    #[serde(default)]
+    pub momentum: f64,
     /// Passes over the groups that have a decided pair.
     #[serde(default = "default_epochs")]
     pub epochs: usize,
@@ -292,7 +320,7 @@ pub struct DpcoTrainerConfig {
     /// weights, and the adapters alone as a PEFT directory in its `adapter/`.
     #[serde(default)]
     pub lora: Option<LoraConfig>,
-    /// Keep the last training checkpoint (model and AdamW state, `train/step-N/`) once
+    /// Keep the last training checkpoint (model and optimizer state, `train/step-N/`) once
     /// training has finished and the critic is written. A finished run never reads it; with
     /// a full fine-tune it is about 16 bytes per parameter (7 GB for a 0.5B critic), so
     /// `false` removes it (`train/state.json` stays).
@@ -307,6 +335,8 @@ impl DpcoTrainerConfig {
             beta: self.beta,
             learning_rate: self.learning_rate,
             weight_decay: self.weight_decay,
+            optimizer: self.optimizer,
+            momentum: self.momentum,
             epochs: self.epochs,
             groups_per_batch: self.groups_per_batch,
             accumulation: self.accumulation,
@@ -412,6 +442,27 @@ struct TrainState {
     /// its directory's files), since the checkpoints hold the adapters only.
     #[serde(default)]
     lora_base_sha256: Option<String>,
+    /// The optimizer whose state the checkpoint holds (`adamw` in states written before
+    /// the choice existed).
+    #[serde(default)]
+    optimizer: OptimizerKind,
+}
+
+/// What a training has read and built before its optimizer is chosen.
+struct Prepared<B: AutodiffBackend> {
+    device: B::Device,
+    base_model: LocalLm<B>,
+    tokenizer: LmTokenizer,
+    spec: LocalSpec,
+    encoded: Encoded,
+    /// The optimizer steps, each its micro-batches of group indices.
+    schedule: Vec<Vec<Vec<usize>>>,
+    state: TrainState,
+    state_dir: PathBuf,
+    resumed_from_step: usize,
+    /// Groups handed to the trainer, and how many of them were flat.
+    groups: usize,
+    flat_groups: usize,
 }
 
 /// The settings only DPCO's pairs have.
@@ -580,9 +631,79 @@ impl RcoTrainer {
                 state_dir.display()
             ),
         }
-        let mut optimizer = AdamWConfig::new()
-            .with_weight_decay(self.config.weight_decay as f32)
-            .init::<B, _>();
+        if state.checkpoint.is_some() && !state.done && state.optimizer != self.config.optimizer {
+            // The checkpoint's optimizer state is another optimizer's record.
+            return Err(LmError::Checkpoint {
+                path: state_path,
+                message: format!(
+                    "this training's checkpoint holds {} state and the trainer now asks for `optimizer = \"{}\"`; set it back, or delete {} to train from the start",
+                    state.optimizer.name(),
+                    self.config.optimizer.name(),
+                    state_dir.display()
+                ),
+            });
+        }
+        state.optimizer = self.config.optimizer;
+        let prepared = Prepared {
+            device,
+            base_model,
+            tokenizer,
+            spec,
+            encoded,
+            schedule,
+            state,
+            state_dir,
+            resumed_from_step,
+            groups: groups.len(),
+            flat_groups,
+        };
+        let weight_decay = self.config.weight_decay;
+        match self.config.optimizer {
+            OptimizerKind::Adamw => self.optimize(
+                AdamWConfig::new()
+                    .with_weight_decay(weight_decay as f32)
+                    .init::<B, LocalLm<B>>(),
+                prepared,
+                progress,
+            ),
+            OptimizerKind::Sgd => self.optimize(
+                SgdConfig::new()
+                    .with_weight_decay(
+                        (weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay as f32)),
+                    )
+                    .with_momentum((self.config.momentum > 0.0).then(|| {
+                        // PyTorch's SGD: no dampening.
+                        MomentumConfig::new()
+                            .with_momentum(self.config.momentum)
+                            .with_dampening(0.0)
+                    }))
+                    .init::<B, LocalLm<B>>(),
+                prepared,
+                progress,
+            ),
+        }
+    }
+
+    /// Trains from `prepared` with `optimizer`, resuming from the committed checkpoint.
+    fn optimize<B: AutodiffBackend, O: Optimizer<LocalLm<B>, B>>(
+        &self,
+        mut optimizer: O,
+        prepared: Prepared<B>,
+        progress: &dyn Progress,
+    ) -> Result<TrainSummary, LmError> {
+        let Prepared {
+            device,
+            base_model,
+            tokenizer,
+            spec,
+            encoded,
+            schedule,
+            mut state,
+            state_dir,
+            resumed_from_step,
+            groups,
+            flat_groups,
+        } = prepared;
         // With LoRA, the base (which also made the reference log-probs) is frozen and only
         // fresh adapters train: no second copy of the weights.
         let mut model = match &self.config.lora {
@@ -776,7 +897,7 @@ impl RcoTrainer {
         }
         Ok(TrainSummary {
             steps: state.step,
-            groups: groups.len(),
+            groups,
             flat_groups,
             first_loss: state.losses.first().copied().unwrap_or(f64::NAN),
             last_loss: state.losses.last().copied().unwrap_or(f64::NAN),
@@ -1115,7 +1236,7 @@ fn build_with(
 rco_core::register_plugin! {
     role: Trainer,
     kind: "rco",
-    summary: "RCO: KL-regularised squared-error regression of a burn critic onto critique utility (AdamW)",
+    summary: "RCO: KL-regularised squared-error regression of a burn critic onto critique utility (AdamW or SGD)",
     example: "kind = \"rco\"\nbeta = 0.1\nlearning_rate = 1e-3\nepochs = 2\ngroups_per_batch = 8\n",
     config: RcoTrainerConfig,
     build: build,
@@ -1124,7 +1245,7 @@ rco_core::register_plugin! {
 rco_core::register_plugin! {
     role: Trainer,
     kind: "sft",
-    summary: "Rejection-sampling fine-tuning (baseline): NLL of each group's highest-CU critique, flat groups left out (AdamW)",
+    summary: "Rejection-sampling fine-tuning (baseline): NLL of each group's highest-CU critique, flat groups left out (AdamW or SGD)",
     example: "kind = \"sft\"\nlearning_rate = 1e-3\nepochs = 2\ngroups_per_batch = 8\n",
     config: SftTrainerConfig,
     build: build_sft,

@@ -376,6 +376,68 @@ async fn dpco_min_margin_leaves_out_the_pairs_the_judge_all_but_tied() {
 
 /// SmolLM2 as the `burn` critic, actor and self-rewarding judge, built from config sections
 /// through the registry.
+/// `optimizer = "sgd"` moves the critic by as much as the reward says, AdamW by its learning
+/// rate: one step on a group, and on the same group with every CU pulled ten times closer
+/// to the group's mean. Under SGD the best critique's log-prob moves about a tenth as far
+/// (the residuals, so the gradient, are a tenth: `beta` is large enough for the objective
+/// to be near linear in CU); under AdamW, whose first step is about the learning rate times
+/// the gradient's sign, about as far. A checkpoint of one optimizer does not resume under
+/// the other.
+#[tokio::test]
+async fn sgd_steps_scale_with_the_reward_and_adamw_steps_do_not() {
+    let _one = one_training();
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = fixture(dir.path()).await;
+    let wide = vec![fixture.group([1.0, 0.5, 0.0, 0.5], Vec::new())];
+    let narrow = vec![fixture.group([0.55, 0.5, 0.45, 0.5], Vec::new())];
+    let mut moved = Vec::new();
+    for (optimizer, learning_rate) in [("sgd", 0.05), ("adamw", 0.0005)] {
+        let mut pair = Vec::new();
+        for (name, groups) in [("wide", &wide), ("narrow", &narrow)] {
+            let section = serde_json::json!({"kind": "rco", "beta": 5.0, "optimizer": optimizer, "learning_rate": learning_rate, "epochs": 1, "groups_per_batch": 1});
+            let out = dir.path().join(format!("{optimizer}-{name}"));
+            let summary = trainer(&section, &fixture.base, &out)
+                .train(groups, Arc::new(NoProgress))
+                .await
+                .unwrap();
+            assert_eq!(summary.steps, 1, "{summary:?}");
+            let critic = open_critic("critic", &out, DeviceSpec::Cpu, settings(16)).unwrap();
+            let after = critic.log_probs(&fixture.requests).await.unwrap();
+            pair.push(after[0] - fixture.before[0]);
+        }
+        assert!(
+            pair[0] > 1e-3,
+            "{optimizer}: the best critique's log-prob moved {pair:?}"
+        );
+        moved.push((optimizer, pair[1] / pair[0]));
+    }
+    let (sgd, adamw) = (moved[0].1, moved[1].1);
+    assert!((0.07..0.13).contains(&sgd), "{moved:?}");
+    assert!(adamw > 0.6, "{moved:?}");
+
+    // A checkpoint written under AdamW, not finished, is refused under SGD, naming both.
+    let out = dir.path().join("switched");
+    std::fs::create_dir_all(out.join("train/step-1")).unwrap();
+    std::fs::write(
+        out.join("train/state.json"),
+        r#"{"step": 1, "checkpoint": "step-1", "losses": [0.1], "done": false}"#,
+    )
+    .unwrap();
+    let section =
+        serde_json::json!({"kind": "rco", "optimizer": "sgd", "epochs": 2, "groups_per_batch": 1});
+    let error = trainer(&section, &fixture.base, &out)
+        .train(&wide, Arc::new(NoProgress))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("adamw")
+            && error.contains("optimizer = \"sgd\"")
+            && error.contains("state.json"),
+        "{error}"
+    );
+}
+
 #[tokio::test]
 async fn a_truncated_critique_is_scored_and_trained_as_its_prefix() {
     let _one = one_training();
