@@ -851,6 +851,11 @@ impl RcoTrainer {
                 let groups_in_step: usize = step.iter().map(Vec::len).sum();
                 self.metrics.record(serde_json::json!({
                     "stage": "train",
+                    "trainer": self.name,
+                    // The critic this training writes (`rco`, `rco-round-2`, `sft`, ...).
+                    "critic": self.output.file_name().map(|n| n.to_string_lossy()),
+                    "objective": self.objective.kind(),
+                    "optimizer": self.config.optimizer.name(),
                     "step": state.step,
                     "steps": schedule.len(),
                     "loss": loss,

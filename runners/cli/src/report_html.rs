@@ -242,9 +242,9 @@ fn bars(report: &Report, actor: &str) -> Result<String, String> {
     Ok(svg)
 }
 
-/// A line chart of `(x, y)` points.
+/// A line chart of named series of `(x, y)` points, with a legend when there are several.
 fn line_chart(
-    points: &[(f64, f64)],
+    series: &[(String, Vec<(f64, f64)>)],
     caption: &str,
     x_desc: &str,
     y_desc: &str,
@@ -253,16 +253,13 @@ fn line_chart(
     {
         let root = SVGBackend::with_string(&mut svg, (640, 280)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let (x0, x1) = points
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-                (a.min(p.0), b.max(p.0))
-            });
-        let (y0, y1) = points
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-                (a.min(p.1), b.max(p.1))
-            });
+        let points = || series.iter().flat_map(|(_, p)| p.iter());
+        let (x0, x1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.0), b.max(p.0))
+        });
+        let (y0, y1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.1), b.max(p.1))
+        });
         // A flat series (one batch, or a constant loss) still gets a readable axis.
         let pad = ((y1 - y0) * 0.05).max(0.01 * y1.abs().max(1.0));
         let mut chart = ChartBuilder::on(&root)
@@ -278,31 +275,76 @@ fn line_chart(
             .y_desc(y_desc)
             .draw()
             .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().copied(),
-                PALETTE[1].stroke_width(2),
-            ))
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(
-                points
-                    .iter()
-                    .map(|&p| Circle::new(p, 3, PALETTE[1].filled())),
-            )
-            .map_err(|e| e.to_string())?;
+        for (k, (name, points)) in series.iter().enumerate() {
+            let color = PALETTE[(k + 1) % PALETTE.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    color.stroke_width(2),
+                ))
+                .map_err(|e| e.to_string())?
+                .label(name.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 12, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| e.to_string())?;
+        }
+        if series.len() > 1 {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()
+                .map_err(|e| e.to_string())?;
+        }
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
 }
 
+/// The loss per step of each training in `metrics.jsonl` (the run's trainer, its baselines,
+/// each round), as a series named after the critic it trains (`rco`, `sft`, `rco-round-2`).
+/// Records written before they named their critic are told apart where the step count
+/// starts again.
+fn training_losses(metrics: &[Value]) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let mut unnamed = 0;
+    for m in metrics.iter().filter(|m| m["stage"] == "train") {
+        let (Some(step), Some(loss)) = (m["step"].as_f64(), m["loss"].as_f64()) else {
+            continue;
+        };
+        let same = match (m["critic"].as_str(), series.last()) {
+            (Some(name), _) => series.iter().position(|(n, _)| n == name),
+            // No name: the last unnamed series goes on while the steps go up.
+            (None, Some((name, points))) if name.starts_with("training ") => points
+                .last()
+                .filter(|(last, _)| step > *last)
+                .map(|_| series.len() - 1),
+            (None, _) => None,
+        };
+        match same {
+            Some(i) => series[i].1.push((step, loss)),
+            None => {
+                let name = match m["critic"].as_str() {
+                    Some(name) => name.to_string(),
+                    None => {
+                        unnamed += 1;
+                        format!("training {unnamed}")
+                    }
+                };
+                series.push((name, vec![(step, loss)]));
+            }
+        }
+    }
+    series
+}
+
 fn training_section(metrics: &[Value]) -> String {
     let mut out = String::from("<h2>Training</h2>\n");
-    let loss: Vec<(f64, f64)> = metrics
-        .iter()
-        .filter(|m| m["stage"] == "train")
-        .filter_map(|m| Some((m["step"].as_f64()?, m["loss"].as_f64()?)))
-        .collect();
+    let loss = training_losses(metrics);
     let collected: Vec<(f64, f64)> = metrics
         .iter()
         .filter(|m| m["stage"] == "collect")
@@ -310,7 +352,12 @@ fn training_section(metrics: &[Value]) -> String {
         .enumerate()
         .map(|(i, cu)| ((i + 1) as f64, cu * 100.0))
         .collect();
-    for (points, caption, x, y, none) in [
+    let collected = if collected.is_empty() {
+        Vec::new()
+    } else {
+        vec![("collection".to_string(), collected)]
+    };
+    for (series, caption, x, y, none) in [
         (
             &loss,
             "Training loss per step",
@@ -326,11 +373,11 @@ fn training_section(metrics: &[Value]) -> String {
             "no collection batches in metrics.jsonl",
         ),
     ] {
-        if points.is_empty() {
+        if series.is_empty() {
             let _ = writeln!(out, "<p class=\"note\">{none}</p>");
             continue;
         }
-        match line_chart(points, caption, x, y) {
+        match line_chart(series, caption, x, y) {
             Ok(svg) => {
                 let _ = write!(out, "<div class=\"chart\">{svg}</div>\n");
             }
@@ -448,13 +495,53 @@ fn examples_section(records: &[EvalRecord]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::{escape, training_losses};
 
     #[test]
     fn text_is_escaped() {
         assert_eq!(
             escape("<script>alert('x') & \"y\"</script>"),
             "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;"
+        );
+    }
+
+    #[test]
+    fn each_training_is_its_own_loss_curve() {
+        let record = |critic: Option<&str>, step: u32, loss: f64| {
+            let mut m = serde_json::json!({"stage": "train", "step": step, "loss": loss});
+            if let Some(c) = critic {
+                m["critic"] = c.into();
+            }
+            m
+        };
+        let named = vec![
+            record(Some("rco"), 1, 0.5),
+            record(Some("rco"), 2, 0.4),
+            serde_json::json!({"stage": "collect", "mean_cu": 0.5}),
+            record(Some("sft"), 1, 2.0),
+            record(Some("sft"), 2, 1.0),
+            // A resumed training appends to its own curve.
+            record(Some("rco"), 3, 0.3),
+        ];
+        assert_eq!(
+            training_losses(&named),
+            vec![
+                ("rco".to_string(), vec![(1.0, 0.5), (2.0, 0.4), (3.0, 0.3)]),
+                ("sft".to_string(), vec![(1.0, 2.0), (2.0, 1.0)]),
+            ]
+        );
+        // Records that name no trainer: a new curve where the steps start again.
+        let unnamed = vec![
+            record(None, 1, 0.5),
+            record(None, 2, 0.4),
+            record(None, 1, 2.0),
+        ];
+        assert_eq!(
+            training_losses(&unnamed),
+            vec![
+                ("training 1".to_string(), vec![(1.0, 0.5), (2.0, 0.4)]),
+                ("training 2".to_string(), vec![(1.0, 2.0)]),
+            ]
         );
     }
 }
