@@ -157,7 +157,7 @@ fn matrix_section(report: &Report) -> String {
     for actor in &actors {
         match bars(report, actor) {
             Ok(svg) => {
-                let _ = write!(out, "<div class=\"chart\">{svg}</div>\n");
+                let _ = writeln!(out, "<div class=\"chart\">{svg}</div>");
             }
             Err(e) => {
                 let _ = writeln!(
@@ -230,16 +230,23 @@ fn bars(report: &Report, actor: &str) -> Result<String, String> {
                 }))
                 .map_err(|e| e.to_string())?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|e| e.to_string())?;
+        draw_legend(&mut chart)?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
+}
+
+/// The series' names, upper right, as every chart here draws them.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| e.to_string())
 }
 
 /// A line chart of named series of `(x, y)` points, with a legend when there are several.
@@ -292,13 +299,7 @@ fn line_chart(
                 .map_err(|e| e.to_string())?;
         }
         if series.len() > 1 {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()
-                .map_err(|e| e.to_string())?;
+            draw_legend(&mut chart)?;
         }
         root.present().map_err(|e| e.to_string())?;
     }
@@ -379,7 +380,7 @@ fn training_section(metrics: &[Value]) -> String {
         }
         match line_chart(series, caption, x, y) {
             Ok(svg) => {
-                let _ = write!(out, "<div class=\"chart\">{svg}</div>\n");
+                let _ = writeln!(out, "<div class=\"chart\">{svg}</div>");
             }
             Err(e) => {
                 let _ = writeln!(out, "<p class=\"note\">{}: {}</p>", caption, escape(&e));
