@@ -176,6 +176,12 @@ pub struct EvalConfig {
     pub batches_in_flight: usize,
     /// Bootstrap resamples of the 95% intervals.
     pub bootstrap_resamples: usize,
+    /// Ask the judge for the refinement quality score (RQS, a pointwise score of each
+    /// refinement). `false` leaves it out, with the calls it costs: for a judge with no
+    /// pointwise prompt (a verdict read from one token), whose every rating would be
+    /// invalid. With a verifier judge the refinements' solved rate comes from RQS, so it goes
+    /// too.
+    pub rqs: bool,
     /// Critics evaluated besides the base and the trained one, by name: a critic section
     /// each, built once per evaluation actor (which it is given, so that a `self-refine`
     /// critic critiques with that actor). Their rows carry the name in `eval.jsonl` and
@@ -193,6 +199,7 @@ impl Default for EvalConfig {
             pipelined: false,
             batches_in_flight: 1,
             bootstrap_resamples: 1000,
+            rqs: true,
             critics: BTreeMap::new(),
         }
     }

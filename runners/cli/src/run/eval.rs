@@ -140,10 +140,14 @@ impl Run {
                 }
             }
         }
-        let scores: Option<Vec<PointwiseScore>> = match judge.score(&pointwise).await {
-            Ok(scores) => Some(scores),
-            Err(rco_core::Error::Unsupported(_)) => None,
-            Err(e) => return Err(e.into()),
+        let scores: Option<Vec<PointwiseScore>> = if !self.loaded.config.eval.rqs {
+            None
+        } else {
+            match judge.score(&pointwise).await {
+                Ok(scores) => Some(scores),
+                Err(rco_core::Error::Unsupported(_)) => None,
+                Err(e) => return Err(e.into()),
+            }
         };
         let mut scores = scores.map(Vec::into_iter);
         let mut records = Vec::with_capacity(judged.len());

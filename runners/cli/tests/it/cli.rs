@@ -370,9 +370,11 @@ fn dpco_baseline_trains_on_direct_critique_preferences() {
 #[test]
 fn iterative_rco_trains_a_second_round_from_the_first() {
     let tmp = tempfile::tempdir().expect("tempdir");
+    // `eval.rqs = false` too: no refinement is scored pointwise, and the CU is unchanged
+    // (the README's round figures were measured with RQS).
     let rounds = |out: &Path| {
         let mut command = run_small(out);
-        command.env("RCO_ROUNDS", "2");
+        command.env("RCO_ROUNDS", "2").env("RCO_EVAL__RQS", "false");
         command
     };
     let straight = tmp.path().join("straight");
@@ -398,6 +400,12 @@ fn iterative_rco_trains_a_second_round_from_the_first() {
         std::fs::read(straight.join("critiques-round-2.jsonl")).unwrap()
     );
     let straight_report = report(&straight);
+    for cell in straight_report["cells"].as_array().unwrap() {
+        assert!(
+            cell["rqs"].is_null() && cell["rqs_n"] == 0 && cell["rqs_invalid"] == 0,
+            "{cell}"
+        );
+    }
     let base = overall(&straight_report, "base", "weak");
     let second = overall(&straight_report, "rco-round-2", "weak");
     let d = straight_report["differences"]
