@@ -102,7 +102,7 @@ pub struct RcoTrainerConfig {
     pub lora: Option<LoraConfig>,
     /// Keep the last training checkpoint (model and optimizer state, `train/step-N/`) once
     /// training has finished and the critic is written. A finished run never reads it; with
-    /// a full fine-tune it is about 16 bytes per parameter (7 GB for a 0.5B critic), so
+    /// a full fine-tune under AdamW it is about 16 bytes per parameter (7 GB for a 0.5B critic), so
     /// `false` removes it (`train/state.json` stays).
     #[serde(default = "default_true")]
     pub keep_final_checkpoint: bool,
@@ -154,6 +154,12 @@ impl Validate for RcoTrainerConfig {
             if value == 0 {
                 p.push(ConfigProblem::new(key, "must be at least 1"));
             }
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            p.push(ConfigProblem::new(
+                "weight_decay",
+                format!("must be at least 0, got {}", self.weight_decay),
+            ));
         }
         p.extend(self.optimizer.momentum_problems(self.momentum));
         if let Err(e) = self.device.compiled() {
@@ -217,7 +223,7 @@ pub struct SftTrainerConfig {
     pub lora: Option<LoraConfig>,
     /// Keep the last training checkpoint (model and optimizer state, `train/step-N/`) once
     /// training has finished and the critic is written. A finished run never reads it; with
-    /// a full fine-tune it is about 16 bytes per parameter (7 GB for a 0.5B critic), so
+    /// a full fine-tune under AdamW it is about 16 bytes per parameter (7 GB for a 0.5B critic), so
     /// `false` removes it (`train/state.json` stays).
     #[serde(default = "default_true")]
     pub keep_final_checkpoint: bool,
@@ -322,7 +328,7 @@ pub struct DpcoTrainerConfig {
     pub lora: Option<LoraConfig>,
     /// Keep the last training checkpoint (model and optimizer state, `train/step-N/`) once
     /// training has finished and the critic is written. A finished run never reads it; with
-    /// a full fine-tune it is about 16 bytes per parameter (7 GB for a 0.5B critic), so
+    /// a full fine-tune under AdamW it is about 16 bytes per parameter (7 GB for a 0.5B critic), so
     /// `false` removes it (`train/state.json` stays).
     #[serde(default = "default_true")]
     pub keep_final_checkpoint: bool,
@@ -643,7 +649,18 @@ impl RcoTrainer {
                 ),
             });
         }
-        state.optimizer = self.config.optimizer;
+        if state.done && state.optimizer != self.config.optimizer {
+            tracing::warn!(
+                "trainer `{}`: {} finished under {}; its critic is kept as trained, `optimizer = \"{}\"` applies to a new training (delete {} to train again)",
+                self.name,
+                state_dir.display(),
+                state.optimizer.name(),
+                self.config.optimizer.name(),
+                self.output.display()
+            );
+        } else {
+            state.optimizer = self.config.optimizer;
+        }
         let prepared = Prepared {
             device,
             base_model,

@@ -374,8 +374,6 @@ async fn dpco_min_margin_leaves_out_the_pairs_the_judge_all_but_tied() {
     assert!(err.contains("min_margin"), "{err}");
 }
 
-/// SmolLM2 as the `burn` critic, actor and self-rewarding judge, built from config sections
-/// through the registry.
 /// `optimizer = "sgd"` moves the critic by as much as the reward says, AdamW by its learning
 /// rate: one step on a group, and on the same group with every CU pulled ten times closer
 /// to the group's mean. Under SGD the best critique's log-prob moves about a tenth as far
@@ -525,6 +523,8 @@ async fn a_truncated_critique_is_scored_and_trained_as_its_prefix() {
     );
 }
 
+/// SmolLM2 as the `burn` critic, actor and self-rewarding judge, built from config sections
+/// through the registry.
 #[tokio::test]
 async fn smollm2_plays_critic_actor_and_judge() {
     use rco_core::registry::{build, ActorRole, CriticRole, JudgeRole};

@@ -5,7 +5,7 @@
 //! and verdicts (the items with the best and the worst CU). Charts are drawn by `plotters`'
 //! SVG backend.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use plotters::prelude::*;
@@ -308,39 +308,48 @@ fn line_chart(
 
 /// The loss per step of each training in `metrics.jsonl` (the run's trainer, its baselines,
 /// each round), as a series named after the critic it trains (`rco`, `sft`, `rco-round-2`).
-/// Records written before they named their critic are told apart where the step count
-/// starts again.
+/// A step recorded twice (a training resumed from a checkpoint before it) counts with its
+/// last record. Records written before they named their critic are told apart where a
+/// training starts: at step 1, or where the steps' total changes.
 fn training_losses(metrics: &[Value]) -> Vec<(String, Vec<(f64, f64)>)> {
-    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let mut series: Vec<(String, BTreeMap<u64, f64>)> = Vec::new();
     let mut unnamed = 0;
+    // The unnamed series records without a name go on, and its steps' total.
+    let mut open: Option<(usize, Option<u64>)> = None;
     for m in metrics.iter().filter(|m| m["stage"] == "train") {
-        let (Some(step), Some(loss)) = (m["step"].as_f64(), m["loss"].as_f64()) else {
+        let (Some(step), Some(loss)) = (m["step"].as_u64(), m["loss"].as_f64()) else {
             continue;
         };
-        let same = match (m["critic"].as_str(), series.last()) {
-            (Some(name), _) => series.iter().position(|(n, _)| n == name),
-            // No name: the last unnamed series goes on while the steps go up.
-            (None, Some((name, points))) if name.starts_with("training ") => points
-                .last()
-                .filter(|(last, _)| step > *last)
-                .map(|_| series.len() - 1),
-            (None, _) => None,
-        };
-        match same {
-            Some(i) => series[i].1.push((step, loss)),
+        let index = match m["critic"].as_str() {
+            Some(name) => match series.iter().position(|(n, _)| n == name) {
+                Some(i) => i,
+                None => {
+                    series.push((name.to_string(), BTreeMap::new()));
+                    series.len() - 1
+                }
+            },
             None => {
-                let name = match m["critic"].as_str() {
-                    Some(name) => name.to_string(),
-                    None => {
+                let steps = m["steps"].as_u64();
+                match open {
+                    Some((i, total)) if step != 1 && total == steps => i,
+                    _ => {
                         unnamed += 1;
-                        format!("training {unnamed}")
+                        series.push((format!("training {unnamed}"), BTreeMap::new()));
+                        open = Some((series.len() - 1, steps));
+                        series.len() - 1
                     }
-                };
-                series.push((name, vec![(step, loss)]));
+                }
             }
-        }
+        };
+        series[index].1.insert(step, loss);
     }
     series
+        .into_iter()
+        .map(|(name, points)| {
+            let points = points.into_iter().map(|(s, l)| (s as f64, l)).collect();
+            (name, points)
+        })
+        .collect()
 }
 
 fn training_section(metrics: &[Value]) -> String {
@@ -508,40 +517,55 @@ mod tests {
 
     #[test]
     fn each_training_is_its_own_loss_curve() {
-        let record = |critic: Option<&str>, step: u32, loss: f64| {
-            let mut m = serde_json::json!({"stage": "train", "step": step, "loss": loss});
+        let record = |critic: Option<&str>, step: u32, steps: u32, loss: f64| {
+            let mut m =
+                serde_json::json!({"stage": "train", "step": step, "steps": steps, "loss": loss});
             if let Some(c) = critic {
                 m["critic"] = c.into();
             }
             m
         };
         let named = vec![
-            record(Some("rco"), 1, 0.5),
-            record(Some("rco"), 2, 0.4),
+            record(Some("rco"), 1, 4, 0.5),
+            record(Some("rco"), 2, 4, 0.4),
+            record(Some("rco"), 3, 4, 9.0),
             serde_json::json!({"stage": "collect", "mean_cu": 0.5}),
-            record(Some("sft"), 1, 2.0),
-            record(Some("sft"), 2, 1.0),
-            // A resumed training appends to its own curve.
-            record(Some("rco"), 3, 0.3),
+            record(Some("sft"), 1, 2, 2.0),
+            record(Some("sft"), 2, 2, 1.0),
+            // Resumed from its step-2 checkpoint: step 3 again, then on.
+            record(Some("rco"), 3, 4, 0.3),
+            record(Some("rco"), 4, 4, 0.2),
         ];
         assert_eq!(
             training_losses(&named),
             vec![
-                ("rco".to_string(), vec![(1.0, 0.5), (2.0, 0.4), (3.0, 0.3)]),
+                (
+                    "rco".to_string(),
+                    vec![(1.0, 0.5), (2.0, 0.4), (3.0, 0.3), (4.0, 0.2)]
+                ),
                 ("sft".to_string(), vec![(1.0, 2.0), (2.0, 1.0)]),
             ]
         );
-        // Records that name no trainer: a new curve where the steps start again.
+        // Records that name no critic: a resume stays on its curve; a new training (step 1,
+        // or another total) starts one.
         let unnamed = vec![
-            record(None, 1, 0.5),
-            record(None, 2, 0.4),
-            record(None, 1, 2.0),
+            record(None, 1, 3, 0.5),
+            record(None, 2, 3, 0.4),
+            record(None, 2, 3, 0.45),
+            record(None, 3, 3, 0.3),
+            record(None, 1, 2, 2.0),
+            record(None, 2, 2, 1.0),
+            record(None, 2, 5, 7.0),
         ];
         assert_eq!(
             training_losses(&unnamed),
             vec![
-                ("training 1".to_string(), vec![(1.0, 0.5), (2.0, 0.4)]),
-                ("training 2".to_string(), vec![(1.0, 2.0)]),
+                (
+                    "training 1".to_string(),
+                    vec![(1.0, 0.5), (2.0, 0.45), (3.0, 0.3)]
+                ),
+                ("training 2".to_string(), vec![(1.0, 2.0), (2.0, 1.0)]),
+                ("training 3".to_string(), vec![(2.0, 7.0)]),
             ]
         );
     }
