@@ -546,6 +546,34 @@ fn bad_configs_name_the_key_and_exit_non_zero() {
         &["3 problem(s)", "`seed`", "`extra`", "`judge.kind`"],
     );
 
+    // The trainer's optimizer settings: momentum is SGD's, weight decay is not negative.
+    let optimizer = write(
+        dir,
+        "optimizer.toml",
+        &BODY.replace(
+            "kind = \"rco\"",
+            "kind = \"rco\"\nmomentum = 0.9\nweight_decay = -0.01",
+        ),
+    );
+    fails_with(
+        rco().arg("check").arg(&optimizer),
+        &[
+            "`trainer.momentum`",
+            "optimizer = \"sgd\"",
+            "`trainer.weight_decay`",
+        ],
+    );
+    let sgd = write(
+        dir,
+        "sgd.toml",
+        &BODY.replace(
+            "kind = \"rco\"",
+            "kind = \"rco\"\noptimizer = \"sgd\"\nmomentum = 0.9",
+        ),
+    );
+    let output = rco().arg("check").arg(&sgd).output().expect("run rco");
+    assert!(output.status.success(), "{}", text(&output));
+
     let syntax = write(dir, "syntax.toml", "seed = 1\n[critic\nkind = 2\n");
     fails_with(rco().arg("check").arg(&syntax), &["syntax.toml", "line 2"]);
 
