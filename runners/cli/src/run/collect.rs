@@ -85,6 +85,7 @@ impl Run {
             &groups_file,
             "item_id",
         )?;
+        self.warn_about_unused_probabilities()?;
         if cfg.critique_comparisons {
             self.compare_committed_critiques(&groups_file).await?;
         }
