@@ -102,8 +102,8 @@ pub struct RcoTrainerConfig {
     pub lora: Option<LoraConfig>,
     /// Keep the last training checkpoint (model and optimizer state, `train/step-N/`) once
     /// training has finished and the critic is written. A finished run never reads it; with
-    /// a full fine-tune under AdamW it is about 16 bytes per parameter (7 GB for a 0.5B critic), so
-    /// `false` removes it (`train/state.json` stays).
+    /// a full fine-tune under AdamW it is about 16 bytes per parameter (7 GB for a 0.5B
+    /// critic), so `false` removes it (`train/state.json` stays).
     #[serde(default = "default_true")]
     pub keep_final_checkpoint: bool,
 }
@@ -223,8 +223,8 @@ pub struct SftTrainerConfig {
     pub lora: Option<LoraConfig>,
     /// Keep the last training checkpoint (model and optimizer state, `train/step-N/`) once
     /// training has finished and the critic is written. A finished run never reads it; with
-    /// a full fine-tune under AdamW it is about 16 bytes per parameter (7 GB for a 0.5B critic), so
-    /// `false` removes it (`train/state.json` stays).
+    /// a full fine-tune under AdamW it is about 16 bytes per parameter (7 GB for a 0.5B
+    /// critic), so `false` removes it (`train/state.json` stays).
     #[serde(default = "default_true")]
     pub keep_final_checkpoint: bool,
 }
@@ -328,8 +328,8 @@ pub struct DpcoTrainerConfig {
     pub lora: Option<LoraConfig>,
     /// Keep the last training checkpoint (model and optimizer state, `train/step-N/`) once
     /// training has finished and the critic is written. A finished run never reads it; with
-    /// a full fine-tune under AdamW it is about 16 bytes per parameter (7 GB for a 0.5B critic), so
-    /// `false` removes it (`train/state.json` stays).
+    /// a full fine-tune under AdamW it is about 16 bytes per parameter (7 GB for a 0.5B
+    /// critic), so `false` removes it (`train/state.json` stays).
     #[serde(default = "default_true")]
     pub keep_final_checkpoint: bool,
 }
