@@ -6,8 +6,8 @@
 //! batch): the tiny character transformer ([`tiny`]) and the Llama decoder ([`llama`], its
 //! token table in [`token_table`]).
 //! Batched sampling and completion log-probs ([`sampling`]), the supervised warm start and
-//! the RCO loss ([`loss`]) are written once against it and generic over `B: Backend`; the
-//! device (`cpu` = flex, `wgpu`, `cuda:N`) is chosen from a config string at run time
+//! the RCO loss ([`loss`]), with each step's gradient norm ([`grad_norm`]), are written
+//! once against it and generic over `B: Backend`; the device (`cpu` = flex, `wgpu`, `cuda:N`) is chosen from a config string at run time
 //! ([`device`]). Models come from self-describing checkpoint directories ([`checkpoint`]),
 //! GGUF files ([`gguf`]) or Hugging Face directories ([`hf`]), with their tokenizers
 //! ([`tokenizer`], [`text`]); [`local`] opens any of them as one [`local::LocalLm`].
@@ -29,6 +29,7 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod gguf;
+pub mod grad_norm;
 pub mod hf;
 pub mod job;
 pub mod llama;

@@ -27,6 +27,7 @@ use rco_core::{
 };
 use rco_lm::checkpoint;
 use rco_lm::device::DeviceSpec;
+use rco_lm::grad_norm::GradNormed;
 use rco_lm::local::{
     load_local_with_spec, model_exists, model_problem, save_local, LmTokenizer, LocalLm, LocalSpec,
 };
@@ -704,10 +705,12 @@ impl RcoTrainer {
     /// Trains from `prepared` with `optimizer`, resuming from the committed checkpoint.
     fn optimize<B: AutodiffBackend, O: Optimizer<LocalLm<B>, B>>(
         &self,
-        mut optimizer: O,
+        optimizer: O,
         prepared: Prepared<B>,
         progress: &dyn Progress,
     ) -> Result<TrainSummary, LmError> {
+        // The same optimizer, with each step's gradient norm kept for the metrics.
+        let mut optimizer = GradNormed::new(optimizer);
         let Prepared {
             device,
             base_model,
@@ -876,6 +879,8 @@ impl RcoTrainer {
                     "step": state.step,
                     "steps": schedule.len(),
                     "loss": loss,
+                    // The L2 norm of the step's summed gradients, over every trained weight.
+                    "grad_norm": optimizer.last(),
                     "learning_rate": self.config.learning_rate,
                     "groups": groups_in_step,
                     "groups_per_second": groups_in_step as f64 / seconds.max(1e-9),

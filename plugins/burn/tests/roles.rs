@@ -47,13 +47,35 @@ fn trainer(
     base: &std::path::Path,
     output: &std::path::Path,
 ) -> Box<dyn rco_core::Trainer> {
+    trainer_recording(section, base, output, Arc::new(rco_core::NoMetrics))
+}
+
+/// [`trainer`], its per-step records sent to `metrics`.
+fn trainer_recording(
+    section: &serde_json::Value,
+    base: &std::path::Path,
+    output: &std::path::Path,
+    metrics: Arc<dyn rco_core::Metrics>,
+) -> Box<dyn rco_core::Trainer> {
+    let mut common = rco_core::BuildContext::new("trainer", 5);
+    common.metrics = metrics;
     let ctx = rco_core::TrainerContext {
-        common: rco_core::BuildContext::new("trainer", 5),
+        common,
         base_checkpoint: base.to_path_buf(),
         output: output.to_path_buf(),
         critic_section: serde_json::json!({}),
     };
     rco_core::registry::build::<rco_core::registry::TrainerRole>("trainer", section, &ctx).unwrap()
+}
+
+/// Metrics kept in memory.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<Vec<serde_json::Value>>);
+
+impl rco_core::Metrics for Recorded {
+    fn record(&self, record: serde_json::Value) {
+        self.0.lock().unwrap().push(record);
+    }
 }
 
 /// One training test at a time. Two of these tests at once deadlocked once, every thread
@@ -391,10 +413,12 @@ async fn sgd_steps_scale_with_the_reward_and_adamw_steps_do_not() {
     let mut moved = Vec::new();
     for (optimizer, learning_rate) in [("sgd", 0.05), ("adamw", 0.0005)] {
         let mut pair = Vec::new();
+        let mut norms = Vec::new();
         for (name, groups) in [("wide", &wide), ("narrow", &narrow)] {
             let section = serde_json::json!({"kind": "rco", "beta": 5.0, "optimizer": optimizer, "learning_rate": learning_rate, "epochs": 1, "groups_per_batch": 1});
             let out = dir.path().join(format!("{optimizer}-{name}"));
-            let summary = trainer(&section, &fixture.base, &out)
+            let records = Arc::new(Recorded::default());
+            let summary = trainer_recording(&section, &fixture.base, &out, records.clone())
                 .train(groups, Arc::new(NoProgress))
                 .await
                 .unwrap();
@@ -402,11 +426,20 @@ async fn sgd_steps_scale_with_the_reward_and_adamw_steps_do_not() {
             let critic = open_critic("critic", &out, DeviceSpec::Cpu, settings(16)).unwrap();
             let after = critic.log_probs(&fixture.requests).await.unwrap();
             pair.push(after[0] - fixture.before[0]);
+            let records = records.0.lock().unwrap();
+            assert_eq!(records.len(), 1, "{records:?}");
+            assert_eq!(records[0]["optimizer"], optimizer, "{records:?}");
+            norms.push(records[0]["grad_norm"].as_f64().expect("grad_norm"));
         }
         assert!(
             pair[0] > 1e-3,
             "{optimizer}: the best critique's log-prob moved {pair:?}"
         );
+        // At the base every log-ratio is 0, so the gradient is linear in the rewards'
+        // spread: a tenth of it, whichever optimizer then steps.
+        assert!(norms[0] > 0.0, "{optimizer}: {norms:?}");
+        let ratio = norms[1] / norms[0];
+        assert!((0.099..0.101).contains(&ratio), "{optimizer}: {norms:?}");
         moved.push((optimizer, pair[1] / pair[0]));
     }
     let (sgd, adamw) = (moved[0].1, moved[1].1);
