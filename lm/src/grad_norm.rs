@@ -133,23 +133,26 @@ mod tests {
         let loss = model.b.forward(model.a.forward(x)).sum();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         // The norm by hand: every gradient tensor, squared and summed.
+        let squares = |data: burn::tensor::TensorData| -> f64 {
+            data.iter::<f32>().map(|v| (v as f64).powi(2)).sum()
+        };
         let mut by_hand = 0.0f64;
         for id in [model.a.weight.id, model.b.weight.id] {
-            let g: Tensor<Flex, 2> = grads.get(id).expect("a weight gradient");
-            by_hand += g
-                .into_data()
-                .iter::<f32>()
-                .map(|v| (v as f64).powi(2))
-                .sum::<f64>();
+            by_hand += squares(
+                grads
+                    .get::<Flex, 2>(id)
+                    .expect("a weight gradient")
+                    .into_data(),
+            );
         }
         for bias in [&model.a.bias, &model.b.bias] {
             let id = bias.as_ref().expect("a bias").id;
-            let g: Tensor<Flex, 1> = grads.get(id).expect("a bias gradient");
-            by_hand += g
-                .into_data()
-                .iter::<f32>()
-                .map(|v| (v as f64).powi(2))
-                .sum::<f64>();
+            by_hand += squares(
+                grads
+                    .get::<Flex, 1>(id)
+                    .expect("a bias gradient")
+                    .into_data(),
+            );
         }
         assert!(by_hand > 0.0);
 
