@@ -60,8 +60,9 @@ pub fn weight_bytes_limit<B: burn::prelude::Backend>() -> Option<usize> {
 }
 
 /// A device named in config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceSpec {
+    #[default]
     Cpu,
     Wgpu,
     Cuda(usize),
@@ -95,12 +96,6 @@ impl DeviceSpec {
                 "device `cuda:N` needs rco built with `--features cuda`".into(),
             )),
         }
-    }
-}
-
-impl Default for DeviceSpec {
-    fn default() -> Self {
-        DeviceSpec::Cpu
     }
 }
 

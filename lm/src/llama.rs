@@ -775,7 +775,9 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
                 let logits = self
                     .head(rows.reshape([1, end - start, d]), q8)
                     .reshape([end - start, self.vocab()]);
-                picked_log_probs(logits, targets.clone().slice([start..end]))
+                #[allow(clippy::single_range_in_vec_init)] // burn's slice of one dimension
+                let these = targets.clone().slice([start..end]);
+                picked_log_probs(logits, these)
             })
             .collect();
         Tensor::cat(parts, 0)

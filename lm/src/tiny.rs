@@ -67,7 +67,7 @@ impl TinyLmConfig {
 
     pub fn problems(&self) -> Vec<rco_core::ConfigProblem> {
         let mut p = Vec::new();
-        if self.d_model == 0 || self.heads == 0 || self.d_model % self.heads != 0 {
+        if self.d_model == 0 || self.heads == 0 || !self.d_model.is_multiple_of(self.heads) {
             p.push(rco_core::ConfigProblem::new(
                 "heads",
                 format!("{} heads must divide d_model {}", self.heads, self.d_model),
