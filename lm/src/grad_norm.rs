@@ -33,17 +33,18 @@ impl<O> GradNormed<O> {
     /// The L2 norm over every parameter's gradient at the latest [`Optimizer::step`] (None
     /// before the first, and after a `step_multi`, whose gradients live on several devices).
     pub fn last(&self) -> Option<f64> {
-        *self
-            .last
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self.slot()
     }
 
     fn keep(&self, norm: Option<f64>) {
-        *self
-            .last
+        *self.slot() = norm;
+    }
+
+    /// The kept norm; a panic elsewhere while it was held leaves a plain number, still good.
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<f64>> {
+        self.last
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = norm;
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
