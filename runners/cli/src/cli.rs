@@ -38,7 +38,7 @@ enum Command {
     /// Train the critic on the collected critique utilities.
     Train(StageArgs),
     /// Evaluate the base and the trained critic with each actor on held-out items.
-    Eval(StageArgs),
+    Eval(EvalArgs),
     /// Write report.json and report.md from the evaluation and print the CU table.
     Report(StageArgs),
     /// Continue a prompt with a language model file (chat template applied unless --raw).
@@ -218,6 +218,16 @@ struct StageArgs {
     force: bool,
 }
 
+#[derive(clap::Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    stage: StageArgs,
+    /// Evaluate only these critics, comma-separated (`base,base-draw-2`); the others need
+    /// not have trained yet. Default: every critic the config evaluates.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    critics: Vec<String>,
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Stage {
     Collect,
@@ -275,11 +285,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => stages(
             &args,
             &[Stage::Collect, Stage::Train, Stage::Eval, Stage::Report],
+            &[],
         ),
-        Command::Collect(args) => stages(&args, &[Stage::Collect]),
-        Command::Train(args) => stages(&args, &[Stage::Train]),
-        Command::Eval(args) => stages(&args, &[Stage::Eval]),
-        Command::Report(args) => stages(&args, &[Stage::Report]),
+        Command::Collect(args) => stages(&args, &[Stage::Collect], &[]),
+        Command::Train(args) => stages(&args, &[Stage::Train], &[]),
+        Command::Eval(args) => stages(&args.stage, &[Stage::Eval], &args.critics),
+        Command::Report(args) => stages(&args, &[Stage::Report], &[]),
         Command::JudgeEval { config, pairs, out } => {
             let loaded = config::load_judge(&config)?;
             let out = out.unwrap_or_else(|| {
@@ -564,7 +575,8 @@ fn default_out(config: &Path) -> PathBuf {
     Path::new("runs").join(config.file_stem().unwrap_or_default())
 }
 
-fn stages(args: &StageArgs, stages: &[Stage]) -> anyhow::Result<()> {
+/// Runs `stages` in the run directory; `critics` limits the evaluation (all when empty).
+fn stages(args: &StageArgs, stages: &[Stage], critics: &[String]) -> anyhow::Result<()> {
     let loaded = config::load(&args.config)?;
     let out = args
         .out
@@ -577,7 +589,7 @@ fn stages(args: &StageArgs, stages: &[Stage]) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let result = runtime.block_on(async {
         let run = runner::Run::open_with(loaded, &out, Arc::new(progress::Bars), args.force)?;
-        let outcome = run_stages(&run, stages).await;
+        let outcome = run_stages(&run, stages, critics).await;
         let total = run.usage.total();
         if total.calls > 0 {
             eprintln!(
@@ -610,7 +622,7 @@ fn stages(args: &StageArgs, stages: &[Stage]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_stages(run: &runner::Run, stages: &[Stage]) -> anyhow::Result<()> {
+async fn run_stages(run: &runner::Run, stages: &[Stage], critics: &[String]) -> anyhow::Result<()> {
     {
         for stage in stages {
             match stage {
@@ -644,7 +656,7 @@ async fn run_stages(run: &runner::Run, stages: &[Stage]) -> anyhow::Result<()> {
                         );
                     }
                 }
-                Stage::Eval => run.eval().await?,
+                Stage::Eval => run.eval_only(critics).await?,
                 Stage::Report => write_report(run).await?,
             }
         }

@@ -187,6 +187,14 @@ pub struct EvalConfig {
     /// critic critiques with that actor). Their rows carry the name in `eval.jsonl` and
     /// `report.json`, e.g. `[eval.critics.self-refine]` with `kind = "self-refine"`.
     pub critics: BTreeMap<String, Section>,
+    /// Critics whose critiques are drawn again, by name, with how many draws in all:
+    /// `draws = { base = 3 }` evaluates the base critic as `base`, `base-draw-2` and
+    /// `base-draw-3`, the same critic on the same items, actors' first answers and refinement
+    /// seeds, with critique seeds of each draw's own. `base-draw-2 − base` is then an A/A
+    /// control: the difference two samplings of one critic make, to read the other critics'
+    /// differences against. Any evaluated critic may be drawn again (`rco`, a baseline, one
+    /// of `[eval.critics]`).
+    pub draws: BTreeMap<String, usize>,
 }
 
 impl Default for EvalConfig {
@@ -201,6 +209,7 @@ impl Default for EvalConfig {
             bootstrap_resamples: 1000,
             rqs: true,
             critics: BTreeMap::new(),
+            draws: BTreeMap::new(),
         }
     }
 }
@@ -761,6 +770,7 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
         ));
     }
     let mut eval_critics = BTreeMap::new();
+    let mut draws = BTreeMap::new();
     if let Some(eval) = top
         .get("eval")
         .map(|v| typed::<EvalConfig>(v, "eval", &mut problems))
@@ -824,6 +834,7 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
                 eval_critics.insert(name.clone(), parsed);
             }
         }
+        draws = eval.draws;
     }
     let mut baselines = BTreeMap::new();
     if let Some(value) = top.get("baselines") {
@@ -861,6 +872,15 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
             }
         }
     }
+    problems.extend(draws_problems(
+        &draws,
+        top.get("trainer")
+            .and_then(|t| t.get("kind"))
+            .and_then(Value::as_str)
+            .unwrap_or("rco"),
+        top.get("rounds").and_then(Value::as_u64).unwrap_or(1) as usize,
+        baselines.keys().chain(eval_critics.keys()),
+    ));
     if let Some(prices) = top.get("prices") {
         typed::<BTreeMap<String, rco_core::usage::Price>>(prices, "prices", &mut problems);
     }
@@ -889,6 +909,59 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
         _ => None,
     };
     (sections, problems)
+}
+
+/// What is wrong with `[eval] draws`: a name that is not an evaluated critic (the base, the
+/// trained critic, a later round's, a baseline, one of `[eval.critics]`), a count of 0 or
+/// above [`MAX_SAMPLES`], or a draw's name (`NAME-draw-K`) that another critic has already.
+fn draws_problems<'a>(
+    draws: &BTreeMap<String, usize>,
+    trained: &str,
+    rounds: usize,
+    others: impl Iterator<Item = &'a String>,
+) -> Vec<ConfigProblem> {
+    let mut critics: Vec<String> = vec!["base".into(), trained.into()];
+    critics.extend((2..=rounds).map(|r| format!("{trained}-round-{r}")));
+    critics.extend(others.cloned());
+    let mut problems = Vec::new();
+    for (name, &count) in draws {
+        let key = format!("eval.draws.{name}");
+        if !critics.contains(name) {
+            problems.push(ConfigProblem::new(
+                key,
+                format!(
+                    "no evaluated critic named `{name}` (critics: {})",
+                    critics.join(", ")
+                ),
+            ));
+            continue;
+        }
+        if count == 0 || count > MAX_SAMPLES {
+            problems.push(ConfigProblem::new(
+                key,
+                format!(
+                    "{count} draws: give the number of draws in all, from 1 (the critic's own \
+                     evaluation only) to {MAX_SAMPLES}"
+                ),
+            ));
+            continue;
+        }
+        for k in 2..=count {
+            let draw = draw_name(name, k);
+            if critics.contains(&draw) {
+                problems.push(ConfigProblem::new(
+                    key.clone(),
+                    format!("draw {k} would be named `{draw}`, which names another critic"),
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// The name of draw `k` (from 2) of critic `name`: `NAME-draw-K`.
+pub fn draw_name(name: &str, k: usize) -> String {
+    format!("{name}-draw-{k}")
 }
 
 /// Why `name` cannot name a critic of the run (`None` when it can): `taken` by another

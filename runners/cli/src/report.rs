@@ -139,6 +139,63 @@ pub struct Report {
     /// the verifier judge found correct already.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub initial_responses: Vec<InitialSummary>,
+    /// The critics evaluated more than once (`[eval] draws`), per actor: each draw's
+    /// overall CU and their spread, what sampling alone does to one critic's score
+    /// (absent when nothing is drawn again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub draws: Vec<DrawSpread>,
+}
+
+/// One critic's draws with one actor (`[eval] draws`): overall CU ×100 of each draw
+/// (the critic's own evaluation first), their mean, sample standard deviation and range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrawSpread {
+    pub critic: String,
+    pub actor: String,
+    pub cu: Vec<f64>,
+    pub mean: f64,
+    pub sd: f64,
+    /// The largest CU minus the smallest: the largest difference two draws made.
+    pub range: f64,
+}
+
+impl DrawSpread {
+    /// The spread of `cu` (the draws in order), or `None` for fewer than two.
+    pub fn new(critic: &str, actor: &str, cu: Vec<f64>) -> Option<Self> {
+        if cu.len() < 2 {
+            return None;
+        }
+        let mean = rco_core::stats::mean(&cu);
+        let var = cu.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / (cu.len() - 1) as f64;
+        let (min, max) = cu
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &c| {
+                (lo.min(c), hi.max(c))
+            });
+        Some(Self {
+            critic: critic.to_string(),
+            actor: actor.to_string(),
+            cu,
+            mean,
+            sd: var.sqrt(),
+            range: max - min,
+        })
+    }
+
+    /// The line the terminal shows.
+    pub fn line(&self) -> String {
+        let cus: Vec<String> = self.cu.iter().map(|c| format!("{c:.1}")).collect();
+        format!(
+            "{} draws of {} with actor `{}`: {} (mean {:.1}, sd {:.1}, range {:.1} CU points)",
+            self.cu.len(),
+            self.critic,
+            self.actor,
+            cus.join(", "),
+            self.mean,
+            self.sd,
+            self.range
+        )
+    }
 }
 
 /// `critic` minus `versus` with `actor`: overall CU ×100, and the 95% paired bootstrap
@@ -486,6 +543,7 @@ pub fn build(
         usage: Default::default(),
         usage_total: Default::default(),
         initial_responses: Vec::new(),
+        draws: Vec::new(),
         trained: BTreeMap::new(),
     }
 }
@@ -663,6 +721,21 @@ pub fn markdown(report: &Report, items: usize) -> String {
             ));
         }
     }
+    if !report.draws.is_empty() {
+        md.push_str("\n## Draws of one critic (A/A control)\n\nOverall CU ×100 of each draw of a critic's critiques (its own evaluation first), on the same items, first answers and refinement seeds: the differences sampling alone makes.\n\n| critic | actor | draws | mean | sd | range |\n|---|---|---|---|---|---|\n");
+        for d in &report.draws {
+            let cus: Vec<String> = d.cu.iter().map(|c| format!("{c:.1}")).collect();
+            md.push_str(&format!(
+                "| {} | {} | {} | {:.1} | {:.1} | {:.1} |\n",
+                d.critic,
+                d.actor,
+                cus.join(", "),
+                d.mean,
+                d.sd,
+                d.range
+            ));
+        }
+    }
     md.push_str(
         "\n## Refinement quality (RQS)\n\n| critic | actor | task | RQS |\n|---|---|---|---|\n",
     );
@@ -775,6 +848,20 @@ pub fn markdown(report: &Report, items: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn draw_spread_is_the_sample_spread_of_the_draws() {
+        assert_eq!(DrawSpread::new("base", "weak", vec![20.0]), None);
+        let d = DrawSpread::new("base", "weak", vec![20.0, 26.0, 29.0]).unwrap();
+        assert!((d.mean - 25.0).abs() < 1e-12);
+        // Sample variance: (25 + 1 + 16) / 2 = 21.
+        assert!((d.sd - 21f64.sqrt()).abs() < 1e-12);
+        assert!((d.range - 9.0).abs() < 1e-12);
+        assert_eq!(
+            d.line(),
+            "3 draws of base with actor `weak`: 20.0, 26.0, 29.0 (mean 25.0, sd 4.6, range 9.0 CU points)"
+        );
+    }
 
     /// `items` items over two tasks; the rco critic's CU is the base's plus a gain that
     /// varies by item (and item difficulty varies far more than the gain).

@@ -155,6 +155,7 @@ impl Run {
             n: cfg.critiques_per_item,
             m: cfg.refinements_per_critique,
             label: &label,
+            draw: 1,
             pipelined: cfg.pipelined,
         };
         let reward = reward.as_ref();

@@ -1,8 +1,11 @@
 //! Evaluation: each critic variant (base, then the trained one) with each evaluation actor on
 //! the test items; one `eval.jsonl` line per critic × actor × item, committed a batch at a
-//! time. Seeds do not depend on the critic, so both critics meet the same sampling noise.
+//! time. Seeds do not depend on the critic, so both critics meet the same sampling noise;
+//! a draw of `[eval] draws` samples its critiques from seeds of its own.
 
 use std::collections::HashSet;
+
+use anyhow::bail;
 
 use rco_core::seed::derive_seed;
 use rco_core::{Judge, PointwiseRequest, PointwiseScore, RewardEstimator};
@@ -18,18 +21,47 @@ pub const EVAL_FILE: &str = "eval.jsonl";
 impl Run {
     /// Evaluates every critic × actor × test item not yet committed.
     pub async fn eval(&self) -> anyhow::Result<()> {
-        self.charged("eval", self.eval_stage()).await
+        self.eval_only(&[]).await
     }
 
-    async fn eval_stage(&self) -> anyhow::Result<()> {
+    /// [`Run::eval`] for the named critics only (all of them when `critics` is empty): the
+    /// others are neither built nor required to have trained, so the base critic and its
+    /// draws can be evaluated before any training.
+    pub async fn eval_only(&self, critics: &[String]) -> anyhow::Result<()> {
+        self.charged("eval", self.eval_stage(critics)).await
+    }
+
+    /// The evaluated critics `only` selects (all when empty), each checked to be a critic
+    /// of the run and, where it is a trained one, to have finished training.
+    fn selected_critics(&self, only: &[String]) -> anyhow::Result<Vec<String>> {
+        let all = self.evaluated_critics();
+        if let Some(unknown) = only.iter().find(|name| !all.contains(name)) {
+            bail!(
+                "no evaluated critic named `{unknown}` (critics: {})",
+                all.join(", ")
+            );
+        }
+        let critics: Vec<String> = all
+            .into_iter()
+            .filter(|c| only.is_empty() || only.contains(c))
+            .collect();
+        for critic in &critics {
+            let (source, _) = self.drawn_critic(critic);
+            if source == self.trained_name() {
+                self.train_summary()?;
+            } else if let Some(round) = (2..=self.rounds()).find(|&r| self.round_name(r) == source)
+            {
+                self.round_summary(round)?;
+            } else if self.loaded.sections.baselines.contains_key(source) {
+                self.summary_of(source)?;
+            }
+        }
+        Ok(critics)
+    }
+
+    async fn eval_stage(&self, only: &[String]) -> anyhow::Result<()> {
         let items = self.items("test")?;
-        self.train_summary()?;
-        for round in 2..=self.rounds() {
-            self.round_summary(round)?;
-        }
-        for name in self.baseline_names() {
-            self.summary_of(&name)?;
-        }
+        let critics = self.selected_critics(only)?;
         self.store.recover(&[], EVAL_FILE, "item_id")?;
         let done: HashSet<(String, String, String)> = self
             .store
@@ -41,16 +73,17 @@ impl Run {
         let actors = self.loaded.eval_actors();
         let judge = self.judge()?;
         let reward = self.reward()?;
-        let critics = self.evaluated_critics();
         let bar = self
             .progress
             .start("eval", (critics.len() * actors.len() * items.len()) as u64);
         bar.resume(done.len() as u64);
         for variant in &critics {
             let variant = variant.as_str();
+            // A draw (`base-draw-2`) is its critic, sampled from critique seeds of its own.
+            let (source, draw) = self.drawn_critic(variant);
             // The base and the trained critic are built once; a critic of `[eval.critics]`
             // once per actor, with that actor.
-            let per_actor = self.loaded.sections.eval_critics.contains_key(variant);
+            let per_actor = self.loaded.sections.eval_critics.contains_key(source);
             let mut critic = None;
             for actor_name in &actors {
                 let pending = pending_batches(&items, cfg.items_per_batch, |i| {
@@ -61,11 +94,11 @@ impl Run {
                 }
                 let actor = self.actor(actor_name)?;
                 if per_actor {
-                    critic = Some(self.eval_critic(variant, actor.clone())?);
+                    critic = Some(self.eval_critic(source, actor.clone())?);
                 }
                 let critic = match &critic {
                     Some(critic) => critic,
-                    None => critic.insert(self.critic(variant)?),
+                    None => critic.insert(self.critic(source)?),
                 };
                 // The items with this actor's own first answers (or the data's).
                 let (items, initial) = self
@@ -88,6 +121,7 @@ impl Run {
                     n: cfg.critiques_per_item,
                     m: cfg.refinements_per_critique,
                     label: "eval",
+                    draw,
                     pipelined: cfg.pipelined,
                 };
                 let (judge, reward) = (judge.as_ref(), reward.as_ref());

@@ -108,14 +108,30 @@ impl Run {
     }
 
     /// Every critic evaluation runs: [`Run::critic_names`], the critics of later rounds
-    /// (`rco-round-2`, ...), the baselines' (`[baselines]`), then the critics of
-    /// `[eval.critics]` by name.
+    /// (`rco-round-2`, ...), the baselines' (`[baselines]`), the critics of
+    /// `[eval.critics]` by name, then the draws of `[eval] draws` (`base-draw-2`, ...).
     pub fn evaluated_critics(&self) -> Vec<String> {
         let mut names = self.critic_names().to_vec();
         names.extend((2..=self.rounds()).map(|r| self.round_name(r)));
         names.extend(self.baseline_names());
         names.extend(self.loaded.sections.eval_critics.keys().cloned());
+        for (name, &count) in &self.loaded.config.eval.draws {
+            names.extend((2..=count).map(|k| crate::config::draw_name(name, k)));
+        }
         names
+    }
+
+    /// The critic an evaluated critic's name stands for, and which draw of its critiques
+    /// it is: `(name, 1)` for a critic's own evaluation, `("base", 2)` for `base-draw-2`.
+    pub fn drawn_critic<'a>(&'a self, name: &'a str) -> (&'a str, usize) {
+        for (critic, &count) in &self.loaded.config.eval.draws {
+            for k in 2..=count {
+                if crate::config::draw_name(critic, k) == name {
+                    return (critic, k);
+                }
+            }
+        }
+        (name, 1)
     }
 
     /// The names of `[baselines]`, each a trainer trained on round 1's groups.

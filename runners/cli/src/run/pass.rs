@@ -23,6 +23,10 @@ pub(super) struct Pass<'a> {
     pub m: usize,
     /// `collect` or `eval`: part of every seed.
     pub label: &'a str,
+    /// Which draw of the critic's critiques this is (`[eval] draws`): 1 keeps the critique
+    /// seeds every critic shares; a later draw samples its critiques from seeds of its own.
+    /// Refinement and judge seeds do not depend on it.
+    pub draw: usize,
     /// Each item of the batch goes through the pass on its own (remote plugins), instead of
     /// the whole batch stage by stage (local models batch better).
     pub pipelined: bool,
@@ -93,6 +97,7 @@ impl Run {
             n,
             m,
             label,
+            draw,
             ..
         } = *pass;
         let seed = self.loaded.config.seed;
@@ -103,7 +108,14 @@ impl Run {
                 item: item.clone(),
                 prompt: templates.critique_prompt(item),
                 n,
-                seed: derive_seed(seed, &[label, "critique", &item.id]),
+                seed: if draw <= 1 {
+                    derive_seed(seed, &[label, "critique", &item.id])
+                } else {
+                    derive_seed(
+                        seed,
+                        &[label, "critique", &item.id, &format!("draw-{draw}")],
+                    )
+                },
             })
             .collect();
         let critiques = critic.critique(&requests).await?;

@@ -10,6 +10,29 @@ use super::train::TRAIN_SUMMARY_FILE;
 use super::Run;
 
 impl Run {
+    /// The spread of each drawn critic's overall CU over its draws (`[eval] draws`), per
+    /// actor, from the draws evaluated so far.
+    fn draw_spreads(&self, report: &crate::report::Report) -> Vec<crate::report::DrawSpread> {
+        let overall = |critic: &str, actor: &str| {
+            report
+                .cells
+                .iter()
+                .find(|c| c.critic == critic && c.actor == actor && c.task == "overall")
+                .map(|c| c.cu)
+        };
+        let mut spreads = Vec::new();
+        for (critic, &count) in &self.loaded.config.eval.draws {
+            for actor in self.loaded.eval_actors() {
+                let cu: Vec<f64> = std::iter::once(critic.clone())
+                    .chain((2..=count).map(|k| crate::config::draw_name(critic, k)))
+                    .filter_map(|name| overall(&name, &actor))
+                    .collect();
+                spreads.extend(crate::report::DrawSpread::new(critic, &actor, cu));
+            }
+        }
+        spreads
+    }
+
     /// Writes the report files and returns the text to print.
     pub async fn report(&self) -> anyhow::Result<String> {
         let records: Vec<EvalRecord> = self.store.read(EVAL_FILE)?;
@@ -52,6 +75,7 @@ impl Run {
             Some(&scores),
         );
         report.warnings = self.warnings()?;
+        report.draws = self.draw_spreads(&report);
         for name in (2..=self.rounds())
             .map(|r| self.round_name(r))
             .chain(self.baseline_names())
@@ -125,6 +149,10 @@ impl Run {
         }
         for line in crate::report::difference_lines(&report) {
             out.push_str(&line);
+            out.push('\n');
+        }
+        for d in &report.draws {
+            out.push_str(&d.line());
             out.push('\n');
         }
         out.push_str(&crate::report::solve_lines(&report));
