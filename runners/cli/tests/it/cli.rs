@@ -1274,11 +1274,12 @@ fn draws_of_the_base_critic_are_an_a_a_control_evaluated_before_training() {
     small(&mut command).env("RCO_EVAL__DRAWS__BASE", "3");
     let output = command.output().expect("rco report");
     assert!(output.status.success(), "{}", text(&output));
-    assert!(
-        text(&output).contains("base-draw-2 - base with actor `weak`"),
-        "{}",
-        text(&output)
-    );
+    for line in [
+        "base-draw-2 - base with actor `weak`",
+        "3 draws of base with actor `weak`",
+    ] {
+        assert!(text(&output).contains(line), "{line}: {}", text(&output));
+    }
     let report = report(&out);
     // The spread over the three draws, the base's own evaluation first.
     let spread = &report["draws"][0];
@@ -1295,11 +1296,6 @@ fn draws_of_the_base_critic_are_an_a_a_control_evaluated_before_training() {
     assert!((spread["mean"].as_f64().unwrap() - mean).abs() < 1e-9);
     let sd = (cu.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
     assert!((spread["sd"].as_f64().unwrap() - sd).abs() < 1e-9);
-    assert!(
-        text(&output).contains("3 draws of base with actor `weak`"),
-        "{}",
-        text(&output)
-    );
     for draw in ["base-draw-2", "base-draw-3"] {
         let d = report["differences"]
             .as_array()
