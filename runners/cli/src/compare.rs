@@ -173,13 +173,7 @@ pub fn compare(dirs: &[PathBuf], resamples: usize, seed: u64) -> anyhow::Result<
                             continue;
                         }
                         let overall = |run: &RunResults, critic: &str| {
-                            run.report
-                                .cells
-                                .iter()
-                                .find(|c| {
-                                    c.critic == critic && &c.actor == actor && c.task == "overall"
-                                })
-                                .map(|c| c.cu)
+                            crate::report::overall_cu(&run.report.cells, critic, actor)
                         };
                         let (Some(x), Some(y)) = (overall(a, &critic_a), overall(b, &critic_b))
                         else {

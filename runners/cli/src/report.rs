@@ -182,15 +182,20 @@ impl DrawSpread {
         })
     }
 
+    /// Each draw's CU to one decimal, comma-separated.
+    pub fn draws_text(&self) -> String {
+        let cus: Vec<String> = self.cu.iter().map(|c| format!("{c:.1}")).collect();
+        cus.join(", ")
+    }
+
     /// The line the terminal shows.
     pub fn line(&self) -> String {
-        let cus: Vec<String> = self.cu.iter().map(|c| format!("{c:.1}")).collect();
         format!(
             "{} draws of {} with actor `{}`: {} (mean {:.1}, sd {:.1}, range {:.1} CU points)",
             self.cu.len(),
             self.critic,
             self.actor,
-            cus.join(", "),
+            self.draws_text(),
             self.mean,
             self.sd,
             self.range
@@ -451,6 +456,14 @@ fn default_trained() -> String {
     "rco".into()
 }
 
+/// The overall CU (×100) of `critic` with `actor` among `cells`, if it was evaluated.
+pub fn overall_cu(cells: &[Cell], critic: &str, actor: &str) -> Option<f64> {
+    cells
+        .iter()
+        .find(|c| c.critic == critic && c.actor == actor && c.task == "overall")
+        .map(|c| c.cu)
+}
+
 /// Builds the report from the evaluation records of the base critic and the critic named
 /// `trained` (the trainer's kind).
 pub fn build(
@@ -481,12 +494,7 @@ pub fn build(
             }
         }
     }
-    let overall = |critic: &str, actor: &str| {
-        cells
-            .iter()
-            .find(|c| c.critic == critic && c.actor == actor && c.task == "overall")
-            .map(|c| c.cu)
-    };
+    let overall = |critic: &str, actor: &str| overall_cu(&cells, critic, actor);
     let mut differences = Vec::new();
     let others = &critics[2..];
     let pairs = std::iter::once((trained, "base"))
@@ -724,12 +732,11 @@ pub fn markdown(report: &Report, items: usize) -> String {
     if !report.draws.is_empty() {
         md.push_str("\n## Draws of one critic (A/A control)\n\nOverall CU ×100 of each draw of a critic's critiques (its own evaluation first), on the same items, first answers and refinement seeds: the differences sampling alone makes.\n\n| critic | actor | draws | mean | sd | range |\n|---|---|---|---|---|---|\n");
         for d in &report.draws {
-            let cus: Vec<String> = d.cu.iter().map(|c| format!("{c:.1}")).collect();
             md.push_str(&format!(
                 "| {} | {} | {} | {:.1} | {:.1} | {:.1} |\n",
                 d.critic,
                 d.actor,
-                cus.join(", "),
+                d.draws_text(),
                 d.mean,
                 d.sd,
                 d.range

@@ -13,19 +13,12 @@ impl Run {
     /// The spread of each drawn critic's overall CU over its draws (`[eval] draws`), per
     /// actor, from the draws evaluated so far.
     fn draw_spreads(&self, report: &crate::report::Report) -> Vec<crate::report::DrawSpread> {
-        let overall = |critic: &str, actor: &str| {
-            report
-                .cells
-                .iter()
-                .find(|c| c.critic == critic && c.actor == actor && c.task == "overall")
-                .map(|c| c.cu)
-        };
         let mut spreads = Vec::new();
         for (critic, &count) in &self.loaded.config.eval.draws {
             for actor in self.loaded.eval_actors() {
                 let cu: Vec<f64> = std::iter::once(critic.clone())
                     .chain((2..=count).map(|k| crate::config::draw_name(critic, k)))
-                    .filter_map(|name| overall(&name, &actor))
+                    .filter_map(|name| crate::report::overall_cu(&report.cells, &name, &actor))
                     .collect();
                 spreads.extend(crate::report::DrawSpread::new(critic, &actor, cu));
             }
