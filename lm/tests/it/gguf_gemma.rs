@@ -11,19 +11,96 @@ use crate::common::gemma_gguf;
 use crate::gguf_llama::{assert_matches_f32_reference, ids_of, reference};
 use crate::q8::{assert_q8_agrees, f32_engine};
 
+const PROMPTS: [&str; 7] = [
+    "The capital of France is",
+    "1, 2, 3, 4,",
+    "x = 12345 + 67.89  # naïve café 日本語 🙂\n\tif x:",
+    "def fibonacci(n):",
+    "Il était une fois",
+    "a  b   c\n\n\nd\t\te    </s> <b>bold</b>",
+    "<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n",
+];
+
+/// The tokenizer and the first-step predictions against llama.cpp: the part of the checks
+/// that fits the default test run.
 #[test]
+fn gemma3_tokens_and_predictions_match_llama_cpp() {
+    let path = gemma_gguf();
+    let lm = f32_engine(&path);
+    tokens_and_predictions_match_llama_cpp(&path, &lm);
+}
+
+/// Everything: llama.cpp as above, then greedy continuations and log-probs against the f32
+/// numpy forward, the Q8_0 path, and a prompt past the sliding window.
+#[test]
+#[ignore = "long: about 10 min on 2 cores; RCO_FULL_TESTS=1 scripts/test.sh runs it"]
 fn gemma3_tokens_predictions_and_window_match_the_references() {
     let path = gemma_gguf();
-    let prompts = [
-        "The capital of France is",
-        "1, 2, 3, 4,",
-        "x = 12345 + 67.89  # naïve café 日本語 🙂\n\tif x:",
-        "def fibonacci(n):",
-        "Il était une fois",
-        "a  b   c\n\n\nd\t\te    </s> <b>bold</b>",
-        "<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n",
-    ];
     let lm = f32_engine(&path);
+    let (ids, first, llama) = tokens_and_predictions_match_llama_cpp(&path, &lm);
+    let prompts = PROMPTS;
+    // The f32 reference: the same 16 greedy tokens, first-step log-probs within 2e-3.
+    let greedy = SamplingConfig {
+        temperature: 0.0,
+        max_tokens: 16,
+        ..Default::default()
+    };
+    let stop = lm.tokenizer.stop();
+    let short = &ids[..3];
+    let ours = rco_lm::sampling::sample(
+        &*lm.model().expect("model"),
+        short,
+        &[0; 3],
+        &greedy,
+        &stop,
+        &lm.device,
+    );
+    assert_matches_f32_reference(&path, 16, &prompts[..3], short, &ours, &first[..3]);
+
+    // The Q8_0 path users get by default, against f32 and llama.cpp.
+    assert_q8_agrees(
+        &path,
+        &prompts[..3],
+        short,
+        &lm,
+        &ours,
+        &first[..3],
+        &llama[..3],
+        &[],
+        &stop,
+    );
+
+    // Past the sliding window: 600 tokens, where the local layers see only the last 512.
+    let text = "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(45);
+    let long = lm.tokenizer.prompt_ids(&text, false).expect("prompt");
+    assert!(long.len() > 600, "{}", long.len());
+    let long = long[..600].to_vec();
+    let ours = lm.next_token_log_probs(&long).expect("forward");
+    let f32_ref = reference(
+        "f32_reference.py",
+        &[path.as_os_str(), "1".as_ref()],
+        &serde_json::json!([long]),
+    );
+    for pair in f32_ref[0]["top6"].as_array().expect("top6") {
+        let (id, lp) = (
+            pair[0].as_u64().expect("id") as usize,
+            pair[1].as_f64().expect("lp") as f32,
+        );
+        assert!(
+            (ours[id] - lp).abs() < 2e-3,
+            "600 tokens: token {id}: {} vs {lp}",
+            ours[id]
+        );
+    }
+}
+
+/// Loads Gemma 3, checks its tokens of [`PROMPTS`] and its first-step predictions against
+/// llama.cpp, and returns the token ids, the first-step log-probs and llama.cpp's answers.
+fn tokens_and_predictions_match_llama_cpp(
+    path: &std::path::Path,
+    lm: &rco_lm::engine::Engine<rco_lm::device::Cpu>,
+) -> (Vec<Vec<u32>>, Vec<Vec<f32>>, Vec<serde_json::Value>) {
+    let prompts = PROMPTS;
     assert_eq!(lm.model().expect("model").architecture(), "gemma3");
     let ids: Vec<Vec<u32>> = prompts
         .iter()
@@ -85,57 +162,5 @@ fn gemma3_tokens_predictions_and_window_match_the_references() {
         ]
     );
 
-    // The f32 reference: the same 16 greedy tokens, first-step log-probs within 2e-3.
-    let greedy = SamplingConfig {
-        temperature: 0.0,
-        max_tokens: 16,
-        ..Default::default()
-    };
-    let stop = lm.tokenizer.stop();
-    let short = &ids[..3];
-    let ours = rco_lm::sampling::sample(
-        &*lm.model().expect("model"),
-        short,
-        &[0; 3],
-        &greedy,
-        &stop,
-        &lm.device,
-    );
-    assert_matches_f32_reference(&path, 16, &prompts[..3], short, &ours, &first[..3]);
-
-    // The Q8_0 path users get by default, against f32 and llama.cpp.
-    assert_q8_agrees(
-        &path,
-        &prompts[..3],
-        short,
-        &lm,
-        &ours,
-        &first[..3],
-        &llama[..3],
-        &[],
-        &stop,
-    );
-
-    // Past the sliding window: 600 tokens, where the local layers see only the last 512.
-    let text = "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(45);
-    let long = lm.tokenizer.prompt_ids(&text, false).expect("prompt");
-    assert!(long.len() > 600, "{}", long.len());
-    let long = long[..600].to_vec();
-    let ours = lm.next_token_log_probs(&long).expect("forward");
-    let f32_ref = reference(
-        "f32_reference.py",
-        &[path.as_os_str(), "1".as_ref()],
-        &serde_json::json!([long]),
-    );
-    for pair in f32_ref[0]["top6"].as_array().expect("top6") {
-        let (id, lp) = (
-            pair[0].as_u64().expect("id") as usize,
-            pair[1].as_f64().expect("lp") as f32,
-        );
-        assert!(
-            (ours[id] - lp).abs() < 2e-3,
-            "600 tokens: token {id}: {} vs {lp}",
-            ours[id]
-        );
-    }
+    (ids, first, llama)
 }

@@ -456,6 +456,25 @@ fn default_trained() -> String {
     "rco".into()
 }
 
+/// What the report's critic names mean, for its header: `base` is the critic before
+/// training and the trained critic's name is the critic after, where each was evaluated
+/// (`rco eval --critics` can leave the trained critic out).
+pub fn critics_legend(report: &Report) -> String {
+    let has = |name: &str| report.cells.iter().any(|c| c.critic == name);
+    let mut parts = Vec::new();
+    if has("base") {
+        parts.push("base = before training".to_string());
+    }
+    if has(&report.trained_critic) {
+        parts.push(format!("{} = after", report.trained_critic));
+    }
+    if parts.is_empty() {
+        "critics as named".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
 /// The overall CU (×100) of `critic` with `actor` among `cells`, if it was evaluated.
 pub fn overall_cu(cells: &[Cell], critic: &str, actor: &str) -> Option<f64> {
     cells
@@ -705,7 +724,11 @@ pub fn markdown(report: &Report, items: usize) -> String {
     let h = &report.judge_health;
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     let mut md = String::from("# RCO run report\n\n");
-    md.push_str(&format!("Critique utility ×100 on {items} held-out items, with 95% bootstrap intervals. `base` is the critic before training, `{}` after.\n\n```\n{}```\n\n", report.trained_critic, table(report)));
+    md.push_str(&format!(
+        "Critique utility ×100 on {items} held-out items, with 95% bootstrap intervals ({}).\n\n```\n{}```\n\n",
+        critics_legend(report),
+        table(report)
+    ));
     md.push_str(&format!(
         "| actor | {} − base (overall CU ×100) | 95% paired bootstrap interval |\n|---|---|---|\n",
         report.trained_critic
@@ -868,6 +891,19 @@ mod tests {
             d.line(),
             "3 draws of base with actor `weak`: 20.0, 26.0, 29.0 (mean 25.0, sd 4.6, range 9.0 CU points)"
         );
+    }
+
+    #[test]
+    fn the_legend_names_only_the_critics_evaluated() {
+        let recs = records(12);
+        let actors = vec!["weak".to_string()];
+        let both = build(&recs, &actors, "rco", 100, 9, None, None);
+        assert_eq!(critics_legend(&both), "base = before training, rco = after");
+        // `rco eval --critics base,...`: the trained critic was not evaluated.
+        let base_only: Vec<EvalRecord> = recs.into_iter().filter(|r| r.critic == "base").collect();
+        let base = build(&base_only, &actors, "rco", 100, 9, None, None);
+        assert_eq!(critics_legend(&base), "base = before training");
+        assert!(markdown(&base, 12).contains("(base = before training)"));
     }
 
     /// `items` items over two tasks; the rco critic's CU is the base's plus a gain that

@@ -132,7 +132,10 @@ impl Run {
             "report.html",
             crate::report_html::html(&report, &records, &metrics, &title).as_bytes(),
         )?;
-        let mut out = format!("CU x100 on {items} held-out items, 95% bootstrap intervals (base = before training, {} = after)\n\n", report.trained_critic);
+        let mut out = format!(
+            "CU x100 on {items} held-out items, 95% bootstrap intervals ({})\n\n",
+            crate::report::critics_legend(&report)
+        );
         out.push_str(&crate::report::table(&report));
         for actor in report.improvement.keys() {
             if let Some(line) = crate::report::improvement_line(&report, actor) {

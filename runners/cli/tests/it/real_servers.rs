@@ -182,7 +182,7 @@ fn collection_against_rco_serve_serving_smollm2() {
 /// model (`trainer.base_model`), and evaluation asks the trained critic through `rco serve`,
 /// which the run starts itself.
 #[test]
-#[ignore = "fine-tunes SmolLM2 on the CPU: 574 s on 2 cores; run with `scripts/test.sh -- --ignored`"]
+#[ignore = "long: fine-tunes SmolLM2 on the CPU, 574 s on 2 cores; RCO_FULL_TESTS=1 scripts/test.sh runs it"]
 fn run_with_a_remote_critic_trains_a_local_copy_and_serves_it_for_eval() {
     let server = llama_cpp();
     let tmp = tempfile::tempdir().expect("tempdir");
