@@ -818,11 +818,7 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
             eval.critiques_per_item,
             eval.refinements_per_critique,
         ));
-        let trained = top
-            .get("trainer")
-            .and_then(|t| t.get("kind"))
-            .and_then(Value::as_str)
-            .unwrap_or("rco");
+        let trained = trained_name(&top);
         for (name, value) in &eval.critics {
             let key = format!("eval.critics.{name}");
             if let Some(problem) = critic_name_problem(name, name == "base" || name == trained) {
@@ -841,11 +837,7 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
         if let Some(sections) =
             typed::<BTreeMap<String, Section>>(value, "baselines", &mut problems)
         {
-            let trained = top
-                .get("trainer")
-                .and_then(|t| t.get("kind"))
-                .and_then(Value::as_str)
-                .unwrap_or("rco");
+            let trained = trained_name(&top);
             let round = |name: &str| {
                 name.strip_prefix("round-")
                     .or_else(|| {
@@ -872,15 +864,12 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
             }
         }
     }
-    problems.extend(draws_problems(
-        &draws,
-        top.get("trainer")
-            .and_then(|t| t.get("kind"))
-            .and_then(Value::as_str)
-            .unwrap_or("rco"),
+    let critics = evaluated_critic_names(
+        trained_name(&top),
         top.get("rounds").and_then(Value::as_u64).unwrap_or(1) as usize,
-        baselines.keys().chain(eval_critics.keys()),
-    ));
+        baselines.keys().chain(eval_critics.keys()).cloned(),
+    );
+    problems.extend(draws_problems(&draws, &critics));
     if let Some(prices) = top.get("prices") {
         typed::<BTreeMap<String, rco_core::usage::Price>>(prices, "prices", &mut problems);
     }
@@ -914,15 +903,7 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
 /// What is wrong with `[eval] draws`: a name that is not an evaluated critic (the base, the
 /// trained critic, a later round's, a baseline, one of `[eval.critics]`), a count of 0 or
 /// above [`MAX_SAMPLES`], or a draw's name (`NAME-draw-K`) that another critic has already.
-fn draws_problems<'a>(
-    draws: &BTreeMap<String, usize>,
-    trained: &str,
-    rounds: usize,
-    others: impl Iterator<Item = &'a String>,
-) -> Vec<ConfigProblem> {
-    let mut critics: Vec<String> = vec!["base".into(), trained.into()];
-    critics.extend((2..=rounds).map(|r| format!("{trained}-round-{r}")));
-    critics.extend(others.cloned());
+fn draws_problems(draws: &BTreeMap<String, usize>, critics: &[String]) -> Vec<ConfigProblem> {
     let mut problems = Vec::new();
     for (name, &count) in draws {
         let key = format!("eval.draws.{name}");
@@ -957,6 +938,38 @@ fn draws_problems<'a>(
         }
     }
     problems
+}
+
+/// The trained critic's name in a config: the trainer's kind, `rco` when it is not given.
+fn trained_name(top: &serde_json::Map<String, Value>) -> &str {
+    top.get("trainer")
+        .and_then(|t| t.get("kind"))
+        .and_then(Value::as_str)
+        .unwrap_or("rco")
+}
+
+/// The critic round `round` trains (rounds count from 1): `trained`, then
+/// `TRAINED-round-2`, ...; round 0 is the base critic.
+pub fn round_name(trained: &str, round: usize) -> String {
+    match round {
+        0 => "base".to_string(),
+        1 => trained.to_string(),
+        r => format!("{trained}-round-{r}"),
+    }
+}
+
+/// The critics a run evaluates before draws: `base`, the trained critic, the critics of
+/// later rounds (`rco-round-2`, ...), then `others` (the baselines, then `[eval.critics]`).
+pub fn evaluated_critic_names(
+    trained: &str,
+    rounds: usize,
+    others: impl IntoIterator<Item = String>,
+) -> Vec<String> {
+    let mut names: Vec<String> = (0..=rounds.max(1))
+        .map(|r| round_name(trained, r))
+        .collect();
+    names.extend(others);
+    names
 }
 
 /// The name of draw `k` (from 2) of critic `name`: `NAME-draw-K`.

@@ -724,9 +724,18 @@ pub fn markdown(report: &Report, items: usize) -> String {
     let h = &report.judge_health;
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     let mut md = String::from("# RCO run report\n\n");
+    let evaluated = |name: &str| report.cells.iter().any(|c| c.critic == name);
+    let legend = match (evaluated("base"), evaluated(&report.trained_critic)) {
+        (true, true) => format!(
+            " `base` is the critic before training, `{}` after.",
+            report.trained_critic
+        ),
+        (true, false) => " `base` is the critic before training.".to_string(),
+        (false, true) => format!(" `{}` is the critic after training.", report.trained_critic),
+        (false, false) => String::new(),
+    };
     md.push_str(&format!(
-        "Critique utility ×100 on {items} held-out items, with 95% bootstrap intervals ({}).\n\n```\n{}```\n\n",
-        critics_legend(report),
+        "Critique utility ×100 on {items} held-out items, with 95% bootstrap intervals.{legend}\n\n```\n{}```\n\n",
         table(report)
     ));
     md.push_str(&format!(
@@ -903,7 +912,12 @@ mod tests {
         let base_only: Vec<EvalRecord> = recs.into_iter().filter(|r| r.critic == "base").collect();
         let base = build(&base_only, &actors, "rco", 100, 9, None, None);
         assert_eq!(critics_legend(&base), "base = before training");
-        assert!(markdown(&base, 12).contains("(base = before training)"));
+        let md = markdown(&base, 12);
+        assert!(
+            md.contains("`base` is the critic before training.\n"),
+            "{md}"
+        );
+        assert!(markdown(&both, 12).contains("`base` is the critic before training, `rco` after."));
     }
 
     /// `items` items over two tasks; the rco critic's CU is the base's plus a gain that

@@ -109,12 +109,16 @@ impl Run {
 
     /// Every critic evaluation runs: [`Run::critic_names`], the critics of later rounds
     /// (`rco-round-2`, ...), the baselines' (`[baselines]`), the critics of
-    /// `[eval.critics]` by name, then the draws of `[eval] draws` (`base-draw-2`, ...).
+    /// `[eval.critics]` by name (as [`crate::config::evaluated_critic_names`], which the
+    /// config check shares), then the draws of `[eval] draws` (`base-draw-2`, ...).
     pub fn evaluated_critics(&self) -> Vec<String> {
-        let mut names = self.critic_names().to_vec();
-        names.extend((2..=self.rounds()).map(|r| self.round_name(r)));
-        names.extend(self.baseline_names());
-        names.extend(self.loaded.sections.eval_critics.keys().cloned());
+        let mut names = crate::config::evaluated_critic_names(
+            &self.trained_name(),
+            self.rounds(),
+            self.baseline_names()
+                .into_iter()
+                .chain(self.loaded.sections.eval_critics.keys().cloned()),
+        );
         for (name, &count) in &self.loaded.config.eval.draws {
             names.extend((2..=count).map(|k| crate::config::draw_name(name, k)));
         }
@@ -147,11 +151,7 @@ impl Run {
     /// The critic round `round` trains (rounds count from 1): the trainer's kind, then
     /// `KIND-round-2`, ...; round 0 is the base critic.
     pub fn round_name(&self, round: usize) -> String {
-        match round {
-            0 => "base".to_string(),
-            1 => self.trained_name(),
-            r => format!("{}-round-{r}", self.trained_name()),
-        }
+        crate::config::round_name(&self.trained_name(), round)
     }
 
     /// Opens (or creates) a run directory for a config; a directory made with another

@@ -1,7 +1,9 @@
 //! Task suites end to end: the committed slices of the math and code suites, one judge per
-//! task (the math and code verifiers), SmolLM2 as the critic, and two remote actors that
-//! write their own first answers: `weak` answers wrongly, `strong` rightly, and both refine
-//! to the right answer. Checked: each actor's `y0` is its own and stored once, the
+//! task (the math and code verifiers), a tiny character transformer as the critic, and two
+//! remote actors that write their own first answers: `weak` answers wrongly, `strong`
+//! rightly, and both refine to the right answer whatever the critique says. (The critic's
+//! text does not matter here, so it is the smallest model that reads these prompts: with
+//! SmolLM2 this test took 7 minutes on 2 cores, most of it prefilling code prompts.) Checked: each actor's `y0` is its own and stored once, the
 //! verifiers count the solved ones, each cell's CU and solve rates are what the script of
 //! the actors implies, the verifiers' position consistency is 1, a rerun asks for nothing,
 //! and `collect.skip_solved` leaves solved items out.
@@ -12,7 +14,11 @@ use std::sync::Arc;
 use rco_plugin_openai::testing::{ServerOptions, TestServer};
 use serde_json::Value;
 
-use crate::util::{gguf, json, records, run, text, workspace, write};
+use rco_lm::checkpoint::{Architecture, ModelSpec};
+use rco_lm::tiny::TinyLmConfig;
+use rco_lm::tokenizer::{CharTokenizer, Tokenizer};
+
+use crate::util::{json, records, run, text, workspace, write};
 
 /// Every item of the committed math and code slices.
 fn slice_items() -> Vec<Value> {
@@ -79,6 +85,40 @@ async fn actors() -> TestServer {
     .expect("server")
 }
 
+/// A randomly initialised character transformer in `dir/critic`, whose alphabet holds every
+/// character of the slices and of printable ASCII, and whose context holds the longest
+/// critic prompt of these items.
+fn tiny_critic(dir: &Path) -> PathBuf {
+    let mut alphabet: Vec<char> = (' '..='~').chain(['\n', '\t']).collect();
+    for item in slice_items() {
+        alphabet.extend(item.to_string().chars());
+        for field in ["prompt", "reference"] {
+            alphabet.extend(item[field].as_str().unwrap_or_default().chars());
+        }
+    }
+    alphabet.sort_unstable();
+    alphabet.dedup();
+    let tokenizer = Tokenizer::Chars(CharTokenizer {
+        alphabet: alphabet.into_iter().collect(),
+    });
+    let config = TinyLmConfig {
+        vocab_size: tokenizer.vocab_size(),
+        d_model: 16,
+        heads: 2,
+        layers: 1,
+        d_ff: 32,
+        max_len: 8192,
+    };
+    let model = config.init::<rco_lm::device::Cpu>(&Default::default());
+    let spec = ModelSpec {
+        architecture: Architecture::Tiny(config),
+        tokenizer,
+    };
+    let out = dir.join("critic");
+    rco_lm::checkpoint::save(&out, &spec, model).expect("save the tiny critic");
+    out
+}
+
 fn config(dir: &Path, url: &str, extra: &str) -> PathBuf {
     let toml = format!(
         r#"seed = 5
@@ -133,7 +173,7 @@ refinements_per_critique = 1
 items_per_batch = 6
 "#,
         data = workspace().join("tests/data/tasks").display(),
-        model = gguf().display(),
+        model = tiny_critic(dir).display(),
     );
     write(dir, "tasks.toml", &toml)
 }
