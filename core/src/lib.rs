@@ -25,7 +25,6 @@ pub mod store;
 pub mod suites;
 pub mod task_templates;
 pub mod template;
-#[cfg(feature = "test-util")]
 pub mod test_util;
 pub mod traits;
 pub mod types;

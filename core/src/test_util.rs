@@ -1,5 +1,5 @@
 //! Conformance suites, one per trait, for every plugin: in-tree ones and a team's own
-//! (enable this crate's `test-util` feature in `[dev-dependencies]`). Each suite checks the
+//! (always compiled; the `test-util` feature is kept for configs that name it). Each suite checks the
 //! contract the runner relies on: one result per input, in input order; a batch gives what
 //! each request alone gives (every draw is seeded per request); an empty batch gives an empty
 //! answer; odd input gives a value or an error, never a panic. A suite returns the first
