@@ -3,7 +3,7 @@
 # flex (CPU) backend, the soak test of `rco serve` and the out-of-tree plugin example. This is
 # what CI runs; it takes about 40 minutes on 2 cores with a cold build.
 #
-# RCO_FULL_TESTS=1 adds the long tier, about 50 minutes more on 2 cores:
+# RCO_FULL_TESTS=1 adds the long tier, about an hour more on 2 cores:
 # - the tests marked `#[ignore = "long: ..."]` (the Qwen2.5 and Gemma 3 reference checks
 #   against llama.cpp and numpy, the fine-tune of a remote critic);
 # - the model tests again on wgpu (software Vulkan when there is no GPU) against flex;
