@@ -818,7 +818,7 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
             eval.critiques_per_item,
             eval.refinements_per_critique,
         ));
-        let trained = trained_name(&top);
+        let trained = trained_name(top);
         for (name, value) in &eval.critics {
             let key = format!("eval.critics.{name}");
             if let Some(problem) = critic_name_problem(name, name == "base" || name == trained) {
@@ -837,7 +837,7 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
         if let Some(sections) =
             typed::<BTreeMap<String, Section>>(value, "baselines", &mut problems)
         {
-            let trained = trained_name(&top);
+            let trained = trained_name(top);
             let round = |name: &str| {
                 name.strip_prefix("round-")
                     .or_else(|| {
@@ -865,7 +865,7 @@ pub fn check(resolved: &Value, base_dir: &Path) -> (Option<Sections>, Vec<Config
         }
     }
     let critics = evaluated_critic_names(
-        trained_name(&top),
+        trained_name(top),
         top.get("rounds").and_then(Value::as_u64).unwrap_or(1) as usize,
         baselines.keys().chain(eval_critics.keys()).cloned(),
     );
