@@ -460,12 +460,11 @@ fn default_trained() -> String {
 /// training and the trained critic's name is the critic after, where each was evaluated
 /// (`rco eval --critics` can leave the trained critic out).
 pub fn critics_legend(report: &Report) -> String {
-    let has = |name: &str| report.cells.iter().any(|c| c.critic == name);
     let mut parts = Vec::new();
-    if has("base") {
+    if evaluated(report, "base") {
         parts.push("base = before training".to_string());
     }
-    if has(&report.trained_critic) {
+    if evaluated(report, &report.trained_critic) {
         parts.push(format!("{} = after", report.trained_critic));
     }
     if parts.is_empty() {
@@ -473,6 +472,11 @@ pub fn critics_legend(report: &Report) -> String {
     } else {
         parts.join(", ")
     }
+}
+
+/// Whether `critic` has cells in the report.
+fn evaluated(report: &Report, critic: &str) -> bool {
+    report.cells.iter().any(|c| c.critic == critic)
 }
 
 /// The overall CU (×100) of `critic` with `actor` among `cells`, if it was evaluated.
@@ -724,8 +728,10 @@ pub fn markdown(report: &Report, items: usize) -> String {
     let h = &report.judge_health;
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     let mut md = String::from("# RCO run report\n\n");
-    let evaluated = |name: &str| report.cells.iter().any(|c| c.critic == name);
-    let legend = match (evaluated("base"), evaluated(&report.trained_critic)) {
+    let legend = match (
+        evaluated(report, "base"),
+        evaluated(report, &report.trained_critic),
+    ) {
         (true, true) => format!(
             " `base` is the critic before training, `{}` after.",
             report.trained_critic
