@@ -1,9 +1,9 @@
 //! Conformance suites, one per trait, for every plugin: in-tree ones and a team's own
 //! (always compiled; the `test-util` feature is kept, as a no-op, for manifests that name
-//! it). Each suite checks the contract the runner relies on: one result per input, in input order; a batch gives what
-//! each request alone gives (every draw is seeded per request); an empty batch gives an empty
-//! answer; odd input gives a value or an error, never a panic. A suite returns the first
-//! broken rule as an `Err` naming it.
+//! it). Each suite checks the contract the runner relies on: one result per input, in input
+//! order; a batch gives what each request alone gives (every draw is seeded per request); an
+//! empty batch gives an empty answer; odd input gives a value or an error, never a panic. A
+//! suite returns the first broken rule as an `Err` naming it.
 //!
 //! ```ignore
 //! #[tokio::test]
