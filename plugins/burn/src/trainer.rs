@@ -859,6 +859,10 @@ impl RcoTrainer {
                     }
                 };
                 model = next;
+                // The step's freed gradients, moments and activations, gigabytes for a 0.5B
+                // critic, stay resident in glibc's arenas unless given back; without this the
+                // resident size grew by about 8 GB over a DPCO training (`rco_heap`).
+                rco_heap::release_free_memory();
                 if !loss.is_finite() {
                     return Err(LmError::Checkpoint {
                         path: state_dir.clone(),
@@ -1191,6 +1195,9 @@ impl Trainer for RcoTrainer {
         let summary: Result<TrainSummary> = rco_lm::with_backend!(spec, |B, device| self
             .run::<Autodiff<B>>(device, groups, progress.as_ref())
             .map_err(|e| self.err(e)));
+        // The model, optimizer state and reference scores are dropped: give their memory
+        // back before whatever the process runs next (another trainer, the evaluation).
+        rco_heap::release_free_memory();
         summary
     }
 }
