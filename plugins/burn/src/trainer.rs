@@ -104,7 +104,8 @@ pub struct RcoTrainerConfig {
     /// Keep the last training checkpoint (model and optimizer state, `train/step-N/`) once
     /// training has finished and the critic is written. A finished run never reads it; with
     /// a full fine-tune under AdamW it is about 16 bytes per parameter (7 GB for a 0.5B
-    /// critic), so `false` removes it (`train/state.json` stays).
+    /// critic), so `false` does not write it and removes the last periodic one
+    /// (`train/state.json` stays).
     #[serde(default = "default_true")]
     pub keep_final_checkpoint: bool,
 }
@@ -225,7 +226,8 @@ pub struct SftTrainerConfig {
     /// Keep the last training checkpoint (model and optimizer state, `train/step-N/`) once
     /// training has finished and the critic is written. A finished run never reads it; with
     /// a full fine-tune under AdamW it is about 16 bytes per parameter (7 GB for a 0.5B
-    /// critic), so `false` removes it (`train/state.json` stays).
+    /// critic), so `false` does not write it and removes the last periodic one
+    /// (`train/state.json` stays).
     #[serde(default = "default_true")]
     pub keep_final_checkpoint: bool,
 }
@@ -330,7 +332,8 @@ pub struct DpcoTrainerConfig {
     /// Keep the last training checkpoint (model and optimizer state, `train/step-N/`) once
     /// training has finished and the critic is written. A finished run never reads it; with
     /// a full fine-tune under AdamW it is about 16 bytes per parameter (7 GB for a 0.5B
-    /// critic), so `false` removes it (`train/state.json` stays).
+    /// critic), so `false` does not write it and removes the last periodic one
+    /// (`train/state.json` stays).
     #[serde(default = "default_true")]
     pub keep_final_checkpoint: bool,
 }
@@ -890,7 +893,14 @@ impl RcoTrainer {
                     "groups_per_second": groups_in_step as f64 / seconds.max(1e-9),
                     "seconds": seconds,
                 }));
-                if state.step % self.config.checkpoint_every == 0 || state.step == schedule.len() {
+                // The last step's checkpoint is written only to be kept: without
+                // `keep_final_checkpoint` the critic written next is what a crash before it
+                // would redo the last steps for (7 GB written and removed, about 18 s, for
+                // a 0.5B critic under AdamW).
+                let last = state.step == schedule.len();
+                if (last && self.config.keep_final_checkpoint)
+                    || (!last && state.step % self.config.checkpoint_every == 0)
+                {
                     self.save_state(&state_dir, &model, &optimizer, &mut state)?;
                     tracing::info!(
                         "trainer `{}`: checkpoint at step {} of {} in {}",

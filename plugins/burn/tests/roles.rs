@@ -196,7 +196,7 @@ async fn rco_trainer_pushes_up_the_useful_critique_and_resumes_exactly() {
     let mixed: Vec<TrainingGroup> = groups.iter().cloned().chain(vec![flat; 4]).collect();
     // `keep_final_checkpoint = false`: the finished training leaves the critic and
     // `train/state.json`, not the last step's model and optimizer state.
-    let section = serde_json::json!({"kind": "rco", "epochs": 1, "groups_per_batch": 1, "train_flat_groups": false, "rows_per_pass": 1, "keep_final_checkpoint": false});
+    let section = serde_json::json!({"kind": "rco", "epochs": 1, "groups_per_batch": 1, "train_flat_groups": false, "rows_per_pass": 1, "checkpoint_every": 2, "keep_final_checkpoint": false});
     let informative = dir.path().join("informative");
     let summary = trainer(&section, &base, &informative)
         .train(&mixed, Arc::new(NoProgress))

@@ -656,6 +656,32 @@ pub fn table(report: &Report) -> String {
         t.push("overall".into());
         t
     };
+    // A cell scored on fewer items than the most in its column (a partial evaluation, or
+    // items without a valid CU) shows its count.
+    let most = |task: &str| {
+        report
+            .cells
+            .iter()
+            .filter(|c| c.task == task)
+            .map(|c| c.n)
+            .max()
+            .unwrap_or(0)
+    };
+    let cell_text = |c: &Cell| {
+        let text = format!("{:.1} [{:.1}, {:.1}]", c.cu, c.cu_lo, c.cu_hi);
+        if c.n < most(&c.task) {
+            format!("{text} n={}", c.n)
+        } else {
+            text
+        }
+    };
+    let column = report
+        .cells
+        .iter()
+        .map(|c| cell_text(c).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(20);
     let mut out = String::new();
     // As wide as the longest critic name (`self-refine`), at least 8.
     let width = report
@@ -667,7 +693,7 @@ pub fn table(report: &Report) -> String {
         .max(8);
     out.push_str(&format!("{:<width$} {:<10}", "critic", "actor"));
     for t in &tasks {
-        out.push_str(&format!(" {:>20}", t));
+        out.push_str(&format!(" {t:>column$}"));
     }
     out.push('\n');
     let mut rows: Vec<(String, String)> = report
@@ -689,16 +715,36 @@ pub fn table(report: &Report) -> String {
                 .iter()
                 .find(|c| c.critic == critic && c.actor == actor && &c.task == t)
             {
-                Some(c) => out.push_str(&format!(
-                    " {:>20}",
-                    format!("{:.1} [{:.1}, {:.1}]", c.cu, c.cu_lo, c.cu_hi)
-                )),
-                None => out.push_str(&format!(" {:>20}", "-")),
+                Some(c) => out.push_str(&format!(" {:>column$}", cell_text(c))),
+                None => out.push_str(&format!(" {:>column$}", "-")),
             }
         }
         out.push('\n');
     }
     out
+}
+
+/// What the CU table was measured on: `24 held-out items`, or, where an overall cell has
+/// fewer (a partial evaluation, or items without a valid CU), `up to 24 held-out items`
+/// with the range of the overall cells' counts.
+pub fn items_phrase(report: &Report, items: usize) -> String {
+    let counts: Vec<usize> = report
+        .cells
+        .iter()
+        .filter(|c| c.task == "overall")
+        .map(|c| c.n)
+        .collect();
+    match (counts.iter().min(), counts.iter().max()) {
+        (Some(&least), Some(&most)) if least < items => format!(
+            "up to {items} held-out items (the overall cells have {}; `n=K` marks a cell with fewer than its column's most)",
+            if least == most {
+                format!("{least}")
+            } else {
+                format!("{least} to {most}")
+            }
+        ),
+        _ => format!("{items} held-out items"),
+    }
 }
 
 /// A share as a percentage, or `-`.
@@ -741,7 +787,8 @@ pub fn markdown(report: &Report, items: usize) -> String {
         (false, false) => String::new(),
     };
     md.push_str(&format!(
-        "Critique utility ×100 on {items} held-out items, with 95% bootstrap intervals.{legend}\n\n```\n{}```\n\n",
+        "Critique utility ×100 on {}, with 95% bootstrap intervals.{legend}\n\n```\n{}```\n\n",
+        items_phrase(report, items),
         table(report)
     ));
     md.push_str(&format!(
@@ -924,6 +971,37 @@ mod tests {
             "{md}"
         );
         assert!(markdown(&both, 12).contains("`base` is the critic before training, `rco` after."));
+    }
+
+    /// A partial evaluation (the rco critic scored on 8 of 12 items) says so in the
+    /// header and marks the short cells with their counts; a complete one is unchanged.
+    #[test]
+    fn a_partial_evaluation_shows_its_item_counts() {
+        let actors = vec!["weak".to_string()];
+        let full = build(&records(12), &actors, "rco", 100, 9, None, None);
+        assert!(markdown(&full, 12).contains("Critique utility ×100 on 12 held-out items, with"));
+        assert!(!table(&full).contains("n="), "{}", table(&full));
+        let partial: Vec<EvalRecord> = records(12)
+            .into_iter()
+            .filter(|r| r.critic == "base" || r.item_id < "item-6".to_string())
+            .collect();
+        let report = build(&partial, &actors, "rco", 100, 9, None, None);
+        assert_eq!(
+            items_phrase(&report, 12),
+            "up to 12 held-out items (the overall cells have 8 to 12; `n=K` marks a cell with fewer than its column's most)"
+        );
+        let table = table(&report);
+        let rco_row = table.lines().find(|l| l.starts_with("rco")).unwrap();
+        let base_row = table.lines().find(|l| l.starts_with("base")).unwrap();
+        // item-0..item-5 (and item-10, item-11, which sort before item-6): 8 overall.
+        assert!(rco_row.ends_with(" n=8"), "{table}");
+        assert!(!base_row.contains("n="), "{table}");
+        // The columns stay aligned: every row as long as the header.
+        let header = table.lines().next().unwrap().chars().count();
+        assert!(
+            table.lines().all(|l| l.chars().count() == header),
+            "{table}"
+        );
     }
 
     /// `items` items over two tasks; the rco critic's CU is the base's plus a gain that

@@ -133,7 +133,8 @@ impl Run {
             crate::report_html::html(&report, &records, &metrics, &title).as_bytes(),
         )?;
         let mut out = format!(
-            "CU x100 on {items} held-out items, 95% bootstrap intervals ({})\n\n",
+            "CU x100 on {}, 95% bootstrap intervals ({})\n\n",
+            crate::report::items_phrase(&report, items),
             crate::report::critics_legend(&report)
         );
         out.push_str(&crate::report::table(&report));
