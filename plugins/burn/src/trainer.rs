@@ -893,10 +893,10 @@ impl RcoTrainer {
                     "groups_per_second": groups_in_step as f64 / seconds.max(1e-9),
                     "seconds": seconds,
                 }));
-                // The last step's checkpoint is written only to be kept: without
-                // `keep_final_checkpoint` the critic written next is what a crash before it
-                // would redo the last steps for (7 GB written and removed, about 18 s, for
-                // a 0.5B critic under AdamW).
+                // The last step's checkpoint is written only to be kept. Without
+                // `keep_final_checkpoint` it would be removed as soon as the critic is
+                // written (7 GB and about 18 s for a 0.5B critic under AdamW); a crash
+                // before then redoes the steps since the last periodic checkpoint.
                 let last = state.step == schedule.len();
                 if (last && self.config.keep_final_checkpoint)
                     || (!last && state.step % self.config.checkpoint_every == 0)
