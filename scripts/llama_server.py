@@ -5,10 +5,13 @@ Prints `listening on http://127.0.0.1:PORT/v1` once the server is healthy, then 
 its standard input closes (so a test that spawned it stops it by dropping the pipe) or it is
 terminated.
 
-usage: llama_server.py MODEL.gguf [PORT] [PARALLEL] [CONTEXT]
+usage: llama_server.py MODEL.gguf [PORT] [PARALLEL] [CONTEXT] [CACHE_MIB]
 
 PARALLEL requests are served at once (default 4), each with CONTEXT tokens of context
-(default 1024).
+(default 1024). CACHE_MIB caps llama.cpp's prompt cache in host memory, the finished
+requests' KV states kept for reuse by later prompts with the same prefix; llama.cpp's
+default is 8192 MiB per server, which a long run fills (measured: a 1.5B server at 5.4 GB
+resident after an hour), so set it where servers share the machine with a training.
 """
 import socket
 import sys
@@ -24,11 +27,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start(model, port=0, parallel=1, n_ctx=512):
+def start(model, port=0, parallel=1, n_ctx=512, cache_mib=None):
     """A healthy llama.cpp server on 127.0.0.1 over `model`: (server, base URL)."""
     port = port or free_port()
     params = xllamacpp.CommonParams()
     params.model.path = model
+    if cache_mib is not None:
+        params.cache_ram_mib = cache_mib
     params.n_parallel = parallel
     params.n_ctx = n_ctx
     params.cpuparams.n_threads = 2
@@ -55,7 +60,8 @@ def main():
     port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
     parallel = int(sys.argv[3]) if len(sys.argv) > 3 else 4
     context = int(sys.argv[4]) if len(sys.argv) > 4 else 1024
-    server, base = start(model, port, parallel, context * parallel)
+    cache_mib = int(sys.argv[5]) if len(sys.argv) > 5 else None
+    server, base = start(model, port, parallel, context * parallel, cache_mib)
     print(f"listening on {base}/v1", flush=True)
     try:
         sys.stdin.read()
