@@ -290,7 +290,7 @@ fn build_noisy(config: &NoisyJudgeConfig, _ctx: &BuildContext) -> Result<Arc<dyn
     if !problems.is_empty() {
         return Err(Error::Config(problems));
     }
-    Ok(Arc::new(NoisyJudge::new(config.clone())))
+    Ok(Arc::new(NoisyJudge::new(*config)))
 }
 
 rco_core::register_plugin! {

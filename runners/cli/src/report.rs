@@ -983,7 +983,7 @@ mod tests {
         assert!(!table(&full).contains("n="), "{}", table(&full));
         let partial: Vec<EvalRecord> = records(12)
             .into_iter()
-            .filter(|r| r.critic == "base" || r.item_id < "item-6".to_string())
+            .filter(|r| r.critic == "base" || r.item_id.as_str() < "item-6")
             .collect();
         let report = build(&partial, &actors, "rco", 100, 9, None, None);
         assert_eq!(

@@ -425,7 +425,7 @@ fn options(server: &Server, body: &Value, chat: bool) -> Result<Options, Respons
     };
     let temperature = f("temperature", 1.0)?;
     let top_p = f("top_p", 1.0)?;
-    if !(temperature >= 0.0 && temperature <= 100.0) {
+    if !(0.0..=100.0).contains(&temperature) {
         return Err(bad("`temperature` must be between 0 and 100"));
     }
     if !(top_p > 0.0 && top_p <= 1.0) {
